@@ -18,13 +18,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps moshi==0.2.13 encodec==0.1.1
 	touch $@
 
-# Speech synthesizers used by corpus synthesis and its tests (Debian packages).
+# Debian packages the project uses: speech synthesizers for corpus synthesis, sox, and
+# Chromium for the browser demo's end-to-end test. Installed when missing (as root).
+SYSTEM_PACKAGES := espeak-ng libespeak-ng1 flite sox chromium
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v sox >/dev/null; then \
+	@missing=""; \
+	for cmd in espeak-ng flite sox chromium; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng libespeak-ng1 flite sox >/dev/null; \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
 		else \
-			echo "please install espeak-ng, libespeak-ng1, flite and sox (Debian packages)"; exit 1; \
+			echo "missing:$$missing; please install the Debian packages $(SYSTEM_PACKAGES)"; exit 1; \
 		fi; \
 	fi
 
