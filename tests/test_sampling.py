@@ -1,0 +1,127 @@
+"""Sampling: greedy, temperature, top-k, top-p, and per-slot independent randomness."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsm.streaming.sampling import SamplingParams, SlotRandom, hash32, sample_tokens
+
+
+def test_hash32_matches_python_reference() -> None:
+    def ref(x: int) -> int:
+        m = 0xFFFFFFFF
+        x &= m
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & m
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & m
+        x ^= x >> 16
+        return x
+
+    values = [0, 1, 2, 12345, 0xFFFFFFFF, 0x80000000, 987654321]
+    got = hash32(torch.tensor(values, dtype=torch.long)).tolist()
+    assert got == [ref(v) for v in values]
+
+
+def test_greedy_is_argmax() -> None:
+    logits = torch.randn(5, 100)
+    tokens = sample_tokens(logits, SamplingParams(temperature=0.0))
+    assert torch.equal(tokens, logits.argmax(-1))
+
+
+def _draw_many(logits: torch.Tensor, params: SamplingParams, n: int) -> torch.Tensor:
+    """n slots with the same logits and different seeds, several steps: a bag of samples."""
+    rng = SlotRandom(n, seed=3)
+    out = []
+    for _ in range(4):
+        out.append(sample_tokens(logits.expand(n, -1), params, rng, stream=1))
+        rng.advance()
+    return torch.cat(out)
+
+
+def test_temperature_sampling_follows_softmax() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5]])
+    samples = _draw_many(logits, SamplingParams(temperature=0.8), 5000)
+    freq = torch.bincount(samples, minlength=5).float() / samples.numel()
+    expected = (logits[0] / 0.8).softmax(-1)
+    assert (freq - expected).abs().max() < 0.02
+
+
+def test_top_k_only_draws_the_k_best_and_renormalises() -> None:
+    logits = torch.tensor([[0.1, 3.0, 2.5, -1.0, 2.9, 0.0]])
+    samples = _draw_many(logits, SamplingParams(temperature=1.0, top_k=3), 4000)
+    assert set(samples.tolist()) <= {1, 2, 4}
+    freq = torch.bincount(samples, minlength=6).float() / samples.numel()
+    kept = torch.tensor([3.0, 2.5, 2.9]).softmax(-1)
+    assert (freq[[1, 2, 4]] - kept).abs().max() < 0.03
+
+
+def test_top_p_keeps_the_nucleus() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    samples = _draw_many(probs.log(), SamplingParams(temperature=1.0, top_p=0.7), 4000)
+    # 0.5 < 0.7 so token 1 joins; 0.8 >= 0.7 so tokens 2 and 3 are cut.
+    assert set(samples.tolist()) == {0, 1}
+    freq = torch.bincount(samples, minlength=4).float() / samples.numel()
+    assert abs(freq[0].item() - 0.5 / 0.8) < 0.03
+
+
+def test_top_k_and_top_p_combined() -> None:
+    probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
+    samples = _draw_many(probs.log(), SamplingParams(temperature=1.0, top_k=3, top_p=0.95), 2000)
+    assert set(samples.tolist()) == {0, 1, 2}
+
+
+def test_slots_are_independent_of_each_other() -> None:
+    params = SamplingParams(temperature=1.0, top_k=50)
+    logits = torch.randn(4, 300)
+    rng_a = SlotRandom(4, seed=7)
+    together = [sample_tokens(logits, params, rng_a, stream=2)]
+    rng_a.advance()
+    together.append(sample_tokens(logits, params, rng_a, stream=2))
+
+    # Slot 2 alone in a batch of one, with the seed it had: same draws.
+    rng_b = SlotRandom(1)
+    rng_b.reseed(torch.tensor([True]), rng_a.seeds[2:3])
+    alone = [sample_tokens(logits[2:3], params, rng_b, stream=2)]
+    rng_b.advance()
+    alone.append(sample_tokens(logits[2:3], params, rng_b, stream=2))
+    assert [t[2].item() for t in together] == [t[0].item() for t in alone]
+
+    # Changing another slot's logits does not change slot 2's token.
+    other = logits.clone()
+    other[0] = torch.randn(300)
+    rng_c = SlotRandom(4, seed=7)
+    assert sample_tokens(other, params, rng_c, stream=2)[2] == together[0][2]
+
+
+def test_streams_and_steps_give_different_noise() -> None:
+    rng = SlotRandom(2, seed=1)
+    a = rng.uniform(0, 64)
+    b = rng.uniform(1, 64)
+    rng.advance()
+    c = rng.uniform(0, 64)
+    assert not torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])
+    assert (a > 0).all() and (a < 1).all()
+
+
+def test_reseed_restarts_only_the_chosen_slots() -> None:
+    rng = SlotRandom(3, seed=0)
+    first = rng.uniform(0, 16).clone()
+    rng.advance()
+    rng.reseed(torch.tensor([False, True, False]), rng.seeds.clone())
+    now = rng.uniform(0, 16)
+    assert torch.equal(now[1], first[1])
+    assert not torch.equal(now[0], first[0])
+
+
+def test_bad_parameters_are_rejected() -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=-1.0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(temperature=1.0, top_p=1.5)
+    with pytest.raises(ValueError, match="SlotRandom"):
+        sample_tokens(torch.randn(2, 5), SamplingParams(temperature=1.0))
+    with pytest.raises(ValueError, match=r"\[B, V\]"):
+        sample_tokens(torch.randn(5), SamplingParams())
