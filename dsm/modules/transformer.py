@@ -1,0 +1,468 @@
+"""Causal transformer with a sliding context, offline or streaming over a ring KV cache.
+
+Offline, `StreamingTransformer(x)` runs causal attention over the whole `[B, T, D]`
+sequence, each position seeing the last `context` positions (itself included). Inside
+`with transformer.streaming(B):` each call processes the next T positions of every batch
+slot. Each slot has its own position counter (RoPE restarts at 0 after `reset_slots`), and
+every attention layer owns a ring KV cache of `context` (or `max_seq_len`) entries,
+allocated once at `init_state` and written in place with `scatter_`, with no host syncs,
+so that a step can be captured in a CUDA graph. Streaming output equals offline output.
+
+Parameter names follow Kyutai's checkpoints, so a Kyutai state dict loads once its prefix
+is stripped: `self_attn.in_proj_weight` (q, k, v stacked), `self_attn.out_proj.weight`,
+`norm1.*`, `norm2.*`, `linear1/linear2` or `gating.linear_in/linear_out`,
+`layer_scale_1.scale`, `layer_scale_2.scale`. The per-step weights of Kyutai's depth
+transformer (`weights_per_step`) are stacked along the output dim of the same keys. State
+dicts written by `moshi` itself (`in_projs.{i}.weight`, `out_projs.{i}.weight`) load too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dsm.modules.layer_scale import LayerScale
+from dsm.modules.norm import NORM_KINDS, make_norm
+from dsm.modules.rope import apply_rope
+from dsm.modules.streaming import StreamingModule, StreamingState
+
+POSITIONAL_EMBEDDINGS = ("rope", "none", "sin", "sin_rope")
+GATING_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+}
+
+
+def kyutai_gated_hidden(d_model: int, dim_feedforward: int) -> int:
+    """Hidden size Kyutai's gated FFN uses for a nominal `dim_feedforward`.
+
+    A gated FFN has three matrices instead of two, so Kyutai shrinks the hidden size to
+    2/3 of the nominal one (21/8 of d_model when the nominal size is exactly 4 d_model).
+    """
+    if dim_feedforward == 4 * d_model:
+        return (21 * d_model) // 8
+    return (2 * dim_feedforward) // 3
+
+
+@dataclass
+class TransformerConfig:
+    d_model: int
+    num_heads: int
+    num_layers: int
+    dim_feedforward: int  # FFN hidden size (callers compute Kyutai's gated size)
+    causal: bool = True
+    context: int | None = None  # sliding window: positions attended, the current included
+    positional_embedding: str = "rope"  # "rope" | "none" ("sin", "sin_rope" for Kyutai's depformer)
+    max_period: float = 10_000.0
+    norm: str = "layer_norm"  # "layer_norm" | "layer_norm_f32" | "rms_norm" | "rms_norm_f32"
+    gating: str = "none"  # "none" (GELU MLP: linear1/linear2) | "silu" (gated) | other activations
+    layer_scale: float | None = None
+    bias_ff: bool = False
+    bias_attn: bool = False
+    max_seq_len: int | None = None  # KV capacity when context is None (streaming only)
+    # Kyutai's depth transformer: position t uses weight set schedule[t] (or t).
+    weights_per_step: int = 0
+    weights_per_step_schedule: list[int] | None = field(default=None)
+    positional_scale: float = 1.0  # scale of the "sin" embedding
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"TransformerConfig.{name}: {why}")
+
+        for name in ("d_model", "num_heads", "dim_feedforward"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, f"must be a positive integer, got {getattr(self, name)}")
+        if self.num_layers < 0:
+            raise bad("num_layers", f"must be >= 0, got {self.num_layers}")
+        if self.d_model % self.num_heads:
+            raise bad("num_heads", f"{self.num_heads} does not divide d_model {self.d_model}")
+        if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
+            raise bad("positional_embedding", f"{self.positional_embedding!r} not in {POSITIONAL_EMBEDDINGS}")
+        if "rope" in self.positional_embedding and (self.d_model // self.num_heads) % 2:
+            raise bad("num_heads", "RoPE needs an even head dimension")
+        if self.norm not in NORM_KINDS:
+            raise bad("norm", f"{self.norm!r} not in {NORM_KINDS}")
+        if self.gating != "none" and self.gating not in GATING_ACTIVATIONS:
+            raise bad("gating", f"{self.gating!r} not in {('none', *GATING_ACTIVATIONS)}")
+        if self.context is not None and self.context < 1:
+            raise bad("context", f"must be >= 1 or None, got {self.context}")
+        if self.max_seq_len is not None and self.max_seq_len < 1:
+            raise bad("max_seq_len", f"must be >= 1 or None, got {self.max_seq_len}")
+        if self.max_period <= 0:
+            raise bad("max_period", f"must be positive, got {self.max_period}")
+        if self.weights_per_step < 0:
+            raise bad("weights_per_step", f"must be >= 0, got {self.weights_per_step}")
+        if self.weights_per_step and self.gating == "none":
+            raise bad("weights_per_step", "needs a gated FFN (gating != 'none'), as in Kyutai's models")
+        schedule = self.weights_per_step_schedule
+        if schedule is not None:
+            if not self.weights_per_step:
+                raise bad("weights_per_step_schedule", "given without weights_per_step")
+            if len(schedule) != self.weights_per_step:
+                raise bad(
+                    "weights_per_step_schedule",
+                    f"has {len(schedule)} entries, weights_per_step is {self.weights_per_step}",
+                )
+            if min(schedule) < 0:
+                raise bad("weights_per_step_schedule", "entries must be >= 0")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def num_weight_sets(self) -> int:
+        """How many weight sets each per-step layer holds (1 without weights_per_step)."""
+        if not self.weights_per_step:
+            return 1
+        if self.weights_per_step_schedule is not None:
+            return max(self.weights_per_step_schedule) + 1
+        return self.weights_per_step
+
+    @property
+    def kv_capacity(self) -> int | None:
+        """Entries of the streaming ring KV cache (None: streaming is impossible)."""
+        if self.context is not None:
+            return self.context
+        if self.max_seq_len is not None:
+            return self.max_seq_len
+        if self.weights_per_step:
+            return self.weights_per_step
+        return None
+
+
+# --- attention ------------------------------------------------------------------------------
+
+
+@dataclass
+class _AttentionPlan:
+    """What every layer of one call shares: positions, mask and where the cache is written.
+
+    mode "offline": no cache. "write_first" (T == 1): write k/v at `write_index`, then attend
+    over the cache. "concat" (T > 1): attend over [cache, new], then write the last entries.
+    """
+
+    mode: str
+    positions: torch.Tensor  # [B or 1, T] positions of the new entries
+    mask: torch.Tensor | None  # bool, broadcastable to [B, H, T, S]
+    write_index: torch.Tensor | None = None  # [B, W] ring slots for the last W new entries
+
+
+class _AttentionState(StreamingState):
+    """Ring KV cache of one attention layer: `[B, H, capacity, head_dim]` keys and values.
+
+    Which entry holds which position lives in the transformer's state, shared by all layers;
+    stale entries are masked out, so resetting a slot needs nothing here.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.keys = keys
+        self.values = values
+
+    def reset(self, slots: torch.Tensor) -> None:
+        return None
+
+
+class _StackedLinear(nn.Module):
+    """A bias-optional linear whose weight may stack several per-step sets along dim 0."""
+
+    def __init__(self, in_features: int, out_features: int, sets: int, bias: bool) -> None:
+        super().__init__()
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(sets * out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(sets * out_features)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def set_weight(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lo, hi = index * self.out_features, (index + 1) * self.out_features
+        bias = None if self.bias is None else self.bias[lo:hi]
+        return self.weight[lo:hi], bias
+
+
+def _per_step_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_features: int,
+    weight_indices: list[int] | None,
+) -> torch.Tensor:
+    """`x [B, T, I]` times the weight set `weight_indices[t]` at each step t (or set 0)."""
+    if weight_indices is None:
+        return F.linear(x, weight[:out_features], None if bias is None else bias[:out_features])
+    outs = []
+    for t, index in enumerate(weight_indices):
+        lo, hi = index * out_features, (index + 1) * out_features
+        outs.append(F.linear(x[:, t : t + 1], weight[lo:hi], None if bias is None else bias[lo:hi]))
+    return torch.cat(outs, dim=1)
+
+
+class StreamingMultiheadAttention(StreamingModule):
+    """Causal multi-head self-attention with Kyutai's stacked `in_proj_weight`."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, sets = config.d_model, config.num_weight_sets
+        self.in_proj_weight = nn.Parameter(torch.empty(sets * 3 * d, d))
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        self.in_proj_bias = nn.Parameter(torch.zeros(sets * 3 * d)) if config.bias_attn else None
+        self.out_proj = _StackedLinear(d, d, sets, bias=config.bias_attn)
+        self._register_load_state_dict_pre_hook(_load_moshi_attention_keys, with_module=True)
+
+    def init_state(self, batch_size: int) -> _AttentionState:
+        capacity = self.config.kv_capacity
+        if capacity is None:
+            raise RuntimeError(
+                "streaming attention needs TransformerConfig.context or max_seq_len "
+                "(the ring KV cache capacity)"
+            )
+        shape = (batch_size, self.config.num_heads, capacity, self.config.head_dim)
+        weight = self.in_proj_weight
+        keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        return _AttentionState(keys, torch.zeros_like(keys))
+
+    def forward(
+        self, x: torch.Tensor, plan: _AttentionPlan, weight_indices: list[int] | None = None
+    ) -> torch.Tensor:
+        B, T, D = x.shape
+        cfg = self.config
+        projected = _per_step_linear(x, self.in_proj_weight, self.in_proj_bias, 3 * D, weight_indices)
+        q, k, v = projected.view(B, T, 3, cfg.num_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
+        if "rope" in cfg.positional_embedding:
+            q = apply_rope(q, plan.positions, cfg.max_period)
+            k = apply_rope(k, plan.positions, cfg.max_period)
+
+        state = self.state
+        if plan.mode == "offline":
+            keys, values = k, v
+        else:
+            assert isinstance(state, _AttentionState) and plan.write_index is not None
+            if plan.mode == "write_first":
+                _write_ring(state, k, v, plan.write_index)
+                keys, values = state.keys, state.values
+            else:
+                keys = torch.cat([state.keys, k], dim=2)
+                values = torch.cat([state.values, v], dim=2)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=plan.mask)
+        if plan.mode == "concat":
+            assert isinstance(state, _AttentionState) and plan.write_index is not None
+            _write_ring(state, k, v, plan.write_index)
+        out = out.transpose(1, 2).reshape(B, T, D)
+        return _per_step_linear(out, self.out_proj.weight, self.out_proj.bias, D, weight_indices)
+
+
+def _write_ring(state: _AttentionState, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> None:
+    """Write the last W new entries of `k`, `v` `[B, H, T, Dh]` at ring slots `index [B, W]`."""
+    B, H, T, Dh = k.shape
+    W = index.shape[1]
+    gather = index.view(B, 1, W, 1).expand(B, H, W, Dh)
+    state.keys.scatter_(2, gather, k[:, :, T - W :].to(state.keys.dtype))
+    state.values.scatter_(2, gather, v[:, :, T - W :].to(state.values.dtype))
+
+
+def _load_moshi_attention_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    """Accept moshi's own layouts: `in_proj.weight`, `in_projs.{i}.weight`, `out_projs.{i}.weight`."""
+    if prefix + "in_proj.weight" in state_dict:
+        state_dict[prefix + "in_proj_weight"] = state_dict.pop(prefix + "in_proj.weight")
+    for split, stacked in (("in_projs", "in_proj_weight"), ("out_projs", "out_proj.weight")):
+        parts = []
+        while f"{prefix}{split}.{len(parts)}.weight" in state_dict:
+            parts.append(state_dict.pop(f"{prefix}{split}.{len(parts)}.weight"))
+        if parts:
+            state_dict[prefix + stacked] = torch.cat(parts, dim=0)
+
+
+# --- feed-forward and layer -------------------------------------------------------------------
+
+
+class GatedFFN(nn.Module):
+    """act(x W_a) * (x W_b) then W_out; `linear_in` holds [W_a; W_b] (Kyutai's layout)."""
+
+    def __init__(self, d_model: int, hidden: int, activation: str, bias: bool) -> None:
+        super().__init__()
+        self.activation = GATING_ACTIVATIONS[activation]
+        self.linear_in = nn.Linear(d_model, 2 * hidden, bias=bias)
+        self.linear_out = nn.Linear(hidden, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.linear_in(x).unflatten(-1, (2, -1)).unbind(-2)
+        return self.linear_out(self.activation(gate) * value)
+
+
+class StreamingTransformerLayer(nn.Module):
+    """Pre-norm layer: x + ls1(attn(norm1(x))), then x + ls2(ffn(norm2(x)))."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.self_attn = StreamingMultiheadAttention(config)
+        self.norm1 = make_norm(config.norm, d)
+        self.norm2 = make_norm(config.norm, d)
+        self.linear1: nn.Linear | None = None
+        self.linear2: nn.Linear | None = None
+        self.gating: nn.Module | None = None
+        if config.gating == "none":
+            self.linear1 = nn.Linear(d, config.dim_feedforward, bias=config.bias_ff)
+            self.linear2 = nn.Linear(config.dim_feedforward, d, bias=config.bias_ff)
+        elif config.weights_per_step:
+            self.gating = nn.ModuleList(
+                GatedFFN(d, config.dim_feedforward, config.gating, config.bias_ff)
+                for _ in range(config.num_weight_sets)
+            )
+        else:
+            self.gating = GatedFFN(d, config.dim_feedforward, config.gating, config.bias_ff)
+        if config.layer_scale is None:
+            self.layer_scale_1: nn.Module = nn.Identity()
+            self.layer_scale_2: nn.Module = nn.Identity()
+        else:
+            self.layer_scale_1 = LayerScale(d, config.layer_scale)
+            self.layer_scale_2 = LayerScale(d, config.layer_scale)
+
+    def _feed_forward(self, x: torch.Tensor, weight_indices: list[int] | None) -> torch.Tensor:
+        if self.linear1 is not None and self.linear2 is not None:
+            return self.linear2(F.gelu(self.linear1(x)))
+        if isinstance(self.gating, nn.ModuleList):
+            assert weight_indices is not None
+            return torch.cat(
+                [self.gating[i](x[:, t : t + 1]) for t, i in enumerate(weight_indices)], dim=1
+            )
+        assert self.gating is not None
+        return self.gating(x)
+
+    def forward(
+        self, x: torch.Tensor, plan: _AttentionPlan, weight_indices: list[int] | None = None
+    ) -> torch.Tensor:
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), plan, weight_indices))
+        return x + self.layer_scale_2(self._feed_forward(self.norm2(x), weight_indices))
+
+
+# --- the transformer --------------------------------------------------------------------------
+
+
+class _TransformerState(StreamingState):
+    """Per-slot step counters and which position each ring-cache entry holds (-1: empty).
+
+    `host_step` counts steps on the host for per-step weights (Kyutai's depformer, where
+    all slots move in lockstep and are reset together); it never reads device memory.
+    """
+
+    def __init__(self, offsets: torch.Tensor, cache_positions: torch.Tensor) -> None:
+        self.offsets = offsets  # [B] long
+        self.cache_positions = cache_positions  # [B, capacity] long
+        self.host_step = 0
+
+    def reset(self, slots: torch.Tensor) -> None:
+        self.offsets.masked_fill_(slots, 0)
+        self.cache_positions.masked_fill_(slots[:, None], -1)
+        self.host_step = 0
+
+
+def sin_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
+    """Sinusoidal embedding `[B, T, dim]` = [cos, sin] of positions `[B, T]` (Kyutai's "sin")."""
+    half = dim // 2
+    scale = torch.arange(half, device=positions.device, dtype=torch.float32) / (half - 1)
+    phase = positions.to(torch.float32)[..., None] / (max_period**scale)
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+
+
+class StreamingTransformer(StreamingModule):
+    """A stack of `StreamingTransformerLayer`, offline or streaming (see module docstring)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(StreamingTransformerLayer(config) for _ in range(config.num_layers))
+
+    def init_state(self, batch_size: int) -> _TransformerState:
+        capacity = self.config.kv_capacity
+        if capacity is None:
+            raise RuntimeError(
+                "streaming needs TransformerConfig.context or max_seq_len (the KV cache capacity)"
+            )
+        if not self.config.causal:
+            raise RuntimeError("streaming needs a causal transformer (TransformerConfig.causal)")
+        device = self._device()
+        offsets = torch.zeros(batch_size, device=device, dtype=torch.long)
+        cache_positions = torch.full((batch_size, capacity), -1, device=device, dtype=torch.long)
+        return _TransformerState(offsets, cache_positions)
+
+    def _device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def _weight_indices(self, start: int, steps: int) -> list[int] | None:
+        cfg = self.config
+        if not cfg.weights_per_step:
+            return None
+        if start + steps > cfg.weights_per_step:
+            raise ValueError(
+                f"per-step weights cover {cfg.weights_per_step} steps, asked for steps "
+                f"{start}..{start + steps - 1}; reset the streaming state between sequences"
+            )
+        schedule = cfg.weights_per_step_schedule
+        return [schedule[t] if schedule is not None else t for t in range(start, start + steps)]
+
+    def _offline_plan(self, T: int, device: torch.device) -> _AttentionPlan:
+        positions = torch.arange(T, device=device)[None]
+        mask = None
+        if self.config.causal:
+            delta = positions[0, :, None] - positions[0, None, :]  # query - key, [T, T]
+            mask = delta >= 0
+            if self.config.context is not None:
+                mask = mask & (delta < self.config.context)
+        return _AttentionPlan("offline", positions, mask)
+
+    def _streaming_plan(self, state: _TransformerState, T: int) -> _AttentionPlan:
+        steps = torch.arange(T, device=state.offsets.device)
+        positions = state.offsets[:, None] + steps  # [B, T]
+        capacity = state.cache_positions.shape[1]
+        W = min(T, capacity)
+        write_index = positions[:, T - W :] % capacity  # [B, W]
+        if T == 1:
+            state.cache_positions.scatter_(1, write_index, positions)
+            key_positions = state.cache_positions
+            mode = "write_first"
+        else:
+            key_positions = torch.cat([state.cache_positions, positions], dim=1)
+            mode = "concat"
+        delta = positions[:, :, None] - key_positions[:, None, :]  # [B, T, S]
+        mask = (key_positions[:, None, :] >= 0) & (delta >= 0)
+        if self.config.context is not None:
+            mask = mask & (delta < self.config.context)
+        if mode == "concat":
+            state.cache_positions.scatter_(1, write_index, positions[:, T - W :])
+        return _AttentionPlan(mode, positions, mask[:, None], write_index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x `[B, T, D]` -> `[B, T, D]`: the whole sequence, or the next T steps when streaming."""
+        if x.dim() != 3 or x.shape[-1] != self.config.d_model:
+            raise ValueError(f"expected input [B, T, {self.config.d_model}], got {tuple(x.shape)}")
+        B, T, _ = x.shape
+        state = self.state
+        if state is None:
+            plan = self._offline_plan(T, x.device)
+            weight_indices = self._weight_indices(0, T)
+        else:
+            assert isinstance(state, _TransformerState)
+            if B != state.offsets.shape[0]:
+                raise ValueError(f"streaming batch size is {state.offsets.shape[0]}, got input with {B}")
+            weight_indices = self._weight_indices(state.host_step, T)
+            plan = self._streaming_plan(state, T)
+        if self.config.positional_embedding in ("sin", "sin_rope"):
+            emb = sin_embedding(plan.positions, self.config.d_model, self.config.max_period)
+            x = x + self.config.positional_scale * emb.to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, plan, weight_indices)
+        if state is not None:
+            state.offsets.add_(T)
+            state.host_step += T
+        return x
