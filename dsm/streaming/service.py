@@ -1,0 +1,459 @@
+"""The one seam between the websocket server and whatever model serves the streams.
+
+The server only needs a `ModelService` (open a stream or raise `CapacityError`) and the
+`ModelStream`s it opens (push pcm / text / markers, end, iterate events, close). Both are
+`typing.Protocol`s, so the server is tested against small scripted services, and serves
+the real `BatchedEngine` through `EngineASRService` / `EngineTTSService` (below) without
+knowing the difference.
+
+`QueuedStream` and `SteppedService` are the shared machinery: per-stream input queues
+with back-pressure (a client sending faster than the model steps waits, it is not
+buffered without bound), per-stream output queues with a bound (a client that stops
+reading is cut off instead of growing memory), and one asyncio loop task per service that
+runs the batched step whenever some stream has input.
+
+`ScriptedASRService` / `ScriptedTTSService` are test doubles (no model): they pace audio
+exactly like a 12.5 Hz model with a fixed delay and emit a given script. Tests and
+`dsm bench serve --scripted` use them to measure what the server itself costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from dsm.streaming.events import (
+    AudioEvent,
+    EndWordEvent,
+    Event,
+    MarkerEvent,
+    StepEvent,
+    TextEvent,
+    WordEvent,
+)
+
+SAMPLE_RATE = 24_000
+FRAME_SIZE = 1920
+
+
+class CapacityError(RuntimeError):
+    """Every slot of the service is taken; the message says how many there are."""
+
+
+class StreamError(RuntimeError):
+    """The stream cannot go on (bad input for the model, client not reading, shutdown)."""
+
+
+@runtime_checkable
+class ModelStream(Protocol):
+    """One client's stream inside a service."""
+
+    async def push_pcm(self, pcm: np.ndarray) -> None:
+        """ASR: more float32 24 kHz mono samples `[N]`. Waits while the stream is full."""
+
+    async def push_text(self, text: str) -> None:
+        """TTS: more text (words may be split across calls)."""
+
+    async def push_marker(self, marker_id: int) -> None:
+        """ASR: echo `MarkerEvent(marker_id)` once everything pushed before is processed."""
+
+    async def end(self) -> None:
+        """No more input: process what is pending, then the events end."""
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        """The stream's events until it ends; raises `StreamError` if it failed."""
+
+    async def close(self) -> None:
+        """Leave now (client gone): frees the slot at once. Idempotent."""
+
+
+@runtime_checkable
+class ModelService(Protocol):
+    kind: Literal["asr", "tts"]
+    capacity: int  # slots
+
+    @property
+    def active(self) -> int:
+        """Streams open right now."""
+
+    async def start(self) -> None: ...
+
+    async def open(self) -> ModelStream:
+        """A new stream in a free slot, or `CapacityError`."""
+
+    async def stop(self) -> None:
+        """Stop the step loop; streams still open fail with `StreamError`."""
+
+
+# --- shared machinery ------------------------------------------------------------------
+
+_END = object()
+
+
+class QueuedStream:
+    """A `ModelStream` whose input is drained by a `SteppedService`'s loop."""
+
+    def __init__(self, service: SteppedService, slot: int, max_buffered_samples: int,
+                 max_pending_events: int) -> None:
+        self.service = service
+        self.slot = slot
+        self.inputs: deque[tuple[str, object]] = deque()  # ("pcm"|"text"|"marker"|"end", x)
+        self.buffered_samples = 0  # queued or held by the service, not yet stepped
+        self.max_buffered_samples = max_buffered_samples
+        self.max_pending_events = max_pending_events
+        self.ended = False  # no more input
+        self.closed = False  # slot released
+        self.error: str | None = None
+        self._events: asyncio.Queue[object] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    # client side -----------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StreamError(self.error or "stream is closed")
+        if self.ended:
+            raise StreamError("stream input already ended")
+
+    async def push_pcm(self, pcm: np.ndarray) -> None:
+        self._check_open()
+        samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        while self.buffered_samples >= self.max_buffered_samples and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+        self._check_open()
+        self.inputs.append(("pcm", samples))
+        self.buffered_samples += samples.shape[0]
+        self.service.wake()
+
+    async def push_text(self, text: str) -> None:
+        self._check_open()
+        self.inputs.append(("text", text))
+        self.service.wake()
+
+    async def push_marker(self, marker_id: int) -> None:
+        self._check_open()
+        self.inputs.append(("marker", marker_id))
+        self.service.wake()
+
+    async def end(self) -> None:
+        if self.closed or self.ended:
+            return
+        self.ended = True
+        self.inputs.append(("end", None))
+        self.service.wake()
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                if self.error is not None:
+                    raise StreamError(self.error)
+                return
+            yield item  # type: ignore[misc]
+
+    async def close(self) -> None:
+        self._finish(None)
+
+    # service side ----------------------------------------------------------------------
+    def consumed(self, samples: int) -> None:
+        """The service stepped `samples` of this stream's buffered audio."""
+        self.buffered_samples -= samples
+        if self.buffered_samples < self.max_buffered_samples:
+            self._room.set()
+
+    def emit(self, event: Event) -> None:
+        if self.closed:
+            return
+        if self._events.qsize() >= self.max_pending_events:
+            self._finish(f"client is not reading: {self.max_pending_events} messages pending")
+            return
+        self._events.put_nowait(event)
+
+    def _finish(self, error: str | None) -> None:
+        """Release the slot; the event iteration ends (with `error` if given)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.error = error
+        self._events.put_nowait(_END)
+        self._room.set()
+        self.service.release(self)
+
+
+class SteppedService:
+    """Slots, a wake-up event and one loop task; subclasses implement `run_once`."""
+
+    kind: Literal["asr", "tts"]
+
+    def __init__(self, capacity: int, max_buffered_samples: int = 4 * SAMPLE_RATE,
+                 max_pending_events: int = 2000) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.max_buffered_samples = max_buffered_samples
+        self.max_pending_events = max_pending_events
+        self.streams: dict[int, QueuedStream] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.steps = 0  # batched steps run so far
+
+    @property
+    def active(self) -> int:
+        return len(self.streams)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"{self.kind}-step-loop")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for stream in list(self.streams.values()):
+            stream._finish("the server is shutting down")
+
+    async def open(self) -> QueuedStream:
+        if self._task is None:
+            raise StreamError(f"the {self.kind} service is not running")
+        free = next((slot for slot in range(self.capacity) if slot not in self.streams), None)
+        if free is None:
+            raise CapacityError(
+                f"all {self.capacity} {self.kind.upper()} streams are busy; try again later"
+            )
+        stream = QueuedStream(self, free, self.max_buffered_samples, self.max_pending_events)
+        self.streams[free] = stream
+        self.attach(stream)
+        return stream
+
+    def release(self, stream: QueuedStream) -> None:
+        if self.streams.get(stream.slot) is stream:
+            del self.streams[stream.slot]
+            self.detach(stream)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while await self.run_once():
+                self.steps += 1
+                await asyncio.sleep(0)  # let clients push and read between steps
+
+    # to implement ----------------------------------------------------------------------
+    def attach(self, stream: QueuedStream) -> None:
+        """A stream took `stream.slot`."""
+
+    def detach(self, stream: QueuedStream) -> None:
+        """`stream` left its slot (ended, failed or closed)."""
+
+    async def run_once(self) -> bool:
+        """Drain inputs, run one batched step if any stream is ready; True if it did work."""
+        raise NotImplementedError
+
+
+# --- scripted test doubles ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScriptWord:
+    text: str
+    start: float  # seconds
+    end: float
+
+
+@dataclass
+class _ScriptedASRState:
+    pcm: deque[np.ndarray]
+    held: int = 0  # samples held in `pcm`
+    received: int = 0  # samples pushed so far
+    step_idx: int = 0
+    next_word: int = 0
+    open_word_end: float | None = None
+    markers: deque[tuple[int, int]] | None = None  # (sample position, id)
+    ending: bool = False
+    flush_steps: int = 0
+
+
+class ScriptedASRService(SteppedService):
+    """Test double of an ASR model (no model): emits `script` as if it heard it.
+
+    One step per 1920 samples (80 ms), like a 12.5 Hz model whose text lags the audio by
+    `delay_s`: `Word` for a scripted word comes at the step where `start + delay_s` is
+    reached, its `EndWord` where `end + delay_s` is, a `Step` event every step, and a
+    `Marker` once the audio before it plus the delay has been stepped. `end()` pads the
+    last partial frame and steps the delay out, like the real session's flush.
+    """
+
+    kind = "asr"
+
+    def __init__(self, script: list[ScriptWord], capacity: int = 8, delay_s: float = 0.5,
+                 **limits: int) -> None:
+        super().__init__(capacity, **limits)
+        self.script = list(script)
+        self.delay_s = delay_s
+        self.state: dict[int, _ScriptedASRState] = {}
+
+    def attach(self, stream: QueuedStream) -> None:
+        self.state[stream.slot] = _ScriptedASRState(pcm=deque(), markers=deque())
+
+    def detach(self, stream: QueuedStream) -> None:
+        self.state.pop(stream.slot, None)
+
+    def _drain(self, stream: QueuedStream, state: _ScriptedASRState) -> None:
+        while stream.inputs:
+            kind, value = stream.inputs.popleft()
+            if kind == "pcm":
+                assert isinstance(value, np.ndarray)
+                state.pcm.append(value)
+                state.held += value.shape[0]
+                state.received += value.shape[0]
+            elif kind == "marker":
+                assert state.markers is not None
+                state.markers.append((state.received, int(value)))  # type: ignore[arg-type]
+            elif kind == "end":
+                state.ending = True
+                pad = (-state.held) % FRAME_SIZE
+                if pad:
+                    state.pcm.append(np.zeros(pad, dtype=np.float32))
+                    state.held += pad
+                    stream.buffered_samples += pad
+                state.flush_steps = math.ceil(self.delay_s * SAMPLE_RATE / FRAME_SIZE) + 1
+            else:
+                stream._finish(f"an ASR stream cannot take {kind} input")
+                return
+
+    def _take_frame(self, state: _ScriptedASRState) -> int:
+        need = FRAME_SIZE
+        while need > 0:
+            chunk = state.pcm[0]
+            if chunk.shape[0] <= need:
+                state.pcm.popleft()
+                need -= chunk.shape[0]
+            else:
+                state.pcm[0] = chunk[need:]
+                need = 0
+        state.held -= FRAME_SIZE
+        return FRAME_SIZE
+
+    def _step(self, stream: QueuedStream, state: _ScriptedASRState) -> None:
+        if state.held >= FRAME_SIZE:
+            stream.consumed(self._take_frame(state))
+        else:
+            state.flush_steps -= 1
+        state.step_idx += 1
+        now = state.step_idx * FRAME_SIZE / SAMPLE_RATE  # seconds of input stepped
+        while state.next_word < len(self.script):
+            word = self.script[state.next_word]
+            if word.start + self.delay_s > now + 1e-9:
+                break
+            if state.open_word_end is not None:
+                stream.emit(EndWordEvent(state.open_word_end))
+            stream.emit(WordEvent(word.text, word.start))
+            state.open_word_end = word.end
+            state.next_word += 1
+        if state.open_word_end is not None and state.open_word_end + self.delay_s <= now + 1e-9:
+            stream.emit(EndWordEvent(state.open_word_end))
+            state.open_word_end = None
+        stream.emit(StepEvent(state.step_idx - 1, [0.0, 0.0, 0.0, 0.0], state.held))
+        assert state.markers is not None
+        while state.markers:
+            position, marker_id = state.markers[0]
+            if position / SAMPLE_RATE + self.delay_s > now + 1e-9 and not (
+                state.ending and state.flush_steps <= 0
+            ):
+                break
+            state.markers.popleft()
+            stream.emit(MarkerEvent(marker_id))
+
+    async def run_once(self) -> bool:
+        did_work = False
+        for stream in list(self.streams.values()):
+            state = self.state[stream.slot]
+            self._drain(stream, state)
+            if stream.closed:
+                continue
+            if state.held >= FRAME_SIZE or (state.ending and state.flush_steps > 0):
+                self._step(stream, state)
+                did_work = True
+            if state.ending and state.held == 0 and state.flush_steps <= 0 and not stream.closed:
+                if state.open_word_end is not None:
+                    stream.emit(EndWordEvent(state.open_word_end))
+                    state.open_word_end = None
+                stream._finish(None)
+        return did_work
+
+
+@dataclass
+class _ScriptedTTSState:
+    text: str = ""
+    time_s: float = 0.0
+    ending: bool = False
+
+
+class ScriptedTTSService(SteppedService):
+    """Test double of a TTS model (no model): each complete word becomes a short tone.
+
+    A word is complete when whitespace follows it or the input ends. Per word it emits
+    `Text{word, start_s, stop_s}` and `frames_per_word` audio frames of 1920 samples (a
+    sine whose pitch depends on the word), so a client can check order and timing.
+    """
+
+    kind = "tts"
+
+    def __init__(self, capacity: int = 8, frames_per_word: int = 3, **limits: int) -> None:
+        super().__init__(capacity, **limits)
+        self.frames_per_word = frames_per_word
+        self.state: dict[int, _ScriptedTTSState] = {}
+
+    def attach(self, stream: QueuedStream) -> None:
+        self.state[stream.slot] = _ScriptedTTSState()
+
+    def detach(self, stream: QueuedStream) -> None:
+        self.state.pop(stream.slot, None)
+
+    def _speak(self, stream: QueuedStream, state: _ScriptedTTSState, word: str) -> None:
+        duration = self.frames_per_word * FRAME_SIZE / SAMPLE_RATE
+        stream.emit(TextEvent(word, state.time_s, state.time_s + duration))
+        frequency = 200.0 + 40.0 * (sum(map(ord, word)) % 20)
+        for frame in range(self.frames_per_word):
+            t = (np.arange(FRAME_SIZE) + frame * FRAME_SIZE) / SAMPLE_RATE
+            stream.emit(AudioEvent((0.2 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)))
+        state.time_s += duration
+
+    async def run_once(self) -> bool:
+        did_work = False
+        for stream in list(self.streams.values()):
+            state = self.state[stream.slot]
+            while stream.inputs and not stream.closed:
+                kind, value = stream.inputs.popleft()
+                if kind == "text":
+                    state.text += str(value)
+                elif kind == "end":
+                    state.ending = True
+                else:
+                    stream._finish(f"a TTS stream cannot take {kind} input")
+            if stream.closed:
+                continue
+            words = state.text.split()
+            complete = words if state.ending or state.text[-1:].isspace() else words[:-1]
+            if complete:
+                did_work = True
+                state.text = "" if len(complete) == len(words) else words[-1]
+                for word in complete:
+                    self._speak(stream, state, word)
+            if state.ending:
+                stream._finish(None)
+        return did_work
