@@ -104,12 +104,13 @@ class StreamingServer:
         self.shutting_down = False
         self.closed_by_code: dict[int, int] = {}  # close code -> count (observability)
         self._server: Server | None = None
+        self._port: int | None = None  # the bound port (config.port may be 0)
 
     # lifecycle -------------------------------------------------------------------------
     @property
     def port(self) -> int:
-        assert self._server is not None, "server not started"
-        return self._server.sockets[0].getsockname()[1]
+        assert self._port is not None, "server not started"
+        return self._port
 
     @property
     def url(self) -> str:
@@ -127,6 +128,7 @@ class StreamingServer:
             ping_timeout=self.config.ping_timeout,
             compression=None,
         )
+        self._port = self._server.sockets[0].getsockname()[1]
         log.info("dsm serve listening on %s", self.url)
 
     async def shutdown(self) -> None:

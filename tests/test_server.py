@@ -1,0 +1,439 @@
+"""`dsm serve` over scripted model services (test doubles, no model): protocol, auth,
+limits, faults, capacity, shutdown and a short 64-client load run.
+
+Every fault test runs a *witness* stream next to the faulty one and checks that it still
+gets exactly its words: a fault must stay inside its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import msgpack
+import numpy as np
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from dsm.streaming import clients
+from dsm.streaming.protocol import (
+    FRAME_SIZE,
+    SAMPLE_RATE,
+    encode_audio_in,
+    encode_marker_in,
+    encode_text_in,
+)
+from dsm.streaming.server import ServerConfig, StreamingServer
+from dsm.streaming.service import ScriptedASRService, ScriptedTTSService, ScriptWord
+
+SCRIPT = [ScriptWord(f"word{i}", 0.2 + 0.4 * i, 0.45 + 0.4 * i) for i in range(4)]  # to 1.65 s
+WORDS = [w.text for w in SCRIPT]
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def scripted_server(capacity: int = 8, **config: Any) -> AsyncIterator[StreamingServer]:
+    config.setdefault("port", 0)
+    server = StreamingServer(ServerConfig(**config), ScriptedASRService(SCRIPT, capacity),
+                             ScriptedTTSService(capacity))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.shutdown()
+
+
+def speech(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * SAMPLE_RATE))
+            ).astype(np.float32)
+
+
+async def witness(server: StreamingServer, rtf: float = 4.0, **kw: Any) -> list[str]:
+    words = await clients.stream_pcm_asr(server.url, speech(), rtf=rtf, **kw)
+    return [w.text for w in words]
+
+
+async def recv_map(ws: websockets.ClientConnection) -> dict[str, Any]:
+    return msgpack.unpackb(await ws.recv())
+
+
+async def until_closed(ws: websockets.ClientConnection) -> list[dict[str, Any]]:
+    messages = []
+    try:
+        async for data in ws:
+            messages.append(msgpack.unpackb(data))
+    except ConnectionClosed:
+        pass
+    return messages
+
+
+async def wait_for_active(service: Any, count: int) -> None:
+    while service.active != count:
+        await asyncio.sleep(0.01)
+
+
+# --- the Kyutai protocol, as Kyutai's published clients speak it -------------------------
+
+
+def test_kyutai_style_asr_client_gets_words_and_marker_echo() -> None:
+    async def main() -> tuple[list[str], list[str], list[float]]:
+        async with scripted_server(api_keys=["open_token"]) as server:
+            url = server.url + "/api/asr-streaming"
+            async with websockets.connect(
+                url, additional_headers={"kyutai-api-key": "open_token"}
+            ) as ws:
+                async def send() -> None:
+                    async def audio(pcm: Any) -> None:
+                        await ws.send(msgpack.packb({"type": "Audio", "pcm": [float(x) for x in pcm]},
+                                                    use_single_float=True))
+                    await audio([0.0] * SAMPLE_RATE)
+                    data = speech()
+                    for i in range(0, len(data), FRAME_SIZE):
+                        await audio(data[i:i + FRAME_SIZE])
+                    for _ in range(2):
+                        await audio([0.0] * SAMPLE_RATE)
+                    await ws.send(msgpack.packb({"type": "Marker", "id": 0}))
+                    for _ in range(5):
+                        await audio([0.0] * SAMPLE_RATE)
+
+                types, words, steps = [], [], []
+                sender = asyncio.create_task(send())
+                async for message in ws:
+                    data = msgpack.unpackb(message, raw=False)
+                    types.append(data["type"])
+                    if data["type"] == "Word":
+                        words.append(data["text"])
+                    if data["type"] == "Step":
+                        steps.append(data["step_idx"])
+                    if data["type"] == "Marker":
+                        break
+                await sender
+        return types, words, steps
+
+    types, words, steps = run(main())
+    assert types[0] == "Ready"
+    assert words == WORDS
+    assert set(types) == {"Ready", "Word", "EndWord", "Step", "Marker"}
+    assert steps == list(range(len(steps)))  # one Step per 1920 samples, in order
+    assert len(steps) >= (SAMPLE_RATE * 3 + len(speech())) // FRAME_SIZE
+
+
+def test_kyutai_style_tts_client_gets_audio_frames_then_a_normal_close() -> None:
+    async def main() -> tuple[list[dict[str, Any]], int | None]:
+        async with scripted_server() as server:
+            url = server.url + "/api/tts_streaming?voice=any.wav&format=PcmMessagePack"
+            async with websockets.connect(url, additional_headers={"kyutai-api-key": "x"}) as ws:
+                await ws.send(msgpack.packb({"type": "Text", "text": "Hello there, streaming world."}))
+                await ws.send(msgpack.packb({"type": "Eos"}))
+                messages = [msgpack.unpackb(m) async for m in ws]
+                return messages, ws.close_code
+
+    messages, code = run(main())
+    assert code == 1000
+    assert messages[0] == {"type": "Ready"}
+    texts = [m for m in messages if m["type"] == "Text"]
+    audio = [m for m in messages if m["type"] == "Audio"]
+    assert [t["text"] for t in texts] == ["Hello", "there,", "streaming", "world."]
+    assert all(len(a["pcm"]) == 1920 for a in audio) and len(audio) == 4 * 3
+    assert [t["start_s"] for t in texts] == sorted(t["start_s"] for t in texts)
+    assert all(t["stop_s"] > t["start_s"] for t in texts)
+
+
+def test_clients_module_round_trips_both_endpoints(tmp_path: Any) -> None:
+    async def main() -> tuple[list[clients.TimedWord], clients.SpeechResult]:
+        async with scripted_server() as server:
+            words = await clients.stream_pcm_asr(server.url, speech(), rtf=None)
+            speech_out = await clients.stream_text_tts(server.url, "one two three")
+        return words, speech_out
+
+    words, out = run(main())
+    assert [w.text for w in words] == WORDS
+    assert [(w.start_time, w.stop_time) for w in words] == [(s.start, s.end) for s in SCRIPT]
+    assert [t.text for t in out.words] == ["one", "two", "three"]
+    assert out.pcm.shape == (9 * FRAME_SIZE,) and np.abs(out.pcm).max() > 0.1
+
+
+def test_endpoint_urls() -> None:
+    assert clients.endpoint("ws://h:1", "/api/asr-streaming") == "ws://h:1/api/asr-streaming"
+    assert clients.endpoint("http://h:1/", "/api/asr-streaming") == "ws://h:1/api/asr-streaming"
+    assert (clients.endpoint("h:1/api/tts_streaming?auth_id=k", "/api/tts_streaming",
+                             {"format": "PcmMessagePack"})
+            == "ws://h:1/api/tts_streaming?auth_id=k&format=PcmMessagePack")
+
+
+# --- auth, routes, health -----------------------------------------------------------------
+
+
+def test_auth_by_header_or_query_and_clear_refusals() -> None:
+    async def main() -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        async with scripted_server(api_keys=["k1", "k2"]) as server:
+            base = server.url
+            for name, url, headers in [
+                ("missing", base + "/api/asr-streaming", {}),
+                ("wrong", base + "/api/asr-streaming", {"kyutai-api-key": "nope"}),
+                ("wrong_query", base + "/api/asr-streaming?auth_id=nope", {}),
+                ("tts_format", base + "/api/tts_streaming?auth_id=k1", {}),
+                ("tts_opus", base + "/api/tts_streaming?auth_id=k1&format=OggOpus", {}),
+                ("unknown", base + "/api/nothing", {}),
+            ]:
+                try:
+                    async with websockets.connect(url, additional_headers=headers):
+                        results[name] = "accepted"
+                except InvalidStatus as error:
+                    results[name] = (error.response.status_code, error.response.body.decode())
+            for name, url, headers in [
+                ("header", base + "/api/asr-streaming", {"kyutai-api-key": "k2"}),
+                ("query", base + "/api/asr-streaming?auth_id=k1", {}),
+            ]:
+                async with websockets.connect(url, additional_headers=headers) as ws:
+                    results[name] = await recv_map(ws)
+            results["witness"] = await witness(server, api_key="k1")
+        return results
+
+    results = run(main())
+    for name in ("missing", "wrong", "wrong_query"):
+        assert results[name][0] == 401 and "API key" in results[name][1], name
+    assert results["tts_format"][0] == 400 and "format=PcmMessagePack" in results["tts_format"][1]
+    assert results["tts_opus"][0] == 400 and "'OggOpus'" in results["tts_opus"][1]
+    assert results["unknown"][0] == 404
+    assert results["header"] == results["query"] == {"type": "Ready"}
+    assert results["witness"] == WORDS
+
+
+def _http_get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+def test_health_endpoint_counts_streams_and_frees_them() -> None:
+    async def main() -> list[dict[str, Any]]:
+        reports = []
+        async with scripted_server(capacity=3) as server:
+            http = f"http://127.0.0.1:{server.port}/api/health"
+            async with websockets.connect(server.url + "/api/asr-streaming") as ws:
+                await recv_map(ws)
+                status, kind, body = await asyncio.to_thread(_http_get, http)
+                assert status == 200 and kind == "application/json"
+                reports.append(json.loads(body))
+            assert server.asr is not None
+            await wait_for_active(server.asr, 0)
+            reports.append(json.loads((await asyncio.to_thread(_http_get, http))[2]))
+        return reports
+
+    during, after = run(main())
+    assert during["status"] == "ok"
+    assert during["asr"] == {"active": 1, "capacity": 3}
+    assert during["tts"] == {"active": 0, "capacity": 3}
+    assert after["asr"] == {"active": 0, "capacity": 3}
+
+
+def test_demo_page_is_served_at_root() -> None:
+    async def main() -> list[tuple[int, str, bytes]]:
+        async with scripted_server() as server:
+            base = f"http://127.0.0.1:{server.port}"
+            return [await asyncio.to_thread(_http_get, base + p)
+                    for p in ("/", "/app.js", "/worklet.js", "/../pyproject.toml", "/nope.js")]
+
+    index, app, worklet, escape, missing = run(main())
+    assert index[0] == 200 and index[1].startswith("text/html") and b"<html" in index[2]
+    assert app[0] == 200 and "javascript" in app[1] and b"asr-streaming" in app[2]
+    assert worklet[0] == 200 and b"registerProcessor" in worklet[2]
+    assert escape[0] == 404 and missing[0] == 404
+
+
+# --- faults and bad input: each contained in its connection ------------------------------
+
+
+async def _fault_next_to_witness(server: StreamingServer, frames: list[bytes | str]
+                                 ) -> tuple[list[dict[str, Any]], int | None, str, list[str]]:
+    async def faulty() -> tuple[list[dict[str, Any]], int | None, str]:
+        async with websockets.connect(server.url + "/api/asr-streaming", max_size=None) as ws:
+            await recv_map(ws)  # Ready
+            await ws.send(encode_audio_in(speech(0.08)))
+            try:
+                for frame in frames:
+                    await ws.send(frame)
+            except ConnectionClosed:
+                pass
+            messages = await until_closed(ws)
+            return messages, ws.close_code, ws.close_reason
+
+    witness_task = asyncio.create_task(witness(server))
+    await asyncio.sleep(0.1)  # the witness is mid-stream when the fault happens
+    messages, code, reason = await faulty()
+    return messages, code, reason, await witness_task
+
+
+@pytest.mark.parametrize(
+    ("frames", "code", "needle"),
+    [
+        ([b"\xc1garbage"], 1008, "malformed msgpack"),
+        ([msgpack.packb({"type": "Transcribe", "pcm": []})], 1008, "unknown message type"),
+        (["text frame"], 1008, "text frame"),
+        ([msgpack.packb({"type": "Audio", "pcm": [0.0, float("nan"), 0.0]})], 1008,
+         "non-finite sample"),
+        ([msgpack.packb({"type": "Audio", "pcm": [float("-inf")] * 10})], 1008, "non-finite"),
+        ([msgpack.packb({"type": "Marker"})], 1008, 'lacks the "id" field'),
+        ([encode_audio_in(np.zeros(20_000))], 1009, None),  # over max_message_bytes
+    ],
+    ids=["malformed", "unknown-type", "text-frame", "nan", "inf", "marker-no-id", "oversized"],
+)
+def test_bad_input_gets_error_and_close_code_and_others_go_on(
+    frames: list[bytes | str], code: int, needle: str | None
+) -> None:
+    async def main() -> tuple[Any, ...]:
+        async with scripted_server(max_message_bytes=32_000) as server:
+            result = await _fault_next_to_witness(server, frames)
+            assert server.asr is not None
+            await wait_for_active(server.asr, 0)  # nothing leaked
+            return result
+
+    messages, close_code, reason, witness_words = run(main())
+    assert close_code == code
+    errors = [m["message"] for m in messages if m["type"] == "Error"]
+    if needle is not None:
+        assert len(errors) == 1 and needle in errors[0], errors
+        assert needle in reason or len(reason) == 120
+    assert witness_words == WORDS
+
+
+def test_client_vanishing_mid_stream_frees_its_slot() -> None:
+    async def main() -> tuple[list[str], int]:
+        async with scripted_server(capacity=2) as server:
+            assert server.asr is not None
+            witness_task = asyncio.create_task(witness(server, rtf=2.0))
+            ws = await websockets.connect(server.url + "/api/asr-streaming")
+            await recv_map(ws)
+            for _ in range(5):
+                await ws.send(encode_audio_in(speech(0.08)))
+            await wait_for_active(server.asr, 2)
+            ws.transport.abort()  # no close frame: the client is just gone
+            await wait_for_active(server.asr, 1)
+            # its slot is free again: a new client is served while the witness goes on
+            late = await witness(server, rtf=None)
+            words = await witness_task
+            await wait_for_active(server.asr, 0)
+            return words + late, server.asr.active
+
+    words, active = run(main())
+    assert words == WORDS + WORDS and active == 0
+
+
+def test_more_clients_than_slots_get_a_clear_busy_error() -> None:
+    async def main() -> tuple[Any, ...]:
+        async with scripted_server(capacity=2) as server:
+            first = await websockets.connect(server.url + "/api/asr-streaming")
+            second = await websockets.connect(server.url + "/api/tts_streaming?format=PcmMessagePack")
+            witness_task = asyncio.create_task(witness(server, rtf=2.0))
+            assert server.asr is not None
+            await wait_for_active(server.asr, 2)
+            async with websockets.connect(server.url + "/api/asr-streaming") as third:
+                refused = await until_closed(third)
+                refused_code = third.close_code
+            tts_ok = await recv_map(second)  # TTS slots are separate
+            words = await witness_task
+            await first.close()
+            await second.close()
+            await wait_for_active(server.asr, 0)
+            async with websockets.connect(server.url + "/api/asr-streaming") as again:
+                ready_again = await recv_map(again)
+            return refused, refused_code, tts_ok, words, ready_again
+
+    refused, code, tts_ok, words, ready_again = run(main())
+    assert code == 1013
+    assert refused == [{"type": "Error",
+                        "message": "all 2 ASR streams are busy; try again later"}]
+    assert tts_ok == {"type": "Ready"} and ready_again == {"type": "Ready"}
+    assert words == WORDS
+
+
+def test_idle_client_is_told_and_closed() -> None:
+    async def main() -> tuple[list[dict[str, Any]], int | None, list[str]]:
+        async with scripted_server(idle_timeout=0.3) as server:
+            witness_task = asyncio.create_task(witness(server, rtf=None))
+            async with websockets.connect(server.url + "/api/asr-streaming") as ws:
+                messages = await until_closed(ws)
+            return messages, ws.close_code, await witness_task
+
+    messages, code, words = run(main())
+    assert code == 1008
+    assert messages[0] == {"type": "Ready"}
+    assert messages[-1] == {"type": "Error", "message": "no message for 0.3 s: closing"}
+    assert words == WORDS
+
+
+def test_tts_input_after_eos_is_ignored_and_marker_is_refused() -> None:
+    async def main() -> list[dict[str, Any]]:
+        async with scripted_server() as server:
+            url = server.url + "/api/tts_streaming?format=PcmMessagePack"
+            async with websockets.connect(url) as ws:
+                await ws.send(encode_marker_in(1))
+                return await until_closed(ws)
+
+    messages = run(main())
+    assert messages[-1]["type"] == "Error" and "expected Text or Eos" in messages[-1]["message"]
+
+
+# --- graceful shutdown ---------------------------------------------------------------------
+
+
+def test_shutdown_flushes_open_streams_then_closes_them() -> None:
+    async def main() -> tuple[Any, ...]:
+        server = StreamingServer(ServerConfig(port=0), ScriptedASRService(SCRIPT, 4),
+                                 ScriptedTTSService(4))
+        await server.start()
+        asr = await websockets.connect(server.url + "/api/asr-streaming")
+        tts = await websockets.connect(server.url + "/api/tts_streaming?format=PcmMessagePack")
+        for ws in (asr, tts):
+            await recv_map(ws)
+        await asr.send(encode_audio_in(speech(1.2)))
+        await tts.send(encode_text_in("alpha beta gam"))  # last word still being written
+        await asyncio.sleep(0.1)
+        asr_task = asyncio.create_task(until_closed(asr))
+        tts_task = asyncio.create_task(until_closed(tts))
+        await server.shutdown()
+        refused = None
+        try:
+            await websockets.connect(server.url + "/api/asr-streaming")
+        except OSError as error:
+            refused = error
+        return (await asr_task, asr.close_code, await tts_task, tts.close_code, refused,
+                server.asr.active, server.tts.active)  # type: ignore[union-attr]
+
+    asr_messages, asr_code, tts_messages, tts_code, refused, asr_active, tts_active = run(main())
+    # the flush steps the text delay out: every word begun in the first 1.2 s comes out
+    assert [m["text"] for m in asr_messages if m["type"] == "Word"] == WORDS[:3]
+    assert asr_code == 1001 and tts_code == 1001
+    assert [m["text"] for m in tts_messages if m["type"] == "Text"] == ["alpha", "beta", "gam"]
+    assert isinstance(refused, OSError)
+    assert asr_active == 0 and tts_active == 0
+
+
+# --- load (short in-suite version; `dsm bench serve` runs the long one) --------------------
+
+
+def test_64_concurrent_clients_all_get_their_words_and_leave_no_slot() -> None:
+    async def main() -> tuple[list[list[str]], int, int]:
+        async with scripted_server(capacity=64) as server:
+            results = await asyncio.gather(*[witness(server, rtf=1.0) for _ in range(64)])
+            assert server.asr is not None
+            await wait_for_active(server.asr, 0)
+            return results, server.asr.active, len(server.sessions)
+
+    results, active, sessions = run(main(), timeout=120)
+    assert len(results) == 64 and all(words == WORDS for words in results)
+    assert active == 0 and sessions == 0
