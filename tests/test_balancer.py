@@ -91,6 +91,9 @@ def test_state_dict_round_trip_and_bad_input() -> None:
     assert restored.ema_norms().keys() == balancer.ema_norms().keys()
     for name, value in balancer.ema_norms().items():
         torch.testing.assert_close(restored.ema_norms()[name], value)
+    # A balancer is a parameter-free module: its state travels with the models' state.
+    assert set(balancer.state_dict()) == {"norm_sums", "counts"}
+    assert list(balancer.parameters()) == []
     with pytest.raises(ValueError, match="no weight"):
         output = model(inputs)
         balancer.backward({"unknown": output.sum()}, output)
@@ -98,3 +101,32 @@ def test_state_dict_round_trip_and_bad_input() -> None:
         Balancer({"a": -1.0})
     with pytest.raises(ValueError, match="ema_decay"):
         Balancer({"a": 1.0}, ema_decay=1.0)
+
+
+def test_surrogate_loss_carries_the_balanced_gradient() -> None:
+    model, inputs, target = _setup()
+    leaf = model(inputs).detach().requires_grad_(True)
+    reference = Balancer({"big": 1.0, "small": 2.0})
+    reference.backward(_losses(leaf, target), leaf)
+    expected = leaf.grad.clone()
+
+    balancer = Balancer({"big": 1.0, "small": 2.0})
+    output = model(inputs)
+    surrogate, stats = balancer.surrogate_loss(_losses(output, target), output)
+    (grad,) = torch.autograd.grad(surrogate, output)
+    torch.testing.assert_close(grad, expected)
+    assert float(stats["share_norm/small"]) == pytest.approx(2 / 3, rel=1e-5)
+
+
+def test_loss_joining_late_gets_its_own_average() -> None:
+    model, inputs, target = _setup()
+    balancer = Balancer({"big": 1.0, "small": 1.0}, ema_decay=0.9)
+    output = model(inputs)
+    stats = balancer.backward({"big": _losses(output, target)["big"]}, output)
+    # Alone, a loss takes the whole share whatever its weight.
+    assert float(stats["share_norm/big"]) == pytest.approx(1.0, rel=1e-5)
+    assert set(balancer.ema_norms()) == {"big"}
+    output = model(inputs)
+    stats = balancer.backward(_losses(output, target), output)
+    # "small" has one measurement: its EMA equals it, so its share is exact.
+    assert float(stats["share_norm/small"]) == pytest.approx(0.5, rel=1e-5)
