@@ -1,0 +1,311 @@
+"""`BatchedEngine`: one `LMStreamer` and one codec serving N independent slots.
+
+Sessions (ASR, TTS, translation) attach to a free slot, take input while attached, and
+get their events from the engine's steps. One engine step runs, for all N slots at once:
+codec `encode_step` of each slot's next pcm frame, one `LMStreamer.step`, codec
+`decode_step` of the generated audio codes; then each session turns its slot's output
+into events. Slots without a session run on padding and their output is dropped.
+
+Input timing: the codes of a slot's audio frame `f` are fed to the model at the slot's step
+`f + 1` (step 0 gets a placeholder the model reads as its initial token), which is how the
+model saw them in training (inputs shifted by one position).
+
+A step runs when every attached session is ready (an ASR stream has a whole frame or is
+flushing; a TTS stream is always ready and pads while it waits for text). `run()` is the
+asyncio loop: it waits for work, runs each step in a worker thread so the event loop
+stays free, and hands events to each session's queue (`Session.events()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dsm.streaming.events import Event
+from dsm.streaming.streamer import UNGENERATED, LMStreamer
+
+
+class EngineFullError(RuntimeError):
+    """Every slot is taken."""
+
+
+class SessionClosedError(RuntimeError):
+    """Input pushed to a session that is detached or finished."""
+
+
+@dataclass
+class SlotOutput:
+    """One step's result for one slot.
+
+    tokens: [1 + dep_q] (text, audio...) of the output frame, or None while the delays fill.
+    pcm: decoded audio `[frame_size]` of those audio tokens (models with audio heads).
+    extra_probs: `[H, n]` probabilities of the extra (VAD) heads, when the model has them.
+    """
+
+    tokens: np.ndarray | None
+    pcm: np.ndarray | None = None
+    extra_probs: np.ndarray | None = None
+
+
+class Session:
+    """One stream's logic in a slot. Subclasses say what they need and read their output."""
+
+    needs_audio_input = False  # pcm frames to encode (ASR, translation)
+    uses_text_hook = False  # forces the text stream (TTS)
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.slot: int | None = None
+        self.finished = False
+        self.error: str | None = None
+        self._queue: asyncio.Queue[Event | None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: threading.Event | None = None
+
+    # --- engine side ------------------------------------------------------------------------
+    def ready(self) -> bool:
+        return not self.finished
+
+    def take_frame(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def force_text(self, sampled: int) -> int:
+        raise NotImplementedError
+
+    def on_output(self, output: SlotOutput) -> list[Event]:
+        raise NotImplementedError
+
+    # --- asyncio side -----------------------------------------------------------------------
+    def _deliver(self, events: list[Event], done: bool) -> None:
+        if self._queue is None:
+            return
+        for event in events:
+            self._queue.put_nowait(event)
+        if done:
+            self._queue.put_nowait(None)
+
+    async def events(self):  # type: ignore[no-untyped-def]
+        """Async iterator over this session's events until it finishes (use with `run()`)."""
+        if self._queue is None:
+            raise RuntimeError("events() needs the session attached to an engine running run()")
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            yield event
+
+    def _notify(self) -> None:
+        """Tell the engine there may be input to process (call after pushing input)."""
+        if self._wake is not None:
+            self._wake.set()
+
+
+class BatchedEngine:
+    """N slots over one streamer and one codec (see the module docstring)."""
+
+    def __init__(
+        self,
+        lm: Any,
+        codec: Any,
+        num_slots: int,
+        *,
+        cuda_graph: bool = True,
+        **sampling: Any,
+    ) -> None:
+        self.lm = lm
+        self.codec = codec
+        self.num_slots = num_slots
+        self.streamer = LMStreamer(lm, num_slots, cuda_graph=cuda_graph, **sampling)
+        self.device = self.streamer.device
+        self.frame_size: int = codec.frame_size
+        self.sample_rate: int = codec.sample_rate
+        self.frame_rate: float = codec.frame_rate
+        self.num_inputs = self.streamer.num_inputs
+        if self.num_inputs > codec.num_codebooks:
+            raise ValueError(
+                f"the model reads {self.num_inputs} audio codebooks, the codec makes "
+                f"{codec.num_codebooks}"
+            )
+        if self.streamer.dep_q > codec.num_codebooks:
+            raise ValueError(
+                f"the model generates {self.streamer.dep_q} audio codebooks, the codec decodes "
+                f"{codec.num_codebooks}"
+            )
+        self._exit = ExitStack()
+        self._exit.enter_context(codec.streaming(num_slots))
+        self.sessions: list[Session | None] = [None] * num_slots
+        self._prev_codes = torch.full(
+            (num_slots, max(self.num_inputs, 1), 1), self.streamer.card, dtype=torch.long,
+            device=self.device,
+        )
+        self._silence = np.zeros(self.frame_size, dtype=np.float32)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.steps = 0
+
+    def close(self) -> None:
+        self.streamer.close()
+        self._exit.close()
+
+    def __enter__(self) -> BatchedEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- slots ------------------------------------------------------------------------------
+    @property
+    def free_slots(self) -> int:
+        return sum(s is None for s in self.sessions)
+
+    def attach(self, session: Session) -> int:
+        """Put `session` in a free slot, reset that slot's state; returns the slot index."""
+        with self._lock:
+            if session.slot is not None or session.finished:
+                raise ValueError("this session is already attached or finished")
+            try:
+                slot = self.sessions.index(None)
+            except ValueError:
+                raise EngineFullError(
+                    f"all {self.num_slots} slots are taken; try again later"
+                ) from None
+            mask = torch.zeros(self.num_slots, dtype=torch.bool)
+            mask[slot] = True
+            seeds = torch.zeros(self.num_slots, dtype=torch.long)
+            seeds[slot] = session.seed
+            self.streamer.reset_slots(mask, seeds)
+            self.codec.reset_slots(mask)
+            self._prev_codes[slot] = self.streamer.card
+            self.sessions[slot] = session
+            session.slot = slot
+            session._wake = self._wake
+            try:
+                session._loop = asyncio.get_running_loop()
+                session._queue = asyncio.Queue()
+            except RuntimeError:
+                session._loop = None
+        self._wake.set()
+        return slot
+
+    def detach(self, session: Session) -> None:
+        """Free the session's slot (its stream stops; other slots go on untouched)."""
+        with self._lock:
+            slot = session.slot
+            if slot is None or self.sessions[slot] is not session:
+                return
+            self.sessions[slot] = None
+            session.slot = None
+            session.finished = True
+        session._deliver([], done=True)
+
+    # --- stepping ---------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """True when some session is attached and every attached session can step."""
+        active = [s for s in self.sessions if s is not None]
+        return bool(active) and all(s.ready() for s in active)
+
+    def step(self) -> dict[Session, list[Event]]:
+        """Run one step for every slot; returns each attached session's new events."""
+        with self._lock:
+            sessions = list(self.sessions)
+            frames = self._take_frames(sessions)
+        results = self._compute(sessions, frames)
+        self._release_finished(results)
+        return results
+
+    def _take_frames(self, sessions: list[Session | None]) -> np.ndarray | None:
+        if self.num_inputs == 0:
+            return None
+        frames = np.zeros((self.num_slots, self.frame_size), dtype=np.float32)
+        for slot, session in enumerate(sessions):
+            if session is not None and session.needs_audio_input and session.ready():
+                frames[slot] = session.take_frame()
+        return frames
+
+    @torch.no_grad()
+    def _compute(
+        self, sessions: list[Session | None], frames: np.ndarray | None
+    ) -> dict[Session, list[Event]]:
+        streamer = self.streamer
+        input_tokens = None
+        if frames is not None:
+            wav = torch.from_numpy(frames).to(self.device)[:, None, :]  # [N, 1, frame]
+            codes = self.codec.encode_step(wav)[:, : self.num_inputs]  # [N, n_in, 1]
+            input_tokens = self._prev_codes.clone()
+            self._prev_codes.copy_(codes)
+        hook = None
+        if any(s is not None and s.uses_text_hook for s in sessions):
+            hook = _TextHook(sessions, streamer.text_card)
+        out = streamer.step(input_tokens, text_hook=hook)
+        self.steps += 1
+        pcm = None
+        tokens_np = None
+        if out is not None:
+            tokens_np = out[:, :, 0].cpu().numpy()  # [N, 1 + dep_q]
+            if streamer.dep_q > 0:
+                audio = out[:, 1:].clamp_min(0)  # ungenerated rows decode as code 0
+                pcm = self.codec.decode_step(audio)[:, 0].cpu().numpy()  # [N, frame]
+        extra = streamer.extra_probs.cpu().numpy() if streamer.num_extra_heads else None
+        results: dict[Session, list[Event]] = {}
+        for slot, session in enumerate(sessions):
+            if session is None or session.finished:
+                continue
+            slot_tokens = None
+            if tokens_np is not None and tokens_np[slot, 0] != UNGENERATED:
+                slot_tokens = tokens_np[slot]
+            output = SlotOutput(
+                tokens=slot_tokens,
+                pcm=None if pcm is None or slot_tokens is None else pcm[slot],
+                extra_probs=None if extra is None else extra[slot],
+            )
+            try:
+                events = session.on_output(output)
+            except Exception as error:  # one broken stream must not stop the others
+                session.error = f"{type(error).__name__}: {error}"
+                session.finished = True
+                events = []
+            results[session] = events
+        return results
+
+    def _release_finished(self, results: dict[Session, list[Event]]) -> None:
+        for session in results:
+            if session.finished:
+                self.detach(session)
+
+    # --- asyncio loop -----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event | None = None, poll_s: float = 0.005) -> None:
+        """Step whenever every attached session is ready, until `stop` is set."""
+        while stop is None or not stop.is_set():
+            if not self.ready():
+                self._wake.clear()
+                if not self.ready():
+                    await asyncio.to_thread(self._wake.wait, poll_s)
+                continue
+            with self._lock:
+                sessions = list(self.sessions)
+                frames = self._take_frames(sessions)
+            results = await asyncio.to_thread(self._compute, sessions, frames)
+            for session, events in results.items():
+                session._deliver(events, done=False)
+            self._release_finished(results)
+
+
+class _TextHook:
+    """Per-slot text forcing for TTS sessions; other slots keep the sampled token."""
+
+    def __init__(self, sessions: list[Session | None], text_card: int) -> None:
+        self.sessions = sessions
+        self.text_card = text_card
+
+    def __call__(self, sampled: torch.Tensor) -> torch.Tensor:
+        values = sampled.cpu().tolist()
+        for slot, session in enumerate(self.sessions):
+            if session is not None and session.uses_text_hook and not session.finished:
+                values[slot] = session.force_text(int(values[slot]))
+        return torch.tensor(values, dtype=torch.long, device=sampled.device)

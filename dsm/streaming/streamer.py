@@ -1,0 +1,276 @@
+"""`LMStreamer`: batched frame-by-frame generation with per-stream delays.
+
+One call to `step` advances every batch slot by one frame (80 ms at 12.5 Hz): the
+caller's input audio tokens go in, the text token and (when the model has audio heads)
+the audio tokens of that frame come out, re-aligned so that all streams of a returned
+frame belong to the same time step.
+
+Delay bookkeeping (the facts of `moshi.models.lm.LMGen.step`, which this matches token for
+token with greedy sampling):
+- a ring `cache[B, K, max_delay + 2]` holds tokens by sequence position; the step with
+  offset `o` (per slot) reads position `o` as the model input;
+- input rows (the caller's audio) are written at `o + delay[k]`; generated rows
+  (text, audio 1..dep_q) sampled at offset `o` are written at `o + 1`;
+- a row whose position is not past its delay (`o <= delay[k]`) reads the initial token
+  (`text_card` for text, `card` for audio), so the first input frame is only ever read as
+  the initial token;
+- the returned frame at offset `o` (after the step) is the cache at
+  `o - max_delay + delay[k]` for the generated rows: `step` returns None for the first
+  `max_delay` steps after the streamer is made or fully reset; a slot reset on its own
+  returns rows of -2 (`UNGENERATED`) until its own delays have filled.
+
+Slots are independent: each has its own offset, its own KV cache rows in the model's
+streaming state, and its own random stream (`SlotRandom`), so a stream's tokens do not
+depend on its neighbours. All state is preallocated; the step path has no host syncs,
+and on a GPU it is captured as CUDA graphs (see `cuda_graph.GraphedStep`).
+
+Classifier-free guidance (`cfg_coef != 1`) runs the batch twice: the second half sees
+the text stream replaced by -1 (a zero embedding) past its initial token, and audio
+logits become `null + (cond - null) * cfg_coef` (text logits stay the conditional ones),
+as moshi's LMGen with `cfg_is_no_text=True`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+
+from dsm.streaming.cuda_graph import GraphedStep
+from dsm.streaming.sampling import SamplingParams, SlotRandom, default_slot_seed, sample_tokens
+
+UNGENERATED = -2
+"""Token value of a returned row whose slot has not filled its delays yet."""
+
+TextHook = Callable[[torch.Tensor], torch.Tensor]
+"""Receives the sampled text tokens [B] and returns the text tokens to use [B] (TTS)."""
+
+
+class LMStreamer:
+    """Batched streaming generation over a `MultistreamLM` (see the module docstring).
+
+    Sampling keywords (moshi's names): `temp`, `top_k`, `top_p` for audio tokens,
+    `temp_text`, `top_k_text`, `top_p_text` for text; temperature 0 is greedy.
+    """
+
+    def __init__(
+        self,
+        lm: Any,
+        batch_size: int,
+        *,
+        temp: float = 0.8,
+        top_k: int = 250,
+        top_p: float = 0.0,
+        temp_text: float = 0.7,
+        top_k_text: int = 25,
+        top_p_text: float = 0.0,
+        cfg_coef: float = 1.0,
+        seed: int = 0,
+        cuda_graph: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        config = lm.config
+        self.lm = lm
+        self.batch_size = batch_size
+        self.dep_q: int = config.dep_q
+        self.n_q: int = config.n_q
+        self.card: int = config.card
+        self.text_card: int = config.text_card
+        self.num_codebooks: int = 1 + config.n_q
+        self.num_inputs: int = self.num_codebooks - 1 - self.dep_q
+        delays = list(config.delays)
+        if len(delays) != self.num_codebooks:
+            raise ValueError(f"config.delays has {len(delays)} entries, expected {self.num_codebooks}")
+        self.max_delay = max(delays)
+        self.text_params = SamplingParams(temp_text, top_k_text, top_p_text)
+        self.audio_params = SamplingParams(temp, top_k, top_p)
+        self.cfg_coef = float(cfg_coef)
+        self.use_cfg = self.cfg_coef != 1.0
+        self.has_depformer = self.dep_q > 0 and getattr(lm, "depformer", None) is not None
+        self.num_extra_heads = int(getattr(config, "extra_heads_num_heads", 0) or 0)
+        self.extra_heads_dim = int(getattr(config, "extra_heads_dim", 0) or 0)
+
+        param = next(lm.parameters())
+        self.device = param.device
+        device = self.device
+        B = batch_size
+        self._cache_len = self.max_delay + 2
+        self.delays = torch.tensor(delays, dtype=torch.long, device=device)  # [K]
+        self.cache = torch.full(
+            (B, self.num_codebooks, self._cache_len), UNGENERATED, dtype=torch.long, device=device
+        )
+        initial = [self.text_card] + [self.card] * config.n_q
+        self.initial = torch.tensor(initial, dtype=torch.long, device=device)[None, :, None]
+        self.offsets = torch.zeros(B, dtype=torch.long, device=device)
+        self.rng = SlotRandom(B, device, seed)
+        self._seed = seed
+        # Static buffers the step reads and writes (CUDA graphs keep pointing at them).
+        self.input_buf = torch.zeros(B, max(self.num_inputs, 0), 1, dtype=torch.long, device=device)
+        self.text_buf = torch.zeros(B, dtype=torch.long, device=device)
+        self.out_buf = torch.full(
+            (B, 1 + self.dep_q, 1), UNGENERATED, dtype=torch.long, device=device
+        )
+        self.extra_probs = torch.zeros(
+            B, self.num_extra_heads, self.extra_heads_dim, dtype=torch.float32, device=device
+        )
+        self._hidden: torch.Tensor | None = None
+        self._steps_since_reset = 0
+
+        self._exit = ExitStack()
+        lm_batch = 2 * B if self.use_cfg else B
+        self._exit.enter_context(lm.streaming(lm_batch))
+        on_gpu = device.type == "cuda"
+        self._phase_text = GraphedStep(self._run_temporal, enabled=cuda_graph and on_gpu)
+        self._phase_audio = GraphedStep(self._run_audio, enabled=cuda_graph and on_gpu)
+
+    # --- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Leave the model's streaming mode (the streamer cannot step after this)."""
+        self._exit.close()
+
+    def __enter__(self) -> LMStreamer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def graphs_captured(self) -> bool:
+        return self._phase_text.captured and self._phase_audio.captured
+
+    # --- slots ----------------------------------------------------------------------------
+    def reset_slots(self, slots: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> None:
+        """Restart the chosen slots (bool [B]; None: all) as fresh streams; the others go on.
+
+        `seeds` ([B] ints) gives the restarted slots their random streams; by default each
+        gets the seed it had when the streamer was made.
+        """
+        B = self.batch_size
+        if slots is None:
+            slots = torch.ones(B, dtype=torch.bool)
+        slots = torch.as_tensor(slots, dtype=torch.bool)
+        if slots.shape != (B,):
+            raise ValueError(f"slots must be a bool tensor of shape [{B}], got {tuple(slots.shape)}")
+        if seeds is None:
+            seeds = torch.tensor([default_slot_seed(self._seed, b) for b in range(B)])
+        seeds = torch.as_tensor(seeds, dtype=torch.long)
+        if seeds.shape != (B,):
+            raise ValueError(f"seeds must have shape [{B}], got {tuple(seeds.shape)}")
+        slots_dev = slots.to(self.device)
+        self.offsets.masked_fill_(slots_dev, 0)
+        self.cache.masked_fill_(slots_dev[:, None, None], UNGENERATED)
+        self.rng.reseed(slots_dev, seeds.to(self.device))
+        self.lm.reset_slots(slots.repeat(2) if self.use_cfg else slots)
+        if bool(slots.all()):
+            self._steps_since_reset = 0
+
+    # --- stepping -------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(
+        self, input_tokens: torch.Tensor | None = None, text_hook: TextHook | None = None
+    ) -> torch.Tensor | None:
+        """One frame for every slot: `input_tokens` [B, n_in, 1] -> tokens [B, 1 + dep_q, 1].
+
+        Returns None while the delays fill after a full reset. `text_hook` (TTS) sees the
+        sampled text tokens [B] and returns those to use instead; they feed the depformer and
+        the next step. Extra heads' probabilities (VAD) are in `extra_probs` afterwards.
+        """
+        self._load_input(input_tokens)
+        self._phase_text()
+        if text_hook is not None:
+            forced = text_hook(self.text_buf.clone())
+            forced = torch.as_tensor(forced, dtype=torch.long)
+            if forced.shape != (self.batch_size,):
+                raise ValueError(
+                    f"text_hook must return [{self.batch_size}] tokens, got {tuple(forced.shape)}"
+                )
+            self.text_buf.copy_(forced)
+        self._phase_audio()
+        self._steps_since_reset += 1
+        if self._steps_since_reset <= self.max_delay:
+            return None
+        return self.out_buf.clone()
+
+    def _load_input(self, input_tokens: torch.Tensor | None) -> None:
+        B, n_in = self.batch_size, self.num_inputs
+        if n_in == 0:
+            return
+        if input_tokens is None:
+            raise ValueError(f"this model needs input tokens [{B}, {n_in}, 1] at every step")
+        if input_tokens.dim() != 3 or input_tokens.shape[0] != B or input_tokens.shape[2] != 1:
+            raise ValueError(
+                f"input_tokens must be [{B}, {n_in}, 1], got {tuple(input_tokens.shape)}"
+            )
+        if input_tokens.shape[1] < n_in:
+            raise ValueError(
+                f"input_tokens has {input_tokens.shape[1]} codebooks, the model reads {n_in}"
+            )
+        self.input_buf.copy_(input_tokens[:, :n_in])
+
+    # The two phases below are the graph-captured bodies: tensors in place, no host syncs.
+    def _run_temporal(self) -> None:
+        B, T = self.batch_size, self._cache_len
+        first_input = 1 + self.dep_q
+        offsets = self.offsets[:, None, None]  # [B, 1, 1]
+        if self.num_inputs > 0:
+            write_at = (offsets + self.delays[first_input:][None, :, None]) % T  # [B, n_in, 1]
+            self.cache[:, first_input:].scatter_(2, write_at, self.input_buf)
+        read_at = (offsets % T).expand(B, self.num_codebooks, 1)
+        codes = self.cache.gather(2, read_at)  # [B, K, 1]
+        is_initial = offsets <= self.delays[None, :, None]
+        codes = torch.where(is_initial, self.initial, codes)
+        if self.use_cfg:
+            null = codes.clone()
+            null[:, :1] = torch.where(is_initial[:, :1], codes[:, :1], torch.full_like(codes[:, :1], -1))
+            codes = torch.cat([codes, null], dim=0)
+        hidden, text_logits = self.lm.forward_temporal(codes)  # [B', 1, D], [B', 1, 1, Vt]
+        self._hidden = hidden
+        text = sample_tokens(text_logits[:B, 0, 0], self.text_params, self.rng, stream=0)
+        self.text_buf.copy_(text)
+        if self.num_extra_heads > 0:
+            probs = self.lm.extra_heads_probs(hidden[:B])  # list of [B, 1, n]
+            self.extra_probs.copy_(torch.stack([p[:, 0] for p in probs], dim=1))
+
+    def _guided(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.use_cfg:
+            return logits
+        cond, null = logits.chunk(2)
+        return null + (cond - null) * self.cfg_coef
+
+    def _sample_audio(self) -> list[torch.Tensor]:
+        hidden = self._hidden
+        assert hidden is not None
+        tokens: list[torch.Tensor] = []
+        if self.has_depformer:
+            self.lm.depformer_reset()
+            prev = self.text_buf
+            for k in range(self.dep_q):
+                prev_in = prev.repeat(2) if self.use_cfg else prev
+                logits = self.lm.depformer_step(k, hidden, prev_in[:, None])  # [B', 1, card]
+                prev = sample_tokens(self._guided(logits[:, 0]), self.audio_params, self.rng, 1 + k)
+                tokens.append(prev)
+        else:
+            all_logits = self._guided(self.lm.parallel_audio_logits(hidden))  # [B, dep_q, 1, card]
+            for k in range(self.dep_q):
+                tokens.append(sample_tokens(all_logits[:, k, 0], self.audio_params, self.rng, 1 + k))
+        return tokens
+
+    def _run_audio(self) -> None:
+        T = self.cache.shape[2]
+        rows = [self.text_buf]
+        if self.dep_q > 0:
+            rows.extend(self._sample_audio())
+        generated = torch.stack(rows, dim=1)[:, :, None]  # [B, 1 + dep_q, 1]
+        self.offsets.add_(1)
+        offsets = self.offsets[:, None, None]
+        write_at = (offsets % T).expand_as(generated)
+        self.cache[:, : 1 + self.dep_q].scatter_(2, write_at, generated)
+        gen_delays = self.delays[: 1 + self.dep_q][None, :, None]
+        read_at = (offsets - self.max_delay + gen_delays) % T  # [B, 1 + dep_q, 1]
+        out = self.cache[:, : 1 + self.dep_q].gather(2, read_at)
+        filling = offsets <= self.max_delay  # [B, 1, 1]
+        self.out_buf.copy_(torch.where(filling, torch.full_like(out, UNGENERATED), out))
+        self.rng.advance()
