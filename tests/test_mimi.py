@@ -1,0 +1,329 @@
+"""Mimi: conformance with the `moshi` package (small and full configs, offline and
+streaming), streaming equals offline with a slot reset, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dsm.codecs import Mimi, MimiConfig, load_codec, save_codec
+from dsm.codecs.mimi import CodecTransformer
+from dsm.codecs.seanet import SEANetConfig
+from dsm.modules.transformer import TransformerConfig
+
+# A small Mimi: 4 kHz, hop 20 (200 Hz) then stride 2 -> 100 Hz frames of 40 samples;
+# transformer d_model 24 != latent 32 (projections used), context 10 encoder steps.
+MOSHI_SMALL = dict(
+    sample_rate=4000, channels=1, frame_rate=100.0,
+    seanet=dict(channels=1, dimension=32, causal=True, n_filters=4, n_residual_layers=1,
+                activation="ELU", compress=2, dilation_base=2, disable_norm_outer_blocks=0,
+                kernel_size=7, residual_kernel_size=3, last_kernel_size=3, norm="none",
+                pad_mode="constant", ratios=[5, 4], true_skip=True),
+    quantizer=dict(dimension=16, n_q=4, bins=64, input_dimension=32, output_dimension=32),
+    transformer=dict(d_model=24, num_heads=4, num_layers=2, causal=True, layer_scale=0.01,
+                     context=10, conv_layout=True, max_period=10000, gating="none",
+                     norm="layer_norm", positional_embedding="rope", dim_feedforward=48,
+                     input_dimension=32, output_dimensions=[32]),
+)
+SMALL = MimiConfig(
+    sample_rate=4000, frame_rate=100.0,
+    seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[5, 4]),
+    transformer=TransformerConfig(d_model=24, num_heads=4, num_layers=2, dim_feedforward=48,
+                                  context=10, layer_scale=0.01),
+    codebook_dim=16, n_q=4, bins=64,
+)
+
+
+def _randomize_moshi(model: torch.nn.Module, layer_scale: float | None) -> None:
+    """Give a fresh moshi Mimi usable codebooks (and, optionally, bigger layer scales)."""
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("embedding_sum"):
+                buffer.copy_(torch.randn_like(buffer))
+            elif name.endswith("cluster_usage"):
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+            elif name.endswith("_initialized"):
+                buffer.fill_(1.0)
+        if layer_scale is not None:
+            for name, param in model.named_parameters():
+                if "layer_scale" in name:
+                    param.fill_(layer_scale)
+    model.eval()
+
+
+def _randomize_ours(model: Mimi) -> Mimi:
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("embedding_sum"):
+                buffer.copy_(torch.randn_like(buffer))
+            elif name.endswith("cluster_usage"):
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+        for name, param in model.named_parameters():
+            if "layer_scale" in name:
+                param.fill_(0.5)
+    return model.eval()
+
+
+def _moshi_mimi(config: dict | None, num_codebooks: int, layer_scale: float | None):
+    from moshi.models import loaders
+
+    model = loaders.get_mimi(None, config, num_codebooks=num_codebooks)
+    _randomize_moshi(model, layer_scale)
+    return model
+
+
+def _save(model: torch.nn.Module, path: Path, kyutai_names: bool = False) -> Path:
+    state = {}
+    for key, value in model.state_dict().items():
+        if kyutai_names:  # the published checkpoints' attention names
+            key = key.replace("self_attn.in_projs.0.weight", "self_attn.in_proj_weight")
+            key = key.replace("self_attn.out_projs.0.weight", "self_attn.out_proj.weight")
+        state[key] = value.contiguous()
+    save_file(state, str(path))
+    return path
+
+
+def _stream_encode(codec, wav: torch.Tensor, reset: tuple[int, int] | None = None):
+    frame = codec.frame_size
+    codes = []
+    for step, start in enumerate(range(0, wav.shape[-1], frame)):
+        if reset is not None and step == reset[0]:
+            mask = torch.zeros(wav.shape[0], dtype=torch.bool)
+            mask[reset[1]] = True
+            codec.reset_slots(mask)
+        codes.append(codec.encode_step(wav[..., start:start + frame]))
+    return torch.cat(codes, dim=-1)
+
+
+def _stream_decode(codec, codes: torch.Tensor, reset: tuple[int, int] | None = None):
+    out = []
+    for step in range(codes.shape[-1]):
+        if reset is not None and step == reset[0]:
+            mask = torch.zeros(codes.shape[0], dtype=torch.bool)
+            mask[reset[1]] = True
+            codec.reset_slots(mask)
+        out.append(codec.decode_step(codes[..., step:step + 1]))
+    return torch.cat(out, dim=-1)
+
+
+@pytest.fixture(scope="module")
+def small_pair(tmp_path_factory):
+    torch.manual_seed(1)
+    reference = _moshi_mimi(MOSHI_SMALL, num_codebooks=4, layer_scale=1.0)
+    path = _save(reference, tmp_path_factory.mktemp("mimi") / "small.safetensors")
+    return reference, path
+
+
+def test_small_config_matches_moshi_offline_and_streaming(small_pair):
+    reference, path = small_pair
+    ours = load_codec(f"mimi:{path}", config=SMALL)
+    assert (ours.sample_rate, ours.frame_rate, ours.frame_size) == (4000, 100.0, 40)
+    assert (ours.num_codebooks, ours.cardinality) == (4, 64)
+    wav = 0.3 * torch.randn(2, 1, 40 * 30 + 13)  # 31 frames: well past the context
+    with torch.no_grad():
+        ref_codes = reference.encode(wav)
+        codes = ours.encode(wav)
+        assert torch.equal(codes, ref_codes)
+        ref_audio = reference.decode(ref_codes)
+        audio = ours.decode(codes)
+        assert audio.shape == ref_audio.shape == (2, 1, 31 * 40)
+        torch.testing.assert_close(audio, ref_audio, atol=1e-4, rtol=0)
+
+        wav = torch.nn.functional.pad(wav, (0, 31 * 40 - wav.shape[-1]))  # whole frames
+        with ours.streaming(2):
+            stream_codes = _stream_encode(ours, wav)
+            stream_audio = _stream_decode(ours, codes)
+        # streaming equals moshi's offline result over the whole sequence ...
+        assert torch.equal(stream_codes, ref_codes)
+        torch.testing.assert_close(stream_audio, ref_audio, atol=1e-4, rtol=0)
+        # ... and moshi's streaming one while the attention window has not filled (past
+        # it, moshi's ring cache drops the oldest key of a 2-step chunk's first query)
+        frames = 4
+        with reference.streaming(2):
+            ref_stream_codes = torch.cat([reference.encode(wav[..., 40 * t:40 * t + 40])
+                                          for t in range(frames)], dim=-1)
+            ref_stream_audio = torch.cat([reference.decode(codes[..., t:t + 1])
+                                          for t in range(frames)], dim=-1)
+        assert torch.equal(stream_codes[..., :frames], ref_stream_codes)
+        torch.testing.assert_close(stream_audio[..., : 40 * frames], ref_stream_audio,
+                                   atol=1e-4, rtol=0)
+
+
+def test_kyutai_attention_names_load_too(small_pair, tmp_path):
+    reference, _ = small_pair
+    path = _save(reference, tmp_path / "kyutai.safetensors", kyutai_names=True)
+    ours = load_codec(f"mimi:{path}", config=SMALL)
+    wav = 0.3 * torch.randn(1, 1, 400)
+    with torch.no_grad():
+        assert torch.equal(ours.encode(wav), reference.encode(wav))
+
+
+def test_full_config_matches_moshi(tmp_path):
+    """Kyutai's full Mimi (24 kHz, 12.5 Hz, 32 x 2048), random weights, ~1 s of audio."""
+    torch.manual_seed(2)
+    reference = _moshi_mimi(None, num_codebooks=32, layer_scale=None)
+    path = _save(reference, tmp_path / "mimi.safetensors")
+    ours = load_codec(f"mimi:{path}")
+    assert (ours.sample_rate, ours.frame_rate, ours.frame_size) == (24000, 12.5, 1920)
+    assert (ours.num_codebooks, ours.cardinality) == (32, 2048)
+    frames = 12
+    wav = 0.3 * torch.randn(2, 1, 1920 * frames)
+    with torch.no_grad():
+        ref_codes = reference.encode(wav)
+        codes = ours.encode(wav)
+        assert codes.shape == (2, 32, frames)
+        assert torch.equal(codes, ref_codes)
+        ref_audio = reference.decode(ref_codes)
+        torch.testing.assert_close(ours.decode(codes), ref_audio, atol=1e-4, rtol=0)
+        with reference.streaming(2):
+            ref_stream = [(reference.encode(wav[..., 1920 * t:1920 * (t + 1)]),
+                           reference.decode(ref_codes[..., t:t + 1])) for t in range(frames)]
+        with ours.streaming(2):
+            stream_codes = _stream_encode(ours, wav)
+            stream_audio = _stream_decode(ours, codes)
+    assert torch.equal(stream_codes, torch.cat([c for c, _ in ref_stream], dim=-1))
+    torch.testing.assert_close(stream_audio, torch.cat([a for _, a in ref_stream], dim=-1),
+                               atol=1e-4, rtol=0)
+    ours.set_num_codebooks(8)
+    reference.set_num_codebooks(8)
+    with torch.no_grad():
+        assert torch.equal(ours.encode(wav[..., :3840]), reference.encode(wav[..., :3840]))
+
+
+def test_streaming_equals_offline_with_slot_reset():
+    torch.manual_seed(3)
+    codec = _randomize_ours(Mimi(SMALL))
+    wav = 0.3 * torch.randn(3, 1, 40 * 24)
+    codes = codec.encode(wav)
+    audio = codec.decode(codes)
+    reset_step, slot = 9, 1
+    with codec.streaming(3):
+        stream_codes = _stream_encode(codec, wav, reset=(reset_step, slot))
+    with codec.streaming(3):
+        stream_audio = _stream_decode(codec, codes, reset=(reset_step, slot))
+    others = [0, 2]
+    assert torch.equal(stream_codes[others], codes[others])
+    torch.testing.assert_close(stream_audio[others], audio[others], atol=1e-5, rtol=0)
+    # the reset slot continues exactly like a stream that started at the reset
+    fresh_codes = codec.encode(wav[slot:slot + 1, :, 40 * reset_step:])
+    assert torch.equal(stream_codes[slot, :, :reset_step], codes[slot, :, :reset_step])
+    assert torch.equal(stream_codes[slot, :, reset_step:], fresh_codes[0])
+    fresh_audio = codec.decode(codes[slot:slot + 1, :, reset_step:])
+    torch.testing.assert_close(stream_audio[slot, :, 40 * reset_step:], fresh_audio[0],
+                               atol=1e-5, rtol=0)
+
+
+def test_codec_transformer_streaming_equals_offline_with_reset():
+    config = TransformerConfig(d_model=24, num_heads=4, num_layers=2, dim_feedforward=48,
+                               context=6, layer_scale=1.0)
+    block = CodecTransformer(32, config).eval()
+    x = torch.randn(3, 32, 16)
+    with torch.no_grad():
+        offline = block(x)
+        outs = []
+        with block.streaming(3):
+            for step in range(8):
+                if step == 5:
+                    block.reset_slots(torch.tensor([False, False, True]))
+                outs.append(block(x[..., 2 * step:2 * step + 2]))
+        streamed = torch.cat(outs, dim=-1)
+        fresh = block(x[2:, :, 10:])
+    torch.testing.assert_close(streamed[:2], offline[:2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(streamed[2, :, 10:], fresh[0], atol=1e-5, rtol=1e-5)
+
+
+def test_save_and_load_directory_round_trip(tmp_path):
+    codec = _randomize_ours(Mimi(SMALL))
+    codec.set_num_codebooks(3)
+    save_codec(codec, tmp_path / "codec")
+    assert {p.name for p in (tmp_path / "codec").iterdir()} == {"config.json",
+                                                                "model.safetensors"}
+    loaded = load_codec(tmp_path / "codec")
+    assert isinstance(loaded, Mimi) and loaded.config == codec.config
+    assert loaded.num_codebooks == 3
+    wav = 0.3 * torch.randn(2, 1, 400)
+    assert torch.equal(loaded.encode(wav), codec.encode(wav))
+
+
+def test_training_pass_learns_codebooks():
+    codec = Mimi(copy.deepcopy(SMALL)).train()
+    wav = 0.3 * torch.randn(2, 1, 40 * 80)  # 160 latent vectors for 64-entry codebooks
+    out = codec(wav)
+    assert out.audio.shape == wav.shape and out.codes.shape == (2, 4, 80)
+    assert codec.quantizer.rvq_first.layers[0].initialized.item() == 1  # k-means ran
+    loss = (out.audio - wav).pow(2).mean() + out.commitment_loss
+    loss.backward()
+    assert codec.encoder.model[0].conv.weight.grad is not None  # through straight-through
+    assert torch.isfinite(out.commitment_loss) and out.commitment_loss > 0
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_codec():
+    return _randomize_ours(Mimi(SMALL))
+
+
+def test_bad_audio_is_named(small_codec):
+    codec = small_codec
+    wav = torch.randn(1, 1, 400)
+    with pytest.raises(ValueError, match="4000 Hz but the audio is at 16000 Hz"):
+        codec.encode(wav, sample_rate=16000)
+    with pytest.raises(TypeError, match="float samples.*torch.int16"):
+        codec.encode((wav * 1000).to(torch.int16))
+    with pytest.raises(ValueError, match="mono.*2 channels"):
+        codec.encode(torch.randn(1, 2, 400))
+    with pytest.raises(ValueError, match=r"\[B, 1, N\]"):
+        codec.encode(torch.randn(400))
+    with pytest.raises(TypeError, match="integer"):
+        codec.decode(torch.zeros(1, 4, 3))
+    with pytest.raises(ValueError, match=r"values must be in \[0, 64\)"):
+        codec.decode(torch.full((1, 4, 3), 64))
+    with pytest.raises(ValueError, match="4 codebooks|1 to 4"):
+        codec.decode(torch.zeros(1, 5, 3, dtype=torch.long))
+
+
+def test_bad_streaming_input_is_named(small_codec):
+    codec = small_codec
+    with pytest.raises(RuntimeError, match="streaming"):
+        codec.encode_step(torch.randn(2, 1, 40))
+    with codec.streaming(2):
+        with pytest.raises(ValueError, match="one frame of 40 samples.*got 39"):
+            codec.encode_step(torch.randn(2, 1, 39))
+        with pytest.raises(ValueError, match="batch of 3.*batch_size=2"):
+            codec.encode_step(torch.randn(3, 1, 40))
+        with pytest.raises(ValueError, match=r"one frame, shape \[B, K, 1\]"):
+            codec.decode_step(torch.zeros(2, 4, 2, dtype=torch.long))
+        with pytest.raises(ValueError, match="16000 Hz"):
+            codec.encode_step(torch.randn(2, 1, 40), sample_rate=16000)
+        # the stream still works after the rejected calls
+        assert codec.encode_step(torch.randn(2, 1, 40)).shape == (2, 4, 1)
+
+
+def test_bad_checkpoints_are_named(small_pair, tmp_path):
+    reference, _ = small_pair
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    missing = dict(state)
+    del missing["decoder.model.0.conv.conv.weight"]
+    save_file(missing, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(ValueError, match=r"missing keys: decoder\.model\.0\.conv\.weight"):
+        load_codec(f"mimi:{tmp_path / 'missing.safetensors'}", config=SMALL)
+    misshaped = dict(state)
+    misshaped["encoder.model.0.conv.conv.weight"] = torch.zeros(5, 1, 7)
+    save_file(misshaped, str(tmp_path / "misshaped.safetensors"))
+    with pytest.raises(ValueError, match=r"misshaped.*encoder\.model\.0\.conv\.weight.*\(5, 1, 7\)"):
+        load_codec(f"mimi:{tmp_path / 'misshaped.safetensors'}", config=SMALL)
+    with pytest.raises(ValueError, match="does not match"):  # small file, full config
+        load_codec(f"mimi:{small_pair[1]}")
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        load_codec(f"mimi:{tmp_path / 'nothere.safetensors'}")
+    with pytest.raises(ValueError, match="unknown codec spec"):
+        load_codec("wavtokenizer:x.ckpt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load_codec(tmp_path / "empty")
