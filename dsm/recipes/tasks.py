@@ -175,10 +175,13 @@ class ToyConfig:
     seq_len: int = 24
     num_sequences: int = 256         # synthetic corpus size
     hidden: int = 32
+    dropout: float = 0.0             # on the GRU's input: makes training draw random numbers
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2 or self.seq_len < 2 or self.num_sequences < 0 or self.hidden < 1:
             raise ValueError("vocab_size and seq_len must be >= 2, num_sequences >= 0, hidden >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout must be in [0, 1)")
 
 
 class ToySequences(Dataset):
@@ -225,16 +228,17 @@ def manifest_byte_windows(path: str, seq_len: int) -> Tensor:
 
 
 class ToyLM(nn.Module):
-    """Embedding -> one-layer GRU -> logits. tokens [B, T] -> logits [B, T, V]."""
+    """Embedding -> dropout -> one-layer GRU -> logits. tokens [B, T] -> logits [B, T, V]."""
 
-    def __init__(self, vocab_size: int, hidden: int) -> None:
+    def __init__(self, vocab_size: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, hidden)
+        self.dropout = nn.Dropout(dropout)
         self.rnn = nn.GRU(hidden, hidden, batch_first=True)
         self.head = nn.Linear(hidden, vocab_size)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        hidden, _ = self.rnn(self.embed(tokens))
+        hidden, _ = self.rnn(self.dropout(self.embed(tokens)))
         return self.head(hidden)
 
 
@@ -259,7 +263,7 @@ class ToyTask(Task):
         return ToySequences(sequences, "synthetic sequences (task.num_sequences)")
 
     def build_models(self) -> dict[str, nn.Module]:
-        return {"model": ToyLM(self._vocab_size(), self.config.hidden)}
+        return {"model": ToyLM(self._vocab_size(), self.config.hidden, self.config.dropout)}
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Tensor) -> tuple[Tensor, Metrics]:
         tokens = batch                                        # [B, T]

@@ -3,7 +3,7 @@
 What it does, and the guarantees it keeps:
 
 - One AdamW per optimizer name of the task, weight decay on matrices only, a linear
-  warmup then cosine decay (LambdaLR, stepped once per optimizer step), gradient
+  warmup then cosine decay (WarmupCosineLR, stepped once per optimizer step), gradient
   accumulation over `train.grad_accum` micro-batches, clipping of each optimizer's global
   grad norm, bf16 autocast on GPU (`train.precision`).
 - Data order is a pure function of (seed, epoch): each epoch is a seeded permutation cut
@@ -148,6 +148,40 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float)
     span = max(1, max_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosineLR:
+    """Sets every param group's lr to base_lr x lr_factor(step). `step()` is called once per
+    optimizer step of the run, also when a task skipped this optimizer, so the schedule
+    follows the run's step count; its state (step, base lrs) goes into checkpoints."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: OptimConfig, max_steps: int) -> None:
+        self.optimizer = optimizer
+        self.config = config
+        self.max_steps = max_steps
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.last_step = 0
+        self._apply()
+
+    def _apply(self) -> None:
+        factor = lr_factor(self.last_step, self.config.warmup_steps, self.max_steps, self.config.min_lr_ratio)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def step(self) -> None:
+        self.last_step += 1
+        self._apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self.last_step, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last_step = int(state["last_step"])
+        self.base_lrs = [float(x) for x in state["base_lrs"]]
+        self._apply()
 
 
 def build_optimizer(params: list[nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
@@ -397,7 +431,10 @@ class Trainer:
             )
         self.trainable = {n: [p for p in ps if p.requires_grad] for n, ps in parameters.items()}
         self.optimizers = {n: build_optimizer(ps, recipe.optim[n]) for n, ps in parameters.items()}
-        self.schedulers = {n: self._scheduler(opt, recipe.optim[n]) for n, opt in self.optimizers.items()}
+        self.schedulers = {
+            n: WarmupCosineLR(opt, recipe.optim[n], recipe.train.max_steps) for n, opt in self.optimizers.items()
+        }
+        self.step_lrs: dict[str, float] = {}     # the lr each optimizer used in the last step
         self.wrapped_models = self._wrap_models()
 
         self.step = 0
@@ -427,13 +464,6 @@ class Trainer:
             )
         return dataset
 
-    def _scheduler(self, optimizer: torch.optim.Optimizer, config: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
-        max_steps = self.recipe.train.max_steps
-
-        def factor(step: int) -> float:
-            return lr_factor(step, config.warmup_steps, max_steps, config.min_lr_ratio)
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def _wrap_models(self) -> dict[str, nn.Module]:
         if not self.dist_info.distributed:
@@ -629,6 +659,7 @@ class Trainer:
             for name, value in {**metrics, **ctx.extra_metrics}.items():
                 scale = 1.0 if name.startswith("grad_norm/") else 1.0 / accum
                 sums[name] = sums.get(name, 0.0) + float(value) * scale
+        self.step_lrs = {name: s.current_lr() for name, s in self.schedulers.items()}
         for scheduler in self.schedulers.values():
             scheduler.step()
         return sums
@@ -641,8 +672,8 @@ class Trainer:
             means /= self.dist_info.world_size
         row: dict[str, Any] = {"step": self.step, "epoch": self.epoch,
                                "seconds": round(time.monotonic() - started, 3)}
-        for name, optimizer in self.optimizers.items():
-            row[f"lr/{name}"] = optimizer.param_groups[0]["lr"]
+        for name, lr in self.step_lrs.items():
+            row[f"lr/{name}"] = lr
         row.update({n: float(v) for n, v in zip(names, means.tolist())})
         self.window, self.window_steps = {}, 0
         return row
