@@ -1,0 +1,128 @@
+"""Serve streaming ASR and TTS over websockets, speaking Kyutai's protocol.
+
+Endpoints: /api/asr-streaming (Audio{pcm} 24 kHz, Marker{id} in; Ready, Word, EndWord,
+Step, Marker, Error out), /api/tts_streaming?format=PcmMessagePack (Text, Eos in; Ready,
+Audio, Text, Error out), /api/health (JSON), and the browser demo at /.
+Clients written for Kyutai's server work unchanged.
+
+Examples:
+  dsm serve --asr models/stt --tts models/tts --port 8080 --api-key public_token
+  dsm serve --scripted-asr words.json     # a test double: no model, answers with a script
+
+With --api-key, clients must send the key in the `kyutai-api-key` header or the `auth_id`
+query parameter. Ctrl+C (or SIGTERM) stops accepting, lets open streams finish for
+--shutdown-grace seconds, then closes the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+from dsm.streaming.server import DEFAULT_DEMO_DIR, ServerConfig, run_server
+from dsm.streaming.service import (
+    ModelService,
+    ScriptedASRService,
+    ScriptedTTSService,
+    ScriptWord,
+)
+
+HELP = "serve streaming ASR / TTS over websockets (Kyutai's protocol) and the browser demo"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--asr", type=Path, metavar="DIR", help="ASR model directory")
+    parser.add_argument("--tts", type=Path, metavar="DIR", help="TTS model directory")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    parser.add_argument("--api-key", action="append", default=[], metavar="K",
+                        help="accepted API key (repeatable); none given: no auth")
+    parser.add_argument("--max-streams", type=int, default=64, metavar="N",
+                        help="concurrent streams per model, the engine's batch size "
+                        "(default: %(default)s)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    parser.add_argument("--no-cuda-graph", action="store_true", help="run steps eagerly on GPU")
+    parser.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
+                        help="close a stream whose client sends nothing for S seconds")
+    parser.add_argument("--max-message-bytes", type=int, default=1 << 20, metavar="B",
+                        help="largest websocket message accepted (default: %(default)s)")
+    parser.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
+                        help="seconds open streams get to finish on shutdown")
+    parser.add_argument("--demo-dir", type=Path, default=DEFAULT_DEMO_DIR,
+                        help="folder of the browser page served at / (default: the repo's demo/)")
+    parser.add_argument("--scripted-asr", type=Path, metavar="WORDS.json",
+                        help="test double instead of an ASR model: every stream gets these "
+                        'words ([{"word", "start", "end"}, ...]) at 12.5 steps/s')
+    parser.add_argument("--scripted-tts", action="store_true",
+                        help="test double instead of a TTS model: a short tone per word")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
+
+
+def read_script(path: Path) -> list[ScriptWord]:
+    """`[{"word": str, "start": s, "end": s}, ...]` (a manifest row's "words" field)."""
+    data = json.loads(path.read_text())
+    if isinstance(data, dict):
+        data = data.get("words")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of {{word, start, end}} objects")
+    words = []
+    for i, item in enumerate(data):
+        try:
+            words.append(ScriptWord(str(item["word"]), float(item["start"]), float(item["end"])))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: word {i} needs word, start and end ({error})") from None
+    return words
+
+
+def build_services(args: argparse.Namespace) -> tuple[ModelService | None, ModelService | None]:
+    asr: ModelService | None = None
+    tts: ModelService | None = None
+    if args.asr and args.scripted_asr:
+        raise ValueError("give --asr or --scripted-asr, not both")
+    if args.tts and args.scripted_tts:
+        raise ValueError("give --tts or --scripted-tts, not both")
+    if args.scripted_asr:
+        asr = ScriptedASRService(read_script(args.scripted_asr), args.max_streams)
+    if args.scripted_tts:
+        tts = ScriptedTTSService(args.max_streams)
+    if args.asr or args.tts:
+        from dsm.streaming.service import load_engine_service
+
+        if args.asr:
+            asr = load_engine_service("asr", args.asr, args.max_streams, device=args.device,
+                                      cuda_graph=not args.no_cuda_graph)
+        if args.tts:
+            tts = load_engine_service("tts", args.tts, args.max_streams, device=args.device,
+                                      cuda_graph=not args.no_cuda_graph)
+    if asr is None and tts is None:
+        raise ValueError("nothing to serve: give --asr DIR and/or --tts DIR "
+                         "(or a scripted test double)")
+    return asr, tts
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    try:
+        asr, tts = build_services(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"dsm serve: {error}")
+        return 2
+    config = ServerConfig(
+        host=args.host, port=args.port, api_keys=list(args.api_key),
+        max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
+        shutdown_grace=args.shutdown_grace, demo_dir=args.demo_dir,
+    )
+
+    async def serve() -> None:
+        await run_server(config, asr, tts)
+
+    try:
+        asyncio.run(serve())
+    except OSError as error:
+        print(f"dsm serve: cannot listen on {args.host}:{args.port}: {error}")
+        return 1
+    return 0
