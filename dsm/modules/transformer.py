@@ -268,8 +268,9 @@ def _write_ring(state: _AttentionState, k: torch.Tensor, v: torch.Tensor, index:
     state.values.scatter_(2, gather, v[:, :, T - W :].to(state.values.dtype))
 
 
-def _load_moshi_attention_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
-    """Accept moshi's own layouts: `in_proj.weight`, `in_projs.{i}.weight`, `out_projs.{i}.weight`."""
+def _stack_attention_keys(state_dict: dict, prefix: str) -> None:
+    """In place, for the attention at `prefix`: moshi's `in_proj.weight`, `in_projs.{i}.weight`
+    and `out_projs.{i}.weight` become Kyutai's stacked `in_proj_weight` / `out_proj.weight`."""
     if prefix + "in_proj.weight" in state_dict:
         state_dict[prefix + "in_proj_weight"] = state_dict.pop(prefix + "in_proj.weight")
     for split, stacked in (("in_projs", "in_proj_weight"), ("out_projs", "out_proj.weight")):
@@ -278,6 +279,27 @@ def _load_moshi_attention_keys(module: nn.Module, state_dict: dict, prefix: str,
             parts.append(state_dict.pop(f"{prefix}{split}.{len(parts)}.weight"))
         if parts:
             state_dict[prefix + stacked] = torch.cat(parts, dim=0)
+
+
+def _load_moshi_attention_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    _stack_attention_keys(state_dict, prefix)
+
+
+def normalize_attention_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of a whole state dict with every attention in Kyutai's published layout.
+
+    moshi's own `state_dict()` splits the projections per step (`in_projs.0.weight`, ...);
+    Kyutai's files and dsm stack them (`in_proj_weight`, `out_proj.weight`).
+    """
+    out = dict(state_dict)
+    prefixes = set()
+    for key in state_dict:
+        for marker in (".in_projs.", ".out_projs.", ".in_proj.weight"):
+            if marker in key and "self_attn" in key:
+                prefixes.add(key[: key.index(marker) + 1])
+    for prefix in prefixes:
+        _stack_attention_keys(out, prefix)
+    return out
 
 
 # --- feed-forward and layer -------------------------------------------------------------------
