@@ -9,6 +9,7 @@ while costing nothing. Use `dsm.codecs.load_codec` for real codecs.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,11 @@ class ToyCodecForTests:
         self._projection = torch.randn(num_codebooks, self.frame_size, generator=generator)
         self._streaming_batch: int | None = None
         self.encode_calls = 0
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity for code caches: changes with the projection (the seed)."""
+        return hashlib.sha1(self._projection.numpy().tobytes()).hexdigest()
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, 1, N] -> codes [B, K, ceil(N / frame_size)] (the tail zero-padded)."""
