@@ -108,13 +108,17 @@ def stft(
 ) -> torch.Tensor:
     """Complex STFT `[B, n_fft // 2 + 1, frames]` of `[B, 1, N]` (or `[B, N]`) audio.
 
-    Hann window of `win_length` (default `n_fft`), reflect padding when `center`.
+    Hann window of `win_length` (default `n_fft`), reflect padding when `center`. Half and
+    bfloat16 audio is transformed in float32.
     `normalized` divides by sqrt(sum(window^2)) so magnitudes do not grow with the window.
     """
     samples = _as_batch(wav)
+    if samples.dtype in (torch.float16, torch.bfloat16):
+        samples = samples.float()  # FFTs of low-precision audio are unsupported or inexact
     win_length = n_fft if win_length is None else win_length
     if window is None:
         window = torch.hann_window(win_length, device=samples.device, dtype=samples.dtype)
+    window = window.to(samples.dtype)
     if center and samples.shape[-1] <= n_fft // 2:
         raise ValueError(
             f"audio of {samples.shape[-1]} samples is too short for an STFT with n_fft={n_fft}"
@@ -160,14 +164,16 @@ class MelSpectrogram(nn.Module):
         self.register_buffer("filters", fbank, persistent=False)  # [n_mels, F]
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        spec = stft(
-            wav, self.n_fft, self.hop_length, self.win_length,
-            window=self.window.to(wav.dtype), normalized=self.normalized,
-        )
-        magnitude = spec.abs()
-        if self.power != 1.0:
-            magnitude = magnitude.pow(self.power)
-        mel = torch.einsum("mf,bft->bmt", self.filters.to(magnitude.dtype), magnitude)
-        if self.log:
-            mel = torch.log10(mel.clamp(min=self.floor))
+        # float32 throughout, even under autocast: log-mel losses need the precision
+        with torch.autocast(wav.device.type, enabled=False):
+            spec = stft(
+                wav, self.n_fft, self.hop_length, self.win_length,
+                window=self.window, normalized=self.normalized,
+            )
+            magnitude = spec.abs()
+            if self.power != 1.0:
+                magnitude = magnitude.pow(self.power)
+            mel = torch.einsum("mf,bft->bmt", self.filters.to(magnitude.dtype), magnitude)
+            if self.log:
+                mel = torch.log10(mel.clamp(min=self.floor))
         return mel

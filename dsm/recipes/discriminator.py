@@ -51,7 +51,7 @@ class STFTDiscriminator(nn.Module):
         """`[B, 1, N]` audio -> (logits `[B, 1, frames, freqs']`, feature maps)."""
         spec = stft(
             wav, self.n_fft, self.hop_length, self.win_length,
-            window=self.window.to(wav.dtype), normalized=True,
+            window=self.window, normalized=True,
         )  # [B, F, frames] complex
         x = torch.stack([spec.real, spec.imag], dim=1).transpose(2, 3)  # [B, 2, frames, F]
         features = []

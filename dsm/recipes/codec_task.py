@@ -1,0 +1,362 @@
+"""The codec recipe (`kind = "codec"`): train a Mimi-style codec as a GAN generator.
+
+One training step on a batch of audio crops `wav [B, 1, N]`:
+  1. quantizer dropout: with probability `q_dropout`, the step uses only the first
+     n codebooks, n uniform in [n_q_semantic, n_q] (drawn from (seed, step, micro-batch),
+     so a resumed run draws the same n and every rank uses the same n);
+  2. the generator (the codec) reconstructs `fake = codec(wav).audio`; the RVQ returns its
+     commitment loss and learns its codebooks by EMA;
+  3. from step `adversarial_start` on, the multi-scale STFT discriminator takes one hinge
+     step on (wav, fake.detach());
+  4. the generator's losses on `fake` (waveform L1, multi-scale mel, optionally
+     multi-scale STFT, and with the GAN the hinge adversarial and feature-matching losses
+     through the just-updated discriminator) go through the `Balancer`, which turns their
+     weights into shares of the gradient on `fake`; the commitment loss, which does not go
+     through `fake`, is added with its own weight.
+
+The reported `loss` is the weighted sum of the reconstruction losses (L1, mel, STFT),
+the number that should go down. `export` writes `OUT/codec`, a directory `load_codec` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from dsm.codecs.loading import save_codec
+from dsm.codecs.mimi import Mimi, MimiConfig
+from dsm.recipes.balancer import Balancer
+from dsm.recipes.config import RecipeError
+from dsm.recipes.discriminator import (
+    MultiScaleSTFTDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+)
+from dsm.recipes.losses import MultiScaleMelLoss, MultiScaleSTFTLoss, waveform_l1_loss
+from dsm.recipes.tasks import Metrics, Split, StepContext, Task, register_task
+
+RECONSTRUCTION_LOSSES = ("l1", "mel", "stft")
+GAN_LOSSES = ("adversarial", "feature")
+
+
+@dataclass
+class CodecLossWeights:
+    """Shares of the generator's gradient (through the balancer); 0 turns a loss off."""
+
+    l1: float = 0.1
+    mel: float = 1.0
+    stft: float = 0.0
+    adversarial: float = 3.0
+    feature: float = 3.0
+
+    def __post_init__(self) -> None:
+        values = dataclasses.asdict(self)
+        if any(v < 0 for v in values.values()):
+            raise ValueError(f"loss weights must be >= 0, got {values}")
+        if not any(values[name] > 0 for name in RECONSTRUCTION_LOSSES + GAN_LOSSES):
+            raise ValueError("at least one loss weight must be > 0")
+
+
+@dataclass
+class CodecTaskConfig:
+    """The codec to train (a `MimiConfig`, any size), its training crops and its losses."""
+
+    codec: MimiConfig = field(default_factory=MimiConfig)
+    segment_seconds: float = 2.0            # crop length, rounded to whole frames
+    q_dropout: float = 0.5                  # probability that a step drops codebooks
+    commitment_weight: float = 1.0          # RVQ commitment loss, outside the balancer
+    weights: CodecLossWeights = field(default_factory=CodecLossWeights)
+    balance: bool = True                    # False: plain weighted sum of gradients
+    balancer_total_norm: float = 1.0
+    balancer_ema_decay: float = 0.999
+    mel_log2_windows: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9, 10, 11])
+    mel_bands: int = 64
+    stft_resolutions: list[tuple[int, int, int]] = field(
+        default_factory=lambda: [(512, 128, 512), (1024, 256, 1024), (2048, 512, 2048)]
+    )
+    discriminator_resolutions: list[tuple[int, int, int]] = field(
+        default_factory=lambda: [
+            (2048, 512, 2048), (1024, 256, 1024), (512, 128, 512), (256, 64, 256),
+            (128, 32, 128),
+        ]
+    )
+    discriminator_filters: int = 32
+    adversarial_start: int = 0              # reconstruction-only steps before the GAN starts
+
+    def __post_init__(self) -> None:
+        if not self.segment_seconds > 0:
+            raise ValueError("segment_seconds must be > 0")
+        if not 0.0 <= self.q_dropout <= 1.0:
+            raise ValueError("q_dropout must be a probability in [0, 1]")
+        if self.commitment_weight < 0 or self.balancer_total_norm <= 0:
+            raise ValueError("commitment_weight must be >= 0 and balancer_total_norm > 0")
+        if not 0.0 <= self.balancer_ema_decay < 1.0:
+            raise ValueError("balancer_ema_decay must be in [0, 1)")
+        if not self.mel_log2_windows or any(not 3 <= e <= 14 for e in self.mel_log2_windows):
+            raise ValueError("mel_log2_windows must be a non-empty list of exponents in [3, 14]")
+        if self.adversarial_start < 0 or self.discriminator_filters < 1 or self.mel_bands < 1:
+            raise ValueError("adversarial_start must be >= 0, discriminator_filters and "
+                             "mel_bands >= 1")
+        if not self.discriminator_resolutions:
+            raise ValueError("discriminator_resolutions must not be empty")
+
+    def segment_samples(self) -> int:
+        frame_size = round(self.codec.sample_rate / self.codec.frame_rate)
+        frames = max(1, round(self.segment_seconds * self.codec.frame_rate))
+        return frames * frame_size
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def manifest_audio_paths(manifest: str | Path) -> list[Path]:
+    """The `audio` of every row of a JSONL manifest, relative paths taken from the
+    manifest's directory (or the current one when only that exists). Each must exist."""
+    manifest = Path(manifest)
+    paths = []
+    with manifest.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RecipeError(f"{manifest}:{number}: not a JSON object: {error}") from None
+            audio = row.get("audio") if isinstance(row, dict) else None
+            if not isinstance(audio, str) or not audio:
+                raise RecipeError(f"{manifest}:{number}: row has no string 'audio' path")
+            path = Path(audio)
+            if not path.is_absolute():
+                beside = manifest.parent / path
+                path = beside if beside.exists() or not path.exists() else path
+            if not path.is_file():
+                raise RecipeError(f"{manifest}:{number}: audio file {audio!r} not found ({path})")
+            paths.append(path)
+    return paths
+
+
+def read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples of an audio file at `sample_rate` (channels mixed, soxr)."""
+    import soundfile
+
+    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1)
+    if rate != sample_rate:
+        import soxr
+
+        mono = soxr.resample(mono, rate, sample_rate)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+class AudioCrops(Dataset):
+    """One crop `[1, segment_samples]` per file; training crops start at a position drawn
+    from (seed, epoch, index), validation crops at 0. Short files are zero-padded."""
+
+    def __init__(self, paths: list[Path], sample_rate: int, segment_samples: int, seed: int,
+                 random_offsets: bool) -> None:
+        self.paths, self.sample_rate = paths, sample_rate
+        self.segment_samples, self.seed = segment_samples, seed
+        self.random_offsets = random_offsets
+        self.epoch = 0
+        self._cache: dict[int, np.ndarray] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tensor:
+        if index not in self._cache:
+            self._cache[index] = read_audio(self.paths[index], self.sample_rate)
+        audio = self._cache[index]
+        spare = audio.size - self.segment_samples
+        offset = 0
+        if self.random_offsets and spare > 0:
+            draw = random.Random(f"{self.seed}/{self.epoch}/{index}")
+            offset = draw.randint(0, spare)
+        crop = np.zeros(self.segment_samples, dtype=np.float32)
+        piece = audio[offset:offset + self.segment_samples]
+        crop[:piece.size] = piece
+        return torch.from_numpy(crop)[None]
+
+
+# ------------------------------------------------------------------------------ task
+
+
+@register_task
+class CodecTask(Task):
+    """Codec: a Mimi-style codec trained with reconstruction and GAN losses."""
+
+    kind = "codec"
+    config_class = CodecTaskConfig
+    optimizer_names = ("generator", "discriminator")
+    needs_manifest = True
+    find_unused_parameters = True   # quantizer dropout leaves codebook projections unused
+
+    def __init__(self, recipe: Any) -> None:
+        super().__init__(recipe)
+        config: CodecTaskConfig = self.config
+        weights = config.weights
+        self.mel_loss = MultiScaleMelLoss(
+            config.codec.sample_rate, tuple(config.mel_log2_windows), n_mels=config.mel_bands)
+        self.stft_loss = MultiScaleSTFTLoss(tuple(config.stft_resolutions))
+        self.uses_gan = weights.adversarial > 0 or weights.feature > 0
+
+    # --- data --------------------------------------------------------------------------
+    def build_dataset(self, split: Split) -> Dataset | None:
+        data = self.recipe.data
+        manifest = data.train_manifest if split == "train" else data.valid_manifest
+        if manifest is None:
+            return None
+        config: CodecTaskConfig = self.config
+        return AudioCrops(
+            manifest_audio_paths(manifest), config.codec.sample_rate, config.segment_samples(),
+            self.recipe.seed, random_offsets=split == "train",
+        )
+
+    # --- models ------------------------------------------------------------------------
+    def build_models(self) -> dict[str, nn.Module]:
+        config: CodecTaskConfig = self.config
+        # The task does quantizer dropout itself (reproducibly); the codec never does.
+        codec = Mimi(dataclasses.replace(config.codec, q_dropout=False))
+        # Built even without GAN losses (it then never steps), so every codec run has the
+        # same optimizers and checkpoints.
+        discriminator = MultiScaleSTFTDiscriminator(
+            tuple(config.discriminator_resolutions), filters=config.discriminator_filters)
+        models: dict[str, nn.Module] = {"generator": codec, "discriminator": discriminator}
+        weights = {name: getattr(config.weights, name)
+                   for name in RECONSTRUCTION_LOSSES + GAN_LOSSES
+                   if getattr(config.weights, name) > 0}
+        models["balancer"] = Balancer(
+            weights, total_norm=config.balancer_total_norm,
+            ema_decay=config.balancer_ema_decay, balance=config.balance,
+        )
+        return models
+
+    def optimizer_parameters(self, models: Mapping[str, nn.Module]) -> dict[str, list[nn.Parameter]]:
+        return {
+            "generator": list(models["generator"].parameters()),
+            "discriminator": list(models["discriminator"].parameters()),
+        }
+
+    # --- steps -------------------------------------------------------------------------
+    def _num_codebooks(self, codec: Mimi, step: int, micro_batch: int) -> int:
+        config: CodecTaskConfig = self.config
+        total, low = codec.total_codebooks, config.codec.n_q_semantic
+        draw = random.Random(f"q_dropout/{self.recipe.seed}/{step}/{micro_batch}")
+        if config.q_dropout > 0 and draw.random() < config.q_dropout:
+            return draw.randint(low, total)
+        return total
+
+    @staticmethod
+    def _schedule_dead_code_checks(codec: Mimi, step: int, micro_batch: int) -> None:
+        """Make the codebooks' dead-code replacement a function of the step number.
+
+        A `Codebook` counts its own calls in a plain attribute that checkpoints do not
+        hold, so a resumed run would replace dead codes at other steps than the original.
+        Here each codebook checks on the first micro-batch of every
+        `check_unused_every`-th optimizer step instead, whatever happened before.
+        """
+        for layer in codec.modules():
+            every = getattr(layer, "check_unused_every", None)
+            if every is None or not hasattr(layer, "_steps_to_check"):
+                continue
+            due = micro_batch == 0 and step % every == every - 1
+            layer._steps_to_check = 1 if due else 1 << 30
+
+    def _reconstruction_losses(self, fake: Tensor, wav: Tensor) -> dict[str, Tensor]:
+        weights: CodecLossWeights = self.config.weights
+        self.mel_loss.to(wav.device)
+        losses: dict[str, Tensor] = {}
+        if weights.l1 > 0:
+            losses["l1"] = waveform_l1_loss(fake, wav)
+        if weights.mel > 0:
+            losses["mel"] = self.mel_loss(fake, wav)
+        if weights.stft > 0:
+            losses["stft"] = self.stft_loss(fake, wav)
+        return losses
+
+    def _weighted_reconstruction(self, losses: Mapping[str, Tensor], like: Tensor) -> Tensor:
+        weights: CodecLossWeights = self.config.weights
+        total = like.new_zeros(())
+        for name in RECONSTRUCTION_LOSSES:
+            if name in losses:
+                total = total + getattr(weights, name) * losses[name].detach()
+        return total
+
+    def train_step(self, batch: Tensor, ctx: StepContext) -> Metrics:
+        config: CodecTaskConfig = self.config
+        wav = batch.float()                                  # [B, 1, N]
+        codec: Mimi = ctx.raw_models["generator"]            # type: ignore[assignment]
+        balancer: Balancer = ctx.raw_models["balancer"]      # type: ignore[assignment]
+        num_codebooks = self._num_codebooks(codec, ctx.step, ctx.micro_batch)
+        codec.set_num_codebooks(num_codebooks)
+        self._schedule_dead_code_checks(codec, ctx.step, ctx.micro_batch)
+        try:
+            out = ctx.models["generator"](wav)
+        finally:
+            codec.set_num_codebooks(codec.total_codebooks)
+        fake = out.audio.float()                             # [B, 1, N]
+        metrics: dict[str, Tensor | float] = {"num_codebooks": float(num_codebooks)}
+
+        gan_on = self.uses_gan and ctx.step >= config.adversarial_start
+        if gan_on:
+            real_logits, _ = ctx.models["discriminator"](wav)
+            fake_logits, _ = ctx.models["discriminator"](fake.detach())
+            d_loss = discriminator_hinge_loss(real_logits, fake_logits)
+            ctx.update("discriminator", d_loss)
+            metrics["d_loss"] = d_loss.detach()
+
+        losses = self._reconstruction_losses(fake, wav)
+        if gan_on:
+            # The updated discriminator judges the fake; its own gradients stay untouched.
+            discriminator = ctx.raw_models["discriminator"]
+            fake_logits, fake_features = discriminator(fake)
+            with torch.no_grad():
+                _, real_features = discriminator(wav)
+            if config.weights.adversarial > 0:
+                losses["adversarial"] = generator_hinge_loss(fake_logits)
+            if config.weights.feature > 0:
+                losses["feature"] = feature_matching_loss(real_features, fake_features)
+        commitment = out.commitment_loss
+        extra = config.commitment_weight * commitment if commitment.requires_grad else None
+        surrogate, stats = balancer.surrogate_loss(losses, fake, extra=extra)
+        ctx.update("generator", surrogate)
+
+        metrics["loss"] = self._weighted_reconstruction(losses, wav)
+        for name, value in losses.items():
+            metrics[name] = value.detach()
+        metrics["commitment"] = commitment.detach()
+        for name, value in out.metrics.items():
+            metrics[f"codebook_{name}"] = value.detach() if isinstance(value, Tensor) else value
+        for name, value in stats.items():
+            if name.startswith("share_norm/"):
+                metrics[f"balancer/{name.split('/', 1)[1]}"] = value
+        return metrics
+
+    @torch.no_grad()
+    def valid_step(self, models: Mapping[str, nn.Module], batch: Tensor) -> Metrics:
+        wav = batch.float()
+        out = models["generator"](wav)
+        fake = out.audio.float()
+        losses = self._reconstruction_losses(fake, wav)
+        metrics: dict[str, Tensor | float] = {"loss": self._weighted_reconstruction(losses, wav)}
+        metrics.update({name: value.detach() for name, value in losses.items()})
+        return metrics
+
+    def export(self, models: Mapping[str, nn.Module], directory: Path) -> None:
+        codec: Mimi = models["generator"]  # type: ignore[assignment]
+        codec.set_num_codebooks(codec.total_codebooks)
+        save_codec(codec, Path(directory) / "codec")
