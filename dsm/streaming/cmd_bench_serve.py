@@ -1,0 +1,250 @@
+"""Load-test a streaming ASR server with N concurrent real-time clients on loopback.
+
+Starts `dsm serve` in a child process on a free loopback port (or uses --server URL),
+then runs N clients at once for a bounded time. Each client streams audio at real time
+in 80 ms frames, then sends a Marker and silence until the marker comes back. The added
+latency of a step is the time from sending audio frame k to receiving `Step{step_idx: k}`
+(everything the server and the model add on top of the model's own text delay); p50 /
+p95 / max are over all steps of all clients. It also checks that every client got its
+words (the script, for the scripted double; the same words as the other clients, for a
+model, since all stream the same audio) and that no slot is left open afterwards.
+The run stops by itself: --seconds of streaming plus at most --grace seconds to finish.
+
+Examples:
+  dsm bench serve --scripted --clients 64 --seconds 30
+  dsm bench serve --asr models/stt --clients 64 --seconds 30 --audio speech.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import websockets
+
+from dsm.streaming.clients import ASR_PATH, endpoint, load_audio
+from dsm.streaming.events import MarkerEvent, StepEvent, WordEvent
+from dsm.streaming.protocol import (
+    FRAME_SIZE,
+    SAMPLE_RATE,
+    ErrorOut,
+    decode_server_message,
+    encode_audio_in,
+    encode_marker_in,
+)
+
+HELP = "N concurrent real-time streaming clients against dsm serve: added latency p50/p95"
+
+BENCH_SCRIPT = [{"word": w, "start": 0.3 + 0.5 * i, "end": 0.6 + 0.5 * i}
+                for i, w in enumerate("every client gets these words".split())]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--server", metavar="URL", help="an already running server")
+    what.add_argument("--asr", type=Path, metavar="DIR", help="serve this ASR model")
+    what.add_argument("--scripted", action="store_true",
+                      help="serve the scripted ASR test double (no model; the default): "
+                      "measures what the server itself adds")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds each client streams")
+    parser.add_argument("--grace", type=float, default=60.0,
+                        help="at most this long after --seconds for clients to finish")
+    parser.add_argument("--audio", type=Path, help="wav to stream, looped (default: noise)")
+    parser.add_argument("--max-streams", type=int, default=None,
+                        help="slots of the served model (default: --clients)")
+    parser.add_argument("--device", default=None, help="torch device for --asr")
+    parser.add_argument("--api-key", default=None, help="key for --server")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@dataclass
+class ClientResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, one per Step
+    words: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+async def run_client(url: str, pcm: np.ndarray, seconds: float, api_key: str | None,
+                     start_at: float) -> ClientResult:
+    """Stream `pcm` (looped) at real time for `seconds`, then flush with a marker."""
+    result = ClientResult()
+    sent_at: dict[int, float] = {}
+    done = asyncio.Event()
+    try:
+        headers = {"kyutai-api-key": api_key} if api_key else {}
+        async with websockets.connect(endpoint(url, ASR_PATH), additional_headers=headers,
+                                      compression=None, max_size=1 << 22) as ws:
+
+            async def send() -> None:
+                frames = int(seconds * SAMPLE_RATE / FRAME_SIZE)
+                for k in range(frames):
+                    due = start_at + k * FRAME_SIZE / SAMPLE_RATE
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    offset = (k * FRAME_SIZE) % max(1, len(pcm) - FRAME_SIZE)
+                    sent_at[k] = time.monotonic()
+                    await ws.send(encode_audio_in(pcm[offset:offset + FRAME_SIZE]))
+                await ws.send(encode_marker_in(1))
+                silence = np.zeros(FRAME_SIZE, dtype=np.float32)
+                while not done.is_set():  # silence until the marker is back, at real time
+                    await ws.send(encode_audio_in(silence))
+                    await asyncio.sleep(FRAME_SIZE / SAMPLE_RATE)
+
+            sender = asyncio.create_task(send())
+            try:
+                async for data in ws:
+                    message = decode_server_message(data)
+                    if isinstance(message, StepEvent) and message.step_idx in sent_at:
+                        result.latencies.append(time.monotonic() - sent_at[message.step_idx])
+                    elif isinstance(message, WordEvent):
+                        result.words.append(message.text)
+                    elif isinstance(message, MarkerEvent):
+                        break
+                    elif isinstance(message, ErrorOut):
+                        result.error = message.message
+                        break
+                else:
+                    result.error = f"closed early: {ws.close_code} {ws.close_reason}"
+            finally:
+                done.set()
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+    except Exception as error:  # a failed client is reported, the others go on
+        result.error = f"{type(error).__name__}: {error}"
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _health(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+async def run_clients(url: str, pcm: np.ndarray, clients: int, seconds: float,
+                      api_key: str | None, deadline_s: float) -> list[ClientResult]:
+    start_at = time.monotonic() + 0.5
+    tasks = [asyncio.create_task(run_client(url, pcm, seconds, api_key, start_at))
+             for _ in range(clients)]
+    done, pending = await asyncio.wait(tasks, timeout=deadline_s)
+    for task in pending:
+        task.cancel()
+    results = []
+    for task in tasks:
+        if task in done:
+            results.append(task.result())
+        else:
+            results.append(ClientResult(error="did not finish in time"))
+    await asyncio.gather(*pending, return_exceptions=True)
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    pcm = load_audio(args.audio) if args.audio else (
+        0.05 * np.random.default_rng(0).standard_normal(4 * SAMPLE_RATE)).astype(np.float32)
+    server: subprocess.Popen[bytes] | None = None
+    port: int | None = None
+    expected: list[str] | None = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.server:
+            url = args.server
+        else:
+            port = _free_port()
+            command = [sys.executable, "-m", "dsm.cli", "serve", "--port", str(port),
+                       "--max-streams", str(args.max_streams or args.clients),
+                       "--idle-timeout", "60"]
+            if args.asr:
+                command += ["--asr", str(args.asr)]
+                if args.device:
+                    command += ["--device", args.device]
+            else:
+                script = Path(tmp) / "words.json"
+                script.write_text(json.dumps(BENCH_SCRIPT))
+                command += ["--scripted-asr", str(script)]
+                expected = [w["word"] for w in BENCH_SCRIPT]
+            server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env={**os.environ, "OMP_NUM_THREADS": os.environ.get(
+                                          "OMP_NUM_THREADS", "1")})
+            url = f"ws://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    _health(port)
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        err = server.stderr.read().decode() if server.stderr else ""
+                        print(f"dsm bench serve: the server did not start\n{err}")
+                        return 1
+                    time.sleep(0.2)
+        try:
+            wall = time.monotonic()
+            results = asyncio.run(run_clients(url, pcm, args.clients, args.seconds,
+                                              args.api_key, args.seconds + args.grace))
+            wall = time.monotonic() - wall
+            leaked = None
+            if port is not None:
+                for _ in range(50):  # sessions close right after the marker; give them 5 s
+                    leaked = _health(port)["asr"]["active"]
+                    if leaked == 0:
+                        break
+                    time.sleep(0.1)
+        finally:
+            if server is not None:
+                server.terminate()
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+    latencies = [x for r in results for x in r.latencies]
+    errors = [r.error for r in results if r.error]
+    reference = expected if expected is not None else (results[0].words if results else [])
+    got_words = sum(1 for r in results if not r.error and r.words[:len(reference)] == reference
+                    and len(r.words) >= len(reference))
+    report = {
+        "clients": args.clients, "seconds": args.seconds, "wall_s": round(wall, 2),
+        "server": args.server or ("asr model " + str(args.asr) if args.asr else "scripted double"),
+        "steps": len(latencies),
+        "steps_per_s": round(len(latencies) / wall, 1) if wall else 0.0,
+        "added_latency_ms": {
+            "p50": round(1000 * _percentile(latencies, 50), 1),
+            "p95": round(1000 * _percentile(latencies, 95), 1),
+            "max": round(1000 * max(latencies), 1) if latencies else float("nan"),
+        },
+        "clients_with_all_words": got_words, "errors": len(errors),
+        "slots_open_after": leaked,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        lat = report["added_latency_ms"]
+        print(f"dsm bench serve: {args.clients} clients x {args.seconds:g} s on loopback "
+              f"({report['server']}), wall {report['wall_s']} s")
+        print(f"  steps answered: {report['steps']} ({report['steps_per_s']}/s)")
+        print(f"  added latency (frame sent -> its Step received): p50 {lat['p50']} ms, "
+              f"p95 {lat['p95']} ms, max {lat['max']} ms")
+        print(f"  clients that got all their words: {got_words}/{args.clients}; "
+              f"errors: {len(errors)}; slots open afterwards: {leaked}")
+        for error in sorted(set(errors))[:5]:
+            print(f"  error: {error}")
+    ok = not errors and got_words == args.clients and leaked in (0, None)
+    return 0 if ok else 1
