@@ -49,10 +49,15 @@ At position `p`, token `x`:
 - `x == 0`: if the open word has tokens, it ends at `B(p)`: emit it with
   `start = boundary`, `end = B(p)` (streaming: the `EndWord(stop_time=B(p))` event).
   Then `boundary = B(p)` and a new, empty word opens.
-- `x` a text token: append it to the open word (if no 0 was seen yet, the word starts at
-  `(p - d) / fr`, the start of its first token's frame).
-- `pad` / negative: nothing. (Streaming: the word's text is complete at the first pad or 0
-  after its tokens, which is when Kyutai's server sends `Word{text, start_time=boundary}`.)
+- `x` a text token: append it to the open word; its start is `boundary` (or, if no 0 was
+  seen yet, `(p - d) / fr`, the start of its first token's frame). If the open word was
+  already *complete* (a pad or negative id came after its tokens, see below), it ends at
+  `(p - d) / fr` and `x` opens a new word starting there (`boundary` moves there too).
+  Our layout never produces this (a word's tokens are contiguous and a 0 precedes every
+  word); it only happens in model output.
+- `pad` / negative: the open word, if it has tokens, is complete (streaming: its
+  `Word{text, start_time=boundary}` goes out now, as in Kyutai's server; its end waits for
+  the next 0).
 At the end of the stream a word still open ends at `(p_last + 1 - d) / fr` where `p_last`
 is its last token's position. If the tokens between two 0s decode to several
 whitespace-separated words (a model output that skipped boundaries), they are split at
@@ -266,15 +271,22 @@ def stream_to_words(
     def close(end: float) -> None:
         words.extend(_segment_words(tokens, token_start, end, tokenizer, frame_rate))
 
+    complete = False  # a pad / negative id followed the open word's tokens
     for position, token in enumerate(values):
         if token == tokenizer.word_start_id:
             if tokens:
                 close(boundary_time(position))
                 tokens = []
             boundary = boundary_time(position)
+            complete = False
         elif token < 0 or token == tokenizer.pad_id:
-            continue
+            complete = bool(tokens)
         else:
+            if tokens and complete:  # more text after a complete word: a new word
+                boundary = (position - delay) / frame_rate
+                close(boundary)
+                tokens = []
+            complete = False
             if not tokens:
                 token_start = boundary if boundary is not None else (position - delay) / frame_rate
             tokens.append(token)
