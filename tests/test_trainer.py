@@ -212,7 +212,7 @@ def test_sigkill_during_checkpoint_write_leaves_previous_loadable(tmp_path: Path
     ckpt_dir = out / "checkpoints"
     temps = list(ckpt_dir.glob(".step_00000004.pt.tmp-*"))
     assert len(temps) == 1 and temps[0].stat().st_size > 0          # killed mid-write
-    with pytest.raises(RuntimeError, match="zip archive"):
+    with pytest.raises((RuntimeError, OSError)):
         torch.load(temps[0], weights_only=True)                     # the half file is garbage
     assert [s for s, _ in list_checkpoints(ckpt_dir)] == [2]
     assert load_checkpoint(ckpt_dir / "step_00000002.pt")["step"] == 2

@@ -54,6 +54,7 @@ own share of every batch).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = "train a codec, ASR, TTS or translation model from a TOML recipe (torchrun-ready)"
@@ -79,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from dsm.recipes.config import RecipeError, load_recipe
     from dsm.recipes.trainer import train
 
@@ -88,5 +91,9 @@ def main(args: argparse.Namespace) -> int:
     except RecipeError as error:
         print(f"dsm train: error: {error}", file=sys.stderr)
         return 2
-    print(f"dsm train: {result.step} steps done; outputs in {result.out_dir}", file=sys.stderr)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if os.environ.get("RANK", "0") == "0":
+        print(f"dsm train: {result.step} steps done; outputs in {result.out_dir}", file=sys.stderr)
     return 0
