@@ -1,0 +1,391 @@
+"""Evaluate ASR, TTS, codec or translation outputs against a reference manifest.
+
+References come from a JSONL manifest (`dsm data synth` writes them: audio, text, word
+timings). Outputs come from a JSONL file given with --hyp, one object per utterance,
+matched to the manifest by "id" (or by "audio" path, or by position when neither is set):
+
+  asr          {"id": ..., "text": "the words", "words": [{"word": "the", "time": 0.92}, ...]}
+               "time" is when the word was emitted, in seconds of input audio; with the
+               manifest's word timings it gives the emission latency (time - true end).
+  translation  {"id": ..., "text": "la traduction"}   (--manifest: the target-language one)
+  codec        {"id": ..., "decoded": "decoded/0001.wav"}   (reference: the manifest audio)
+  tts          {"id": ..., "wav": "tts/0001.wav", "transcript": "what an independent ASR
+               model heard in it", "first_audio_s": 0.21}
+
+Metrics: asr: WER and CER (jiwer; corpus figures pool the edits of all utterances), word
+emission latency; translation: BLEU (sacrebleu); codec: SI-SNR, mel distance, STOI
+(pystoi); tts: intelligibility WER/CER of the transcripts, time to first audio. Relative
+paths in --hyp are taken from the hyp file's folder. Results are printed as a table and,
+with --json, written as JSON (summary and per-utterance rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsm.recipes import metrics as M
+from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest, summarize_skipped
+
+HELP = "evaluate ASR / TTS / codec / translation outputs (WER, latency, BLEU, SI-SNR, STOI)"
+KINDS = ("asr", "tts", "codec", "translation")
+
+Output = dict[str, Any]
+# A runner produces outputs (the --hyp rows) for manifest rows with a model; the lead wires
+# one per kind (e.g. `RUNNERS["asr"] = run_asr_model`). Signature: (args, rows) -> outputs.
+Runner = Callable[[argparse.Namespace, list[ManifestRow]], list[Output]]
+RUNNERS: dict[str, Runner] = {}
+
+
+class EvalError(ValueError):
+    """Outputs or references are unusable; the message names the file and the row."""
+
+
+@dataclass
+class EvalResult:
+    """Corpus figures (`summary`) and one dict of figures per utterance."""
+
+    kind: str
+    summary: dict[str, float | int]
+    utterances: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "summary": _jsonable(self.summary),
+                "utterances": [_jsonable(u) for u in self.utterances]}
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities become null (JSON has neither)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in values.items()}
+
+
+def _key(row: ManifestRow) -> str:
+    return row.id if row.id is not None else row.audio
+
+
+# ------------------------------------------------------------------------------ pairing
+
+
+def read_outputs(path: str | os.PathLike[str]) -> list[Output]:
+    """The JSON objects of a JSONL file, with `_line` (line number) and `_base` (folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"outputs file not found: {path}")
+    outputs = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise EvalError(f"{path}:{number}: not JSON: {error}") from None
+            if not isinstance(row, dict):
+                raise EvalError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            row["_line"], row["_base"] = number, str(path.parent)
+            outputs.append(row)
+    return outputs
+
+
+def pair_outputs(rows: Sequence[ManifestRow], outputs: Sequence[Output], source: str = "outputs"
+                 ) -> list[Output | None]:
+    """For each manifest row, its output (None when there is none).
+
+    Outputs name their row by "id", else by "audio" (the same file as the manifest's, any
+    relative path taken from the outputs' folder); with neither, they pair by position,
+    which needs as many outputs as rows. An output naming no row, or a row twice, is an error.
+    """
+    if not outputs:
+        return [None] * len(rows)
+    keyed = [o for o in outputs if "id" in o or "audio" in o]
+    if not keyed:
+        if len(outputs) != len(rows):
+            raise EvalError(
+                f"{source}: {len(outputs)} outputs without 'id' or 'audio' for {len(rows)} "
+                "manifest rows: give each output an 'id' (or 'audio'), or one per row in order"
+            )
+        return list(outputs)
+    if len(keyed) != len(outputs):
+        unkeyed = next(o for o in outputs if "id" not in o and "audio" not in o)
+        raise EvalError(f"{source}:{unkeyed['_line']}: output has neither 'id' nor 'audio'")
+    by_id = {row.id: i for i, row in enumerate(rows) if row.id is not None}
+    by_audio = {os.path.realpath(row.audio): i for i, row in enumerate(rows)}
+    paired: list[Output | None] = [None] * len(rows)
+    for output in outputs:
+        if "id" in output:
+            index = by_id.get(str(output["id"]))
+            what = f"id {output['id']!r}"
+        else:
+            index = by_audio.get(os.path.realpath(_resolve(output, str(output["audio"]))))
+            what = f"audio {output['audio']!r}"
+        if index is None:
+            raise EvalError(f"{source}:{output['_line']}: {what} is not in the manifest")
+        if paired[index] is not None:
+            raise EvalError(f"{source}:{output['_line']}: a second output for {what}")
+        paired[index] = output
+    return paired
+
+
+def _resolve(output: Output, path: str) -> str:
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return str(candidate)
+    beside = Path(output.get("_base", ".")) / candidate
+    return str(beside if beside.exists() or not candidate.exists() else candidate)
+
+
+def _field(output: Output, name: str, kind: type, source: str) -> Any:
+    if name not in output:
+        raise EvalError(f"{source}:{output.get('_line', '?')}: output has no '{name}'")
+    value = output[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise EvalError(f"{source}:{output.get('_line', '?')}: '{name}' must be a "
+                        f"{kind.__name__}, got {value!r}")
+    return value
+
+
+def _load_wav(path: str, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    import soundfile
+
+    if not Path(path).is_file():
+        raise EvalError(f"audio file not found: {path}")
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1)
+    if sample_rate is not None and rate != sample_rate:
+        import soxr
+
+        mono, rate = soxr.resample(mono, rate, sample_rate), sample_rate
+    return mono.astype(np.float64), rate
+
+
+# ------------------------------------------------------------------------------ metrics per kind
+
+
+def _text_summary(refs: list[str], hyps: list[str], prefix: str = "") -> dict[str, float | int]:
+    words = [M.word_errors(r, h) for r, h in zip(refs, hyps)]
+    chars = [M.char_errors(r, h) for r, h in zip(refs, hyps)]
+    ref_words = sum(c.reference_length for c in words)
+    return {
+        f"{prefix}wer": sum(c.errors for c in words) / ref_words if ref_words else math.nan,
+        f"{prefix}cer": (sum(c.errors for c in chars) / max(1, sum(c.reference_length for c in chars))),
+        f"{prefix}substitutions": sum(c.substitutions for c in words),
+        f"{prefix}deletions": sum(c.deletions for c in words),
+        f"{prefix}insertions": sum(c.insertions for c in words),
+        f"{prefix}reference_words": ref_words,
+    }
+
+
+def evaluate_asr(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
+                 source: str = "outputs") -> EvalResult:
+    """WER/CER per utterance and pooled; word emission latency where times are given."""
+    refs, hyps, utterances, all_latencies = [], [], [], []
+    for row, output in zip(rows, outputs, strict=True):
+        text = "" if output is None else _field(output, "text", str, source)
+        refs.append(row.text)
+        hyps.append(text)
+        utterance: dict[str, Any] = {
+            "id": _key(row), "wer": M.word_errors(row.text, text).rate,
+            "cer": M.char_errors(row.text, text).rate, "missing": output is None,
+        }
+        if output is not None and output.get("words") and row.words:
+            emitted = []
+            for index, word in enumerate(output["words"]):
+                if not isinstance(word, dict) or "word" not in word or "time" not in word:
+                    raise EvalError(f"{source}:{output['_line']}: words[{index}] needs 'word' "
+                                    "and 'time' (emission time, seconds)")
+                emitted.append((str(word["word"]), float(word["time"])))
+            reference = [M.TimedWord(w.word, w.start, w.end) for w in row.words]
+            latencies = M.word_emission_latencies(reference, emitted)
+            all_latencies.extend(latencies)
+            utterance["latency_mean"] = M.summarize(latencies)["mean"]
+        utterances.append(utterance)
+    summary = _text_summary(refs, hyps)
+    latency = M.summarize(all_latencies)
+    summary.update({
+        "utterances": len(rows), "missing": sum(o is None for o in outputs),
+        "latency_mean_s": latency["mean"], "latency_median_s": latency["median"],
+        "latency_p90_s": latency["p90"], "latency_words": latency["count"],
+    })
+    return EvalResult("asr", summary, utterances)
+
+
+def evaluate_translation(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
+                         source: str = "outputs") -> EvalResult:
+    """Corpus BLEU and sentence BLEU against the target-language manifest's text."""
+    refs = [row.text for row in rows]
+    hyps = ["" if o is None else _field(o, "text", str, source) for o in outputs]
+    utterances = [
+        {"id": _key(row), "bleu": M.sentence_bleu(ref, hyp), "missing": output is None}
+        for row, ref, hyp, output in zip(rows, refs, hyps, outputs)
+    ]
+    summary: dict[str, float | int] = {
+        "bleu": M.corpus_bleu(refs, hyps), "utterances": len(rows),
+        "missing": sum(o is None for o in outputs),
+    }
+    return EvalResult("translation", summary, utterances)
+
+
+def evaluate_codec(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
+                   source: str = "outputs") -> EvalResult:
+    """SI-SNR, mel distance and STOI of each decoded file against the manifest audio."""
+    utterances = []
+    for row, output in zip(rows, outputs, strict=True):
+        if output is None:
+            raise EvalError(f"{source}: no decoded audio for manifest row {_key(row)!r}")
+        reference, rate = _load_wav(row.audio)
+        decoded, _ = _load_wav(_resolve(output, _field(output, "decoded", str, source)), rate)
+        utterances.append({
+            "id": _key(row), "si_snr_db": M.si_snr(decoded, reference),
+            "mel_distance": M.mel_distance(decoded, reference, rate),
+            "stoi": M.stoi(decoded, reference, rate),
+        })
+    summary: dict[str, float | int] = {"utterances": len(utterances)}
+    for name in ("si_snr_db", "mel_distance", "stoi"):
+        summary[name] = float(np.mean([u[name] for u in utterances])) if utterances else math.nan
+    return EvalResult("codec", summary, utterances)
+
+
+def evaluate_tts(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
+                 source: str = "outputs",
+                 transcribe: Callable[[np.ndarray, int], str] | None = None) -> EvalResult:
+    """Intelligibility (WER/CER of an independent ASR's transcript of the speech against
+    the text it was asked to say) and time to first audio.
+
+    Each output gives its "transcript", or, when `transcribe(samples, sample_rate)` is
+    given, its "wav" is transcribed here.
+    """
+    refs, hyps, utterances, first_audio = [], [], [], []
+    for row, output in zip(rows, outputs, strict=True):
+        if output is None:
+            raise EvalError(f"{source}: no output for manifest row {_key(row)!r}")
+        if "transcript" in output:
+            transcript = _field(output, "transcript", str, source)
+        elif transcribe is not None:
+            samples, rate = _load_wav(_resolve(output, _field(output, "wav", str, source)))
+            transcript = transcribe(samples, rate)
+        else:
+            raise EvalError(f"{source}:{output['_line']}: output has no 'transcript' (and no "
+                            "ASR model was given to transcribe its 'wav')")
+        refs.append(row.text)
+        hyps.append(transcript)
+        utterance: dict[str, Any] = {"id": _key(row), "wer": M.word_errors(row.text, transcript).rate}
+        if "first_audio_s" in output:
+            utterance["first_audio_s"] = _field(output, "first_audio_s", float, source)
+            first_audio.append(utterance["first_audio_s"])
+        utterances.append(utterance)
+    summary = _text_summary(refs, hyps)
+    ttfa = M.summarize(first_audio)
+    summary.update({"utterances": len(rows), "first_audio_mean_s": ttfa["mean"],
+                    "first_audio_p90_s": ttfa["p90"]})
+    return EvalResult("tts", summary, utterances)
+
+
+EVALUATORS = {"asr": evaluate_asr, "tts": evaluate_tts, "codec": evaluate_codec,
+              "translation": evaluate_translation}
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_table(result: EvalResult, per_utterance: bool = False) -> str:
+    """The summary as a two-column table; with `per_utterance`, one line per utterance."""
+    width = max(len(name) for name in result.summary)
+    lines = [f"dsm eval {result.kind}", f"{'metric'.ljust(width)}  value",
+             f"{'-' * width}  {'-' * 10}"]
+    lines += [f"{name.ljust(width)}  {_format_value(v)}" for name, v in result.summary.items()]
+    if per_utterance and result.utterances:
+        columns = list(dict.fromkeys(k for u in result.utterances for k in u))
+        cells = [[_format_value(u.get(c, "")) for c in columns] for u in result.utterances]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+        lines += ["", "  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+        lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=KINDS, help="what to evaluate")
+    parser.add_argument("--manifest", required=True,
+                        help="reference JSONL manifest (for translation: the target language)")
+    parser.add_argument("--hyp", help="outputs to score, JSONL (see the description above)")
+    parser.add_argument("--model", help="a model to produce the outputs, where its runner is "
+                        "wired (instead of --hyp)")
+    parser.add_argument("--json", dest="json_path", help="also write the results here as JSON")
+    parser.add_argument("--per-utterance", action="store_true",
+                        help="print one line per utterance after the summary")
+
+
+def load_references(kind: str, manifest: str) -> tuple[list[ManifestRow], str]:
+    """Manifest rows (audio checked only where it is read) and a note on skipped rows."""
+    try:
+        rows, skipped = read_manifest(manifest, check_audio=kind == "codec")
+    except ManifestError as error:
+        if kind == "codec" or "duration" not in str(error):
+            raise EvalError(str(error)) from None
+        rows, skipped = read_manifest(manifest, check_audio=True)
+    note = f"{len(skipped)} manifest rows skipped: {summarize_skipped(skipped)}" if skipped else ""
+    if not rows:
+        raise EvalError(f"{manifest}: no usable reference rows" + (f" ({note})" if note else ""))
+    return rows, note
+
+
+def run_eval(kind: str, manifest: str, hyp: str | None = None,
+             outputs: list[Output] | None = None) -> tuple[EvalResult, str]:
+    """Score `hyp` (a file) or `outputs` (rows) against `manifest`. Returns result, note."""
+    rows, note = load_references(kind, manifest)
+    if outputs is None:
+        if hyp is None:
+            raise EvalError("give --hyp FILE.jsonl (or a --model whose runner is wired)")
+        outputs = read_outputs(hyp)
+    source = hyp or "outputs"
+    paired = pair_outputs(rows, outputs, source)
+    return EVALUATORS[kind](rows, paired, source), note
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        outputs = None
+        if args.hyp is None:
+            runner = RUNNERS.get(args.kind)
+            if args.model is None or runner is None:
+                wired = "" if runner is not None else f" (no model runner is wired for {args.kind})"
+                raise EvalError(f"give --hyp FILE.jsonl with the outputs to score{wired}")
+            rows, _ = load_references(args.kind, args.manifest)
+            outputs = runner(args, rows)
+        result, note = run_eval(args.kind, args.manifest, args.hyp, outputs)
+    except (EvalError, ManifestError) as error:
+        print(f"dsm eval: {error}", file=sys.stderr)
+        return 2
+    if note:
+        print(f"dsm eval: {note}", file=sys.stderr)
+    print(format_table(result, args.per_utterance))
+    if args.json_path:
+        payload = {**result.to_json(), "manifest": args.manifest, "hyp": args.hyp,
+                   "model": args.model}
+        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
