@@ -245,4 +245,6 @@ def test_works_with_a_dataloader(tmp_path: Path, tokenizer: TextTokenizer) -> No
     loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=collate)
     batches = list(loader)
     assert [b["codes"].shape for b in batches] == [(2, 5, 32), (1, 5, 32)]
-    assert data.alignment_stats.num_words == sum(len(w) for _, w in UTTERANCES.values())
+    summary = data.alignment_summary()
+    assert summary.num_words == sum(len(w) for _, w in UTTERANCES.values())
+    assert summary.shifted_words == sum(data[i]["stats"].shifted_words for i in range(len(data)))

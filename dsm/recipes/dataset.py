@@ -20,7 +20,7 @@ Per-codebook acoustic delays (Kyutai `delays`) are not applied here: the LM appl
 Long items are cropped to `max_frames` (a window whose start is drawn from the item index,
 the seed and the epoch, never from hidden random state; or the start, `crop="start"`);
 short ones are padded to `max_frames` with -1 / False. Word-shift statistics of the text
-layout are kept per item (`stats`) and summed in `alignment_stats`.
+layout are kept per item (`stats`); `alignment_summary()` sums them over the dataset.
 
 Codes are cached on disk: `cache_dir/<codec fingerprint>/<ab>/<key>.npy`, where the codec
 fingerprint hashes the codec's class, rates, codebook count and every weight, and the key
@@ -223,7 +223,6 @@ class AlignedDataset(torch.utils.data.Dataset):
             raise DatasetError(
                 f"no usable row in {manifest}: {summarize_skipped(self.skipped)}"
             )
-        self.alignment_stats = AlignmentStats()
 
     # --- reading ------------------------------------------------------------------------
     def _read(
@@ -252,6 +251,17 @@ class AlignedDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def alignment_summary(self) -> AlignmentStats:
+        """Word shifts of every item's text layout (text only: no audio is read)."""
+        total = AlignmentStats()
+        for row, target in self.items:
+            words = (target or row).words
+            delay = 0 if self.task == "tts" else self.text_delay
+            _, stats = words_to_stream(words, self.tokenizer, self.frame_rate, delay=delay,
+                                       mark_ends=self.task != "tts")
+            total.merge(stats)
+        return total
+
     def precompute(self, progress: bool = True) -> None:
         """Encode (or find in the cache) every item's audio once, with a progress bar."""
         from tqdm import tqdm
@@ -269,10 +279,6 @@ class AlignedDataset(torch.utils.data.Dataset):
             return self._tts(row)
         assert target is not None
         return self._translation(row, target)
-
-    def _text(self, row: ManifestRow, delay: int, mark_ends: bool) -> tuple[torch.Tensor, AlignmentStats]:
-        return words_to_stream(row.words, self.tokenizer, self.frame_rate, delay=delay,
-                               mark_ends=mark_ends)
 
     def _audio(self, row: ManifestRow, tail_frames: int = 0) -> torch.Tensor:
         codes = self.cache.codes(row.audio, tail_frames / self.frame_rate)
@@ -329,7 +335,6 @@ class AlignedDataset(torch.utils.data.Dataset):
     # --- items --------------------------------------------------------------------------
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.aligned(index)
-        self.alignment_stats.merge(item.stats)
         codes, mask = item.codes, item.mask
         length = codes.shape[-1]
         if self.max_frames is not None:
