@@ -171,3 +171,60 @@ def test_tiny_presets_build_and_run() -> None:
             out = lm(codes)
         assert out.text_logits.shape == (1, 1, 3, lm.config.text_card)
         assert out.logits.shape == (1, lm.config.dep_q, 3, lm.config.card)
+
+
+def test_streaming_step_reads_no_tensor_values() -> None:
+    """The engine's step (temporal step, depformer reset and steps, slot reset) runs on the
+    meta device, where any host read (.item(), bool(), .tolist(), boolean indexing) raises:
+    so it has no host syncs and can be captured in a CUDA graph."""
+    with torch.device("meta"):
+        lm = MultistreamLM(_config())
+    tokens = torch.zeros(3, 5, 1, dtype=torch.long, device="meta")
+    prev = torch.zeros(3, 1, dtype=torch.long, device="meta")
+    with lm.streaming(3):
+        for _ in range(7):  # past the context: the ring wraps
+            hidden, text_logits = lm.forward_temporal(tokens)
+            lm.depformer_reset()
+            for k in range(lm.config.dep_q):
+                logits = lm.depformer_step(k, hidden, prev)
+            probs = lm.extra_heads_probs(hidden)
+        lm.reset_slots(torch.tensor([True, False, True], device="meta"))
+        hidden, _ = lm.forward_temporal(tokens)
+    assert hidden.device.type == "meta" and logits.shape == (3, 1, 16)
+    assert text_logits.shape == (3, 1, 1, 20) and probs[0].shape == (3, 1, 3)
+    with pytest.raises(RuntimeError, match="meta"):
+        hidden.sum().item()  # the probe works: a host read on meta fails
+
+
+@pytest.mark.gpu
+def test_streaming_step_replays_in_a_cuda_graph() -> None:
+    """On a GPU: the temporal step runs with sync debugging set to error, and a CUDA graph
+    captured once replays the whole stream, equal to the offline pass."""
+    device = torch.device("cuda")
+    lm = _random_lm(_config()).to(device)
+    B, T = 2, 9
+    tokens = _tokens(lm.config, B, T).to(device)
+    with torch.no_grad():
+        expected, _ = lm.forward_temporal(tokens)
+        static_in = tokens[:, :, :1].clone()
+        with lm.streaming(B):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up off the default stream, as CUDA asks
+                    lm.forward_temporal(static_in)
+                torch.cuda.current_stream().wait_stream(side)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            lm.reset_slots()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_hidden, _ = lm.forward_temporal(static_in)
+            lm.reset_slots()
+            outs = []
+            for t in range(T):
+                static_in.copy_(tokens[:, :, t : t + 1])
+                graph.replay()
+                outs.append(static_hidden.clone())
+    torch.testing.assert_close(torch.cat(outs, dim=1), expected, atol=1e-4, rtol=1e-4)

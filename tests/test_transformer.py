@@ -160,3 +160,15 @@ def test_conformance_with_moshi_transformer(settings: dict) -> None:
     back.load_state_dict(ours.state_dict(), strict=True)
     with torch.no_grad():
         assert (back(x) - expected).abs().max().item() == 0.0
+
+
+def test_streaming_reads_no_tensor_values() -> None:
+    """Steps of 1 and chunks of several positions run on the meta device (no host syncs)."""
+    with torch.device("meta"):
+        model = StreamingTransformer(TransformerConfig(**MIMI_LIKE))
+    with model.streaming(2):
+        for size in (1, 3, 1, 7):
+            out = model(torch.zeros(2, size, 32, device="meta"))
+        model.reset_slots(torch.tensor([True, False], device="meta"))
+        model.reset_all_slots()
+    assert out.shape == (2, 7, 32) and out.device.type == "meta"

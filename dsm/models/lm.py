@@ -285,7 +285,7 @@ class MultistreamLM(StreamingModule):
         """Start a new frame of the streaming depformer (all slots)."""
         if self.depformer is None:
             raise RuntimeError("this model has no depformer (dep_q == 0 or parallel heads)")
-        self.depformer.reset_slots()
+        self.depformer.reset_all_slots()
 
     def depformer_step(self, k: int, hidden: torch.Tensor, prev_tokens: torch.Tensor) -> torch.Tensor:
         """Streaming depformer, codebook k: hidden `[B, 1, dim]`, prev_tokens `[B, 1]` (the text

@@ -386,6 +386,12 @@ class _TransformerState(StreamingState):
         self.cache_positions.masked_fill_(slots[:, None], -1)
         self.host_step = 0
 
+    def reset_all(self) -> None:
+        """Every slot back to step 0 with device ops only (safe inside a CUDA graph capture)."""
+        self.offsets.zero_()
+        self.cache_positions.fill_(-1)
+        self.host_step = 0
+
 
 def sin_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
     """Sinusoidal embedding `[B, T, dim]` = [cos, sin] of positions `[B, T]` (Kyutai's "sin")."""
@@ -402,6 +408,13 @@ class StreamingTransformer(StreamingModule):
         super().__init__()
         self.config = config
         self.layers = nn.ModuleList(StreamingTransformerLayer(config) for _ in range(config.num_layers))
+
+    def reset_all_slots(self) -> None:
+        """While streaming: restart every slot (no host-to-device copy, unlike reset_slots)."""
+        state = self.state
+        if not isinstance(state, _TransformerState):
+            raise RuntimeError("reset_all_slots needs streaming() first")
+        state.reset_all()
 
     def init_state(self, batch_size: int) -> _TransformerState:
         capacity = self.config.kv_capacity
