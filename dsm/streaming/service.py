@@ -20,6 +20,7 @@ exactly like a 12.5 Hz model with a fixed delay and emit a given script. Tests a
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from dsm.streaming.events import (
 
 SAMPLE_RATE = 24_000
 FRAME_SIZE = 1920
+log = logging.getLogger("dsm.serve")
 
 
 class CapacityError(RuntimeError):
@@ -168,6 +170,12 @@ class QueuedStream:
         if self.buffered_samples < self.max_buffered_samples:
             self._room.set()
 
+    def set_buffered(self, samples: int) -> None:
+        """The stream's audio not yet stepped is now `samples` (queued + held by a session)."""
+        self.buffered_samples = samples
+        if samples < self.max_buffered_samples:
+            self._room.set()
+
     def emit(self, event: Event) -> None:
         if self.closed:
             return
@@ -203,6 +211,7 @@ class SteppedService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.steps = 0  # batched steps run so far
+        self.retry_after: float | None = None  # run_once asks to be called again after this
 
     @property
     def active(self) -> int:
@@ -246,11 +255,23 @@ class SteppedService:
 
     async def _loop(self) -> None:
         while True:
-            await self._wake.wait()
+            if self.retry_after is None:
+                await self._wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.retry_after)
+                except TimeoutError:
+                    pass
             self._wake.clear()
-            while await self.run_once():
-                self.steps += 1
-                await asyncio.sleep(0)  # let clients push and read between steps
+            self.retry_after = None
+            try:
+                while await self.run_once():
+                    self.steps += 1
+                    await asyncio.sleep(0)  # let clients push and read between steps
+            except Exception as error:  # a broken step fails its streams, not the server
+                log.exception("%s step failed", self.kind)
+                for stream in list(self.streams.values()):
+                    stream._finish(f"internal error in the {self.kind} model step: {error}")
 
     # to implement ----------------------------------------------------------------------
     def attach(self, stream: QueuedStream) -> None:
@@ -457,3 +478,123 @@ class ScriptedTTSService(SteppedService):
             if state.ending:
                 stream._finish(None)
         return did_work
+
+
+# --- the real thing: a BatchedEngine behind the same seam --------------------------------
+
+
+class EngineService(SteppedService):
+    """A `ModelService` over one `BatchedEngine` (ASR or TTS sessions).
+
+    `make_session()` builds a fresh session (`ASRSession` with `step_events=True`, or
+    `TTSSession`); each stream gets one in an engine slot. Client input reaches the
+    sessions only from this loop, between engine steps (a step runs in a worker thread, so
+    the event loop keeps serving clients while the model computes).
+
+    When to step (the engine steps every slot at once):
+    - ASR: when every stream has a whole frame (lockstep, exact). A stream that has had
+      nothing while others waited `starve_after_s` is fed silence for that step, as a live
+      stream whose audio is late would be: one late or idle client never stalls the others.
+    - TTS: when some stream has words to speak or is finishing; streams waiting for their
+      next words only pad meanwhile, and nobody steps while all of them wait.
+    """
+
+    def __init__(self, kind: Literal["asr", "tts"], engine: object, make_session: object,
+                 starve_after_s: float | None = 0.5, **limits: int) -> None:
+        super().__init__(engine.num_slots, **limits)  # type: ignore[attr-defined]
+        self.kind = kind
+        self.engine = engine
+        self.make_session = make_session
+        self.starve_after_s = starve_after_s
+        self.sessions: dict[int, object] = {}  # stream slot -> engine session
+        self._starving_since: float | None = None
+        self.silence_frames = 0  # frames of silence fed to late ASR streams
+
+    def attach(self, stream: QueuedStream) -> None:
+        session = self.make_session()  # type: ignore[operator]
+        self.engine.attach(session)  # type: ignore[attr-defined]
+        self.sessions[stream.slot] = session
+
+    def detach(self, stream: QueuedStream) -> None:
+        session = self.sessions.pop(stream.slot, None)
+        if session is not None and not session.finished:  # type: ignore[attr-defined]
+            self.engine.detach(session)  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.engine.close()  # type: ignore[attr-defined]
+
+    def _feed(self, stream: QueuedStream, session: object) -> None:
+        """Hand the stream's queued input to its session; bad input fails the stream only."""
+        try:
+            while stream.inputs:
+                kind, value = stream.inputs.popleft()
+                if kind == "pcm":
+                    if value.shape[0]:  # type: ignore[union-attr]
+                        session.push_pcm(value)  # type: ignore[attr-defined]
+                elif kind == "marker":
+                    session.marker(value)  # type: ignore[attr-defined]
+                elif kind == "text":
+                    session.push_text(value)  # type: ignore[attr-defined]
+                elif kind == "end":
+                    if self.kind == "asr":
+                        session.end()  # type: ignore[attr-defined]
+                    else:
+                        session.end_text()  # type: ignore[attr-defined]
+        except (ValueError, RuntimeError, AttributeError) as error:
+            stream._finish(f"{self.kind.upper()} input refused: {error}")
+
+    def _sync_buffered(self, stream: QueuedStream, session: object) -> None:
+        queued = sum(v.shape[0] for k, v in stream.inputs if k == "pcm")  # type: ignore[union-attr]
+        stream.set_buffered(queued + getattr(session, "buffered_samples", 0))
+
+    def _tts_busy(self, session: object) -> bool:
+        feeder = session.feeder  # type: ignore[attr-defined]
+        return bool(feeder.waiting or feeder._feeding or feeder.closed)
+
+    def _should_step(self) -> bool:
+        sessions = list(self.sessions.values())
+        if not sessions:
+            return False
+        if self.kind == "tts":
+            return any(self._tts_busy(s) for s in sessions)
+        if self.engine.ready():  # type: ignore[attr-defined]
+            self._starving_since = None
+            return True
+        if not any(s.ready() for s in sessions):  # type: ignore[attr-defined]
+            self._starving_since = None
+            return False
+        loop = asyncio.get_running_loop()
+        if self._starving_since is None:
+            self._starving_since = loop.time()
+        if self.starve_after_s is None or loop.time() - self._starving_since < self.starve_after_s:
+            self.retry_after = self.starve_after_s  # wake up to check again
+            return False
+        for session in sessions:  # the late ones hear silence for this step
+            if not session.ready() and not session.finished:  # type: ignore[attr-defined]
+                missing = session.frame_size - session.buffered_samples  # type: ignore[attr-defined]
+                session.push_pcm(np.zeros(missing, dtype=np.float32))  # type: ignore[attr-defined]
+                self.silence_frames += 1
+        return True
+
+    async def run_once(self) -> bool:
+        for stream in list(self.streams.values()):
+            session = self.sessions.get(stream.slot)
+            if session is not None:
+                self._feed(stream, session)
+        if not self._should_step():
+            return False
+        results = await asyncio.to_thread(self.engine.step)  # type: ignore[attr-defined]
+        by_session = {id(s): stream for stream in self.streams.values()
+                      if (s := self.sessions.get(stream.slot)) is not None}
+        for session, events in results.items():
+            stream = by_session.get(id(session))
+            if stream is None:
+                continue
+            for event in events:
+                stream.emit(event)
+            if session.finished:
+                stream._finish(session.error)
+            else:
+                self._sync_buffered(stream, session)
+        return True
