@@ -148,6 +148,10 @@ def test_torchrun_two_ranks_gloo_identical_weights(tmp_path: Path) -> None:
     for name, tensor in state["models"]["model"].items():
         assert torch.equal(tensor, ranks[0]["weights"][name])
 
+    # a 2-rank checkpoint resumes in one process (with a warning that draws will differ)
+    resumed = train(load_recipe(recipe_path, ["train.max_steps=4"]), out, resume=True)
+    assert resumed.step == 4 and load_checkpoint(out / "checkpoints" / "step_00000004.pt")["world_size"] == 1
+
     # gradients really were averaged over ranks: one process with batch 2 x 3 sees the same
     # items per micro-batch and lands on the same weights (up to float summation order)
     single_recipe = tmp_path / "single.toml"

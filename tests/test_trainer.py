@@ -232,7 +232,15 @@ def test_cli_train_resume_and_set(tmp_path: Path) -> None:
     assert cli.main(base) == 2                                      # refuses to overwrite
     assert cli.main([*base, "--resume"]) == 0
     assert [int(r["step"]) for r in read_metrics(out / "metrics.csv")] == [2, 4, 6]
-    assert load_checkpoint(out / "checkpoints" / "step_00000006.pt")["recipe"]["train"]["log_every"] == 2
+    final = load_checkpoint(out / "checkpoints" / "step_00000006.pt")
+    assert final["recipe"]["train"]["log_every"] == 2
+    # --resume FILE: continue a given checkpoint into another directory, same result
+    other = tmp_path / "other"
+    step_3 = out / "checkpoints" / "step_00000003.pt"
+    assert cli.main(["train", str(recipe_path), "--out", str(other), "--resume", str(step_3)]) == 0
+    again = load_checkpoint(other / "checkpoints" / "step_00000006.pt")
+    for name, tensor in final["models"]["model"].items():
+        assert torch.equal(tensor, again["models"]["model"][name])
 
 
 def test_validation_rows_and_manifest_corpus(tmp_path: Path) -> None:
@@ -247,6 +255,26 @@ def test_validation_rows_and_manifest_corpus(tmp_path: Path) -> None:
     metrics = read_metrics(tmp_path / "run" / "metrics.csv")
     assert [bool(r["valid/loss"]) for r in metrics] == [False, True, False, True]
     assert float(metrics[3]["valid/loss"]) < float(metrics[1]["valid/loss"])
+
+
+def test_diverged_loss_stops_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsm.recipes.tasks import ToyTask
+
+    real = ToyTask.compute_loss
+    calls = [0]
+
+    def nan_on_fifth_micro_batch(self, models, batch):
+        calls[0] += 1
+        loss, metrics = real(self, models, batch)
+        return (loss * float("nan") if calls[0] == 5 else loss), metrics
+
+    monkeypatch.setattr(ToyTask, "compute_loss", nan_on_fifth_micro_batch)
+    out = tmp_path / "run"
+    recipe = load_recipe(toy_recipe(tmp_path, max_steps=6, checkpoint_every=2))
+    with pytest.raises(FloatingPointError, match="step 3: loss for optimizer 'model' is nan"):
+        train(recipe, out)
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [2]
+    assert load_checkpoint(out / "checkpoints" / "step_00000002.pt")["step"] == 2
 
 
 def test_bf16_autocast_path_trains(tmp_path: Path) -> None:

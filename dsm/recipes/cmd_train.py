@@ -83,14 +83,18 @@ def main(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from dsm.recipes.config import RecipeError, load_recipe
+    from dsm.recipes.manifest import ManifestError
     from dsm.recipes.trainer import train
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         result = train(recipe, args.out, resume=args.resume, stop_after=args.stop_after)
-    except RecipeError as error:
+    except (RecipeError, ManifestError) as error:
         print(f"dsm train: error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:  # a diverged loss: the last checkpoint is intact
+        print(f"dsm train: training diverged: {error}", file=sys.stderr)
+        return 1
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

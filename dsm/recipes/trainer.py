@@ -123,7 +123,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
-        return self.batches_per_epoch() - self.start_batch
+        return max(0, self.batches_per_epoch() - self.start_batch)
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:
@@ -458,9 +458,11 @@ class Trainer:
         if dataset is None:
             raise RecipeError(f"{self.recipe.source}: task '{self.recipe.kind}' built no {split} dataset")
         if len(dataset) == 0:
+            skipped = getattr(dataset, "skipped", None)
+            why = f"; {len(skipped)} rows were skipped as unusable" if skipped else ""
             raise RecipeError(
                 f"{self.recipe.source}: empty corpus: {_dataset_source(dataset)} gives no "
-                f"training items (data.train_manifest = {self.recipe.data.train_manifest!r})"
+                f"training items (data.train_manifest = {self.recipe.data.train_manifest!r}){why}"
             )
         return dataset
 
@@ -516,7 +518,8 @@ class Trainer:
         elif self.dist_info.is_main:
             print(
                 f"dsm train: {path} was written by {len(rng_states)} ranks, this run has "
-                f"{self.dist_info.world_size}: random draws will differ from the original run",
+                f"{self.dist_info.world_size}: data order within the epoch and random draws "
+                "will differ from the original run",
                 file=sys.stderr,
             )
         if self.dist_info.is_main:
