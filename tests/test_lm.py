@@ -60,9 +60,9 @@ def test_forward_temporal_streaming_equals_offline_with_slot_reset() -> None:
     torch.testing.assert_close(text_s[2:, :, reset_at:], restart_text, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("schedule", [[0, 1, 1], None])
-def test_depformer_steps_equal_teacher_forced_depformer(schedule: list[int] | None) -> None:
-    lm = _random_lm(_config(depformer_weights_per_step_schedule=schedule))
+@pytest.mark.parametrize(("schedule", "pos_emb"), [([0, 1, 1], "none"), (None, "sin"), (None, "rope")])
+def test_depformer_steps_equal_teacher_forced_depformer(schedule: list[int] | None, pos_emb: str) -> None:
+    lm = _random_lm(_config(depformer_weights_per_step_schedule=schedule, depformer_pos_emb=pos_emb))
     B, T, dep_q = 2, 4, lm.config.dep_q
     tokens = _tokens(lm.config, B, T)
     with torch.no_grad():

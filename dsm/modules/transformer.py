@@ -393,11 +393,15 @@ class _TransformerState(StreamingState):
         self.host_step = 0
 
 
-def sin_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
-    """Sinusoidal embedding `[B, T, dim]` = [cos, sin] of positions `[B, T]` (Kyutai's "sin")."""
+def sin_embedding(
+    positions: torch.Tensor, dim: int, max_period: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Sinusoidal embedding `[B, T, dim]` = [cos, sin] of positions `[B, T]` (Kyutai's "sin"),
+    computed in `dtype` as Kyutai does (the input's dtype)."""
     half = dim // 2
-    scale = torch.arange(half, device=positions.device, dtype=torch.float32) / (half - 1)
-    phase = positions.to(torch.float32)[..., None] / (max_period**scale)
+    scale = torch.arange(half, device=positions.device, dtype=dtype) / (half - 1)
+    period = torch.full((), max_period, device=positions.device, dtype=dtype)
+    phase = positions.to(dtype)[..., None] / (period**scale)
     return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
 
 
@@ -493,8 +497,8 @@ class StreamingTransformer(StreamingModule):
             weight_indices = self._weight_indices(state.host_step, T)
             plan = self._streaming_plan(state, T)
         if self.config.positional_embedding in ("sin", "sin_rope"):
-            emb = sin_embedding(plan.positions, self.config.d_model, self.config.max_period)
-            x = x + self.config.positional_scale * emb.to(x.dtype)
+            emb = sin_embedding(plan.positions, self.config.d_model, self.config.max_period, x.dtype)
+            x = x + self.config.positional_scale * emb
         for layer in self.layers:
             x = layer(x, plan, weight_indices)
         if state is not None:
