@@ -154,6 +154,7 @@ class _AttentionPlan:
     positions: torch.Tensor  # [B or 1, T] positions of the new entries
     mask: torch.Tensor | None  # bool, broadcastable to [B, H, T, S]
     write_index: torch.Tensor | None = None  # [B, W] ring slots for the last W new entries
+    is_causal: bool = False  # plain causal mask left to the attention kernel (fast paths)
 
 
 class _AttentionState(StreamingState):
@@ -180,11 +181,6 @@ class _StackedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(sets * out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(sets * out_features)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-
-    def set_weight(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        lo, hi = index * self.out_features, (index + 1) * self.out_features
-        bias = None if self.bias is None else self.bias[lo:hi]
-        return self.weight[lo:hi], bias
 
 
 def _per_step_linear(
@@ -251,7 +247,7 @@ class StreamingMultiheadAttention(StreamingModule):
             else:
                 keys = torch.cat([state.keys, k], dim=2)
                 values = torch.cat([state.values, v], dim=2)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=plan.mask)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=plan.mask, is_causal=plan.is_causal)
         if plan.mode == "concat":
             assert isinstance(state, _AttentionState) and plan.write_index is not None
             _write_ring(state, k, v, plan.write_index)
@@ -452,13 +448,13 @@ class StreamingTransformer(StreamingModule):
 
     def _offline_plan(self, T: int, device: torch.device) -> _AttentionPlan:
         positions = torch.arange(T, device=device)[None]
-        mask = None
-        if self.config.causal:
-            delta = positions[0, :, None] - positions[0, None, :]  # query - key, [T, T]
-            mask = delta >= 0
-            if self.config.context is not None:
-                mask = mask & (delta < self.config.context)
-        return _AttentionPlan("offline", positions, mask)
+        context = self.config.context
+        if not self.config.causal:
+            return _AttentionPlan("offline", positions, None)
+        if context is None or context >= T:  # the window covers everything: plain causal
+            return _AttentionPlan("offline", positions, None, is_causal=True)
+        delta = positions[0, :, None] - positions[0, None, :]  # query - key, [T, T]
+        return _AttentionPlan("offline", positions, (delta >= 0) & (delta < context))
 
     def _streaming_plan(self, state: _TransformerState, T: int) -> _AttentionPlan:
         steps = torch.arange(T, device=state.offsets.device)
