@@ -437,3 +437,21 @@ def test_64_concurrent_clients_all_get_their_words_and_leave_no_slot() -> None:
     results, active, sessions = run(main(), timeout=120)
     assert len(results) == 64 and all(words == WORDS for words in results)
     assert active == 0 and sessions == 0
+
+
+def test_bench_serve_command_reports_latency_and_checks(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    import argparse
+
+    from dsm.streaming import cmd_bench_serve
+
+    parser = argparse.ArgumentParser()
+    cmd_bench_serve.add_arguments(parser)
+    args = parser.parse_args(["--scripted", "--clients", "4", "--seconds", "1.5", "--json"])
+    assert cmd_bench_serve.main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["clients_with_all_words"] == 4 and report["errors"] == 0
+    assert report["slots_open_after"] == 0
+    assert report["steps"] == 4 * int(1.5 * SAMPLE_RATE / FRAME_SIZE)
+    latency = report["added_latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
