@@ -58,8 +58,9 @@ class MultiScaleMelLoss(nn.Module):
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair(estimate, target)
         total = estimate.new_zeros(())
+        both = torch.cat([estimate, target.to(estimate.dtype)])  # one STFT call per scale
         for mel in self.mels:
-            mel_est, mel_ref = mel(estimate), mel(target)  # [B, n_mels, frames]
+            mel_est, mel_ref = mel(both).chunk(2)  # [B, n_mels, frames] each
             total = total + F.l1_loss(mel_est, mel_ref)
             log_est = torch.log10(mel_est.clamp(min=self.floor))
             log_ref = torch.log10(mel_ref.clamp(min=self.floor))
@@ -87,9 +88,9 @@ class MultiScaleSTFTLoss(nn.Module):
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair(estimate, target)
         total = estimate.new_zeros(())
+        both = torch.cat([estimate, target.to(estimate.dtype)])
         for n_fft, hop, win in self.resolutions:
-            mag_est = stft(estimate, n_fft, hop, win).abs()  # [B, F, frames]
-            mag_ref = stft(target, n_fft, hop, win).abs()
+            mag_est, mag_ref = stft(both, n_fft, hop, win).abs().chunk(2)  # [B, F, frames]
             diff = (mag_ref - mag_est).flatten(1).norm(dim=1)
             ref_norm = mag_ref.flatten(1).norm(dim=1).clamp(min=self.floor)
             convergence = (diff / ref_norm).mean()
