@@ -1,0 +1,161 @@
+"""`dsm serve --asr DIR --tts DIR` on model directories in Kyutai's layout, with tiny random
+weights (a small Mimi at 24 kHz / 12.5 Hz, tiny LMs, a tiny sentencepiece tokenizer).
+
+A client written to Kyutai's protocol gets, through the server, the same words as a local
+run of the same directory on the same audio; TTS clients get every word and 1920-sample
+frames. Random weights say random words: this checks the serving path, not accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+import websockets
+
+from dsm.codecs import Mimi, MimiConfig, save_codec
+from dsm.codecs.seanet import SEANetConfig
+from dsm.models import build_lm, preset, save_lm
+from dsm.modules.transformer import TransformerConfig
+from dsm.streaming import clients, cmd_serve
+from dsm.streaming.events import EndWordEvent, MarkerEvent, WordEvent
+from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.server import ServerConfig, StreamingServer
+from dsm.streaming.service import load_engine_service
+from dsm.streams.testing import train_tiny_tokenizer
+
+TINY_MIMI = MimiConfig(
+    seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[8, 6, 5, 4]),
+    transformer=TransformerConfig(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64,
+                                  context=20, layer_scale=0.01),
+    codebook_dim=16, n_q=4, bins=64,
+)
+
+
+def _write_model_dir(directory: Path, tokenizer_dir: Path, kind: str) -> Path:
+    torch.manual_seed(5 if kind == "asr" else 6)
+    codec = Mimi(TINY_MIMI)
+    with torch.no_grad():  # usable codebooks (a fresh one maps everything alike)
+        for name, buffer in codec.named_buffers():
+            if name.endswith("embedding_sum"):
+                buffer.copy_(torch.randn_like(buffer))
+            elif name.endswith("cluster_usage"):
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+    save_codec(codec.eval(), directory / "codec")
+    tokenizer = train_tiny_tokenizer(tokenizer_dir)
+    shutil.copy(tokenizer_dir / "tiny.model", directory / "tokenizer.model")
+    if kind == "asr":
+        config = preset("tiny-stt", num_layers=2, dim=64, text_card=tokenizer.vocab_size,
+                        card=64, n_q=4, delays=[0] * 5, extra_heads_num_heads=0,
+                        extra_heads_dim=0)
+    else:
+        config = preset("tiny-tts", num_layers=2, dim=64, text_card=tokenizer.vocab_size,
+                        card=64, n_q=4, dep_q=4, delays=[0, 0, 2, 2, 2], depformer_dim=32)
+    torch.manual_seed(0)
+    lm = build_lm(config).eval()
+    if kind == "asr":  # random text heads rarely end a word: keep pad, word start, 6 pieces
+        with torch.no_grad():
+            weight = lm.text_linear.weight
+            keep = torch.zeros(weight.shape[0], dtype=torch.bool)
+            keep[[0, 3, *range(20, 26)]] = True
+            weight[~keep] = 0.0
+            weight[keep] *= 20.0
+    save_lm(lm, directory)
+    raw = json.loads((directory / "config.json").read_text())
+    raw["tokenizer_name"] = "tokenizer.model"
+    if kind == "asr":
+        raw["stt_config"] = {"audio_delay_seconds": 0.24}
+    else:
+        raw["tts_config"] = {"audio_delay": 0.24}
+    (directory / "config.json").write_text(json.dumps(raw))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {kind: _write_model_dir(root / kind, root / f"tok-{kind}", kind)
+            for kind in ("asr", "tts")}
+
+
+def _local_words_until_marker(directory: Path, pcm: np.ndarray) -> list[tuple[str, float]]:
+    """The same directory run locally, the way the protocol runs it: audio, a marker,
+    silence until the marker is back."""
+    service = load_engine_service("asr", directory, 1, device="cpu", cuda_graph=False)
+    session = service.make_session()  # type: ignore[operator]
+    engine = service.engine
+    engine.attach(session)
+    session.push_pcm(pcm)
+    session.marker(1)
+    events: list[Any] = []
+    while not any(isinstance(e, MarkerEvent) for e in events):
+        if not engine.ready():
+            session.push_pcm(np.zeros(FRAME_SIZE, dtype=np.float32))
+        events.extend(engine.step().get(session, []))
+    engine.close()
+    words = [(e.text, e.start_time) for e in events if isinstance(e, WordEvent)]
+    assert any(isinstance(e, EndWordEvent) for e in events) or not words
+    return words
+
+
+def test_dsm_serve_model_dirs_match_local_runs(model_dirs: dict[str, Path]) -> None:
+    rng = np.random.default_rng(2)
+    audios = [(0.3 * rng.standard_normal(int(1.2 * SAMPLE_RATE))).astype(np.float32)
+              for _ in range(2)]
+    expected = [_local_words_until_marker(model_dirs["asr"], pcm) for pcm in audios]
+    assert sum(len(words) for words in expected) > 0, "the random model said nothing"
+
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_arguments(parser)
+    args = parser.parse_args(["--asr", str(model_dirs["asr"]), "--tts", str(model_dirs["tts"]),
+                              "--max-streams", "3", "--device", "cpu", "--no-cuda-graph"])
+    asr, tts = cmd_serve.build_services(args)
+
+    async def tts_client(url: str, text: str) -> tuple[list[dict], int | None]:
+        async with websockets.connect(url + "/api/tts_streaming?format=PcmMessagePack") as ws:
+            await ws.send(msgpack.packb({"type": "Text", "text": text}))
+            await ws.send(msgpack.packb({"type": "Eos"}))
+            return [msgpack.unpackb(m) async for m in ws], ws.close_code
+
+    async def main() -> tuple[list[Any], tuple[list[dict], int | None]]:
+        server = StreamingServer(ServerConfig(port=0), asr, tts)
+        await server.start()
+        try:
+            asr_results = await asyncio.gather(*[clients.stream_pcm_asr(server.url, pcm, rtf=None)
+                                                 for pcm in audios])
+            tts_result = await tts_client(server.url, "the cat sat on the mat")
+        finally:
+            await server.shutdown()
+        return asr_results, tts_result
+
+    asr_results, (messages, code) = asyncio.run(asyncio.wait_for(main(), 120))
+    for got, want in zip(asr_results, expected):
+        assert [w.text for w in got] == [w[0] for w in want]
+        assert [w.start_time for w in got] == pytest.approx([w[1] for w in want])
+    assert code == 1000
+    assert [m["text"] for m in messages if m["type"] == "Text"] == "the cat sat on the mat".split()
+    frames = [m["pcm"] for m in messages if m["type"] == "Audio"]
+    assert frames and all(len(f) == FRAME_SIZE for f in frames)
+    assert np.isfinite(np.asarray(frames, dtype=np.float32)).all()
+
+
+def test_model_dir_errors_are_clear(tmp_path: Path, model_dirs: dict[str, Path]) -> None:
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_engine_service("asr", tmp_path, 1, device="cpu")
+    broken = tmp_path / "nocodec"
+    shutil.copytree(model_dirs["asr"], broken)
+    shutil.rmtree(broken / "codec")
+    with pytest.raises(FileNotFoundError, match="no codec"):
+        load_engine_service("asr", broken, 1, device="cpu")
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_arguments(parser)
+    with pytest.raises(ValueError, match="nothing to serve"):
+        cmd_serve.build_services(parser.parse_args([]))
