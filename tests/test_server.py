@@ -455,3 +455,25 @@ def test_bench_serve_command_reports_latency_and_checks(capsys: pytest.CaptureFi
     assert report["steps"] == 4 * int(1.5 * SAMPLE_RATE / FRAME_SIZE)
     latency = report["added_latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
+
+
+def test_client_that_stops_reading_is_cut_off_and_frees_its_slot() -> None:
+    async def main() -> tuple[int, list[str]]:
+        server = StreamingServer(ServerConfig(port=0), ScriptedASRService(SCRIPT, 2),
+                                 ScriptedTTSService(2, frames_per_word=3, max_pending_events=40))
+        await server.start()
+        try:
+            url = server.url + "/api/tts_streaming?format=PcmMessagePack"
+            async with websockets.connect(url, max_queue=1) as stuck:
+                await stuck.send(encode_text_in(" ".join(["word"] * 2000)))
+                await stuck.send(msgpack.packb({"type": "Eos"}))
+                assert server.tts is not None
+                await wait_for_active(server.tts, 0)  # overflowed: released, never read
+                words = await witness(server, rtf=None)
+                stuck.transport.abort()
+            return server.tts.active, words
+        finally:
+            await server.shutdown()
+
+    active, words = run(main())
+    assert active == 0 and words == WORDS

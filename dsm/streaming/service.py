@@ -428,7 +428,8 @@ class _ScriptedTTSState:
 class ScriptedTTSService(SteppedService):
     """Test double of a TTS model (no model): each complete word becomes a short tone.
 
-    A word is complete when whitespace follows it or the input ends. Per word it emits
+    A word is complete when whitespace follows it or the input ends; one word is spoken per
+    stream and step loop round, so output is paced like a model's. Per word it emits
     `Text{word, start_s, stop_s}` and `frames_per_word` audio frames of 1920 samples (a
     sine whose pitch depends on the word), so a client can check order and timing.
     """
@@ -469,14 +470,15 @@ class ScriptedTTSService(SteppedService):
                     stream._finish(f"a TTS stream cannot take {kind} input")
             if stream.closed:
                 continue
-            words = state.text.split()
-            complete = words if state.ending or state.text[-1:].isspace() else words[:-1]
+            # one word per stream per round, as a model speaks it over several steps
+            words = state.text.split(maxsplit=1)
+            complete = bool(words) and (state.ending or len(words) > 1
+                                        or state.text[-1:].isspace())
             if complete:
                 did_work = True
-                state.text = "" if len(complete) == len(words) else words[-1]
-                for word in complete:
-                    self._speak(stream, state, word)
-            if state.ending:
+                state.text = words[1] if len(words) > 1 else ""
+                self._speak(stream, state, words[0])
+            elif state.ending:
                 stream._finish(None)
         return did_work
 
