@@ -15,7 +15,7 @@ def test_hash32_matches_python_reference() -> None:
         x ^= x >> 16
         x = (x * 0x7FEB352D) & m
         x ^= x >> 15
-        x = (x * 0x846CA68B) & m
+        x = (x * 0x5BD1E995) & m
         x ^= x >> 16
         return x
 
@@ -125,3 +125,17 @@ def test_bad_parameters_are_rejected() -> None:
         sample_tokens(torch.randn(2, 5), SamplingParams(temperature=1.0))
     with pytest.raises(ValueError, match=r"\[B, V\]"):
         sample_tokens(torch.randn(5), SamplingParams())
+
+
+def test_noise_block_equals_per_stream_draws() -> None:
+    rng = SlotRandom(3, seed=9)
+    rng.advance()
+    block = rng.gumbel_block(4, 50)
+    for stream in range(4):
+        assert torch.equal(block[:, stream], rng.gumbel(stream, 50))
+    assert torch.equal(rng.gumbel_block(4, 20), block[:, :, :20])
+    params = SamplingParams(temperature=0.9, top_k=10)
+    logits = torch.randn(3, 80)
+    assert torch.equal(
+        sample_tokens(logits, params, noise=block[:, 2]), sample_tokens(logits, params, rng, 2)
+    )

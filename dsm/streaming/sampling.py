@@ -41,19 +41,17 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
-def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
-    """(x * constant) mod 2**32 for int64 x in [0, 2**32), without int64 overflow."""
-    low, high = constant & 0xFFFF, constant >> 16
-    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK32
-
-
 def hash32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixer (xor-shift-multiply) on int64 tensors holding 32-bit values."""
+    """A 32-bit integer mixer (xor-shift-multiply) on int64 tensors holding 32-bit values.
+
+    The multipliers are odd and below 2**31, so products of 32-bit values stay below 2**63:
+    plain int64 arithmetic, no overflow, the same result on every device.
+    """
     x = x & _MASK32
     x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
+    x = (x * 0x7FEB352D) & _MASK32
     x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
+    x = (x * 0x5BD1E995) & _MASK32
     x = x ^ (x >> 16)
     return x
 
@@ -68,30 +66,73 @@ class SlotRandom:
     def __init__(self, batch_size: int, device: torch.device | str = "cpu", seed: int = 0):
         self.seeds = torch.empty(batch_size, dtype=torch.long, device=device)
         self.counters = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self._index_cache: dict[int, torch.Tensor] = {}
+        self._stream_cache: dict[int, torch.Tensor] = {}
         for slot in range(batch_size):
             self.seeds[slot] = default_slot_seed(seed, slot)
+        self._seed_hashes = hash32(self.seeds)  # [B], refreshed in place by reseed
 
     def reseed(self, slots: torch.Tensor, seeds: torch.Tensor) -> None:
         """Give the slots where `slots` (bool [B]) is set the seeds `seeds` ([B]) and restart them."""
         slots = slots.to(self.seeds.device)
         self.seeds.copy_(torch.where(slots, seeds.to(self.seeds) & _MASK32, self.seeds))
+        self._seed_hashes.copy_(hash32(self.seeds))
         self.counters.masked_fill_(slots, 0)
 
     def advance(self) -> None:
         """Move every slot to its next step (call once per model step)."""
         self.counters.add_(1)
 
+    def _step_keys(self, streams: torch.Tensor) -> torch.Tensor:
+        """[B, S] keys of this step for the stream ids `streams` [S]."""
+        key = hash32(self._seed_hashes ^ ((self.counters * _GOLDEN) & _MASK32))  # [B]
+        return hash32(key[:, None] ^ self._stream_constants(streams)[None, :])
+
+    @staticmethod
+    def _stream_constants(streams: torch.Tensor) -> torch.Tensor:
+        return hash32(streams * _GOLDEN + 0x632BE5AB)
+
+    def _index_hashes(self, num: int) -> torch.Tensor:
+        cached = self._index_cache.get(num)
+        if cached is None:
+            index = torch.arange(num, device=self.seeds.device, dtype=torch.long)
+            cached = hash32(index + 0x5BD1E995)
+            self._index_cache[num] = cached
+        return cached
+
+    def uniform_block(self, streams: int, num: int) -> torch.Tensor:
+        """[B, streams, num] floats in (0, 1): this step's draws for streams 0..streams-1."""
+        stream_ids = self._stream_cache.get(streams)
+        if stream_ids is None:
+            stream_ids = torch.arange(streams, device=self.seeds.device, dtype=torch.long)
+            self._stream_cache[streams] = stream_ids
+        keys = self._step_keys(stream_ids)  # [B, S]
+        bits = hash32(keys[:, :, None] ^ self._index_hashes(num)[None, None, :])
+        return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
     def uniform(self, stream: int, num: int) -> torch.Tensor:
         """[B, num] floats in (0, 1) for this step; `stream` separates draws within a step."""
-        key = hash32(hash32(self.seeds) ^ hash32(self.counters * 2 + 1))
-        key = hash32(key ^ ((stream * _GOLDEN + 0x632BE5AB) & _MASK32))  # [B]
-        index = torch.arange(num, device=key.device, dtype=torch.long)
-        bits = hash32(key[:, None] ^ hash32(index + 0x5BD1E995)[None, :])  # [B, num]
+        stream_ids = torch.full((1,), stream, device=self.seeds.device, dtype=torch.long)
+        keys = self._step_keys(stream_ids)  # [B, 1]
+        bits = hash32(keys ^ self._index_hashes(num)[None, :])
         return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
     def gumbel(self, stream: int, num: int) -> torch.Tensor:
         """[B, num] standard Gumbel noise."""
         return -torch.log(-torch.log(self.uniform(stream, num)))
+
+    def gumbel_block(self, streams: int, num: int) -> torch.Tensor:
+        """[B, streams, num] standard Gumbel noise; `[:, s]` equals `gumbel(s, num)`."""
+        return -torch.log(-torch.log(self.uniform_block(streams, num)))
+
+
+def candidates_needed(params: SamplingParams, vocab: int) -> int:
+    """How many noise values `sample_tokens` draws for these params and vocabulary size."""
+    if params.greedy:
+        return 0
+    if 0 < params.top_k < vocab:
+        return params.top_k
+    return vocab
 
 
 def default_slot_seed(seed: int, slot: int) -> int:
@@ -104,31 +145,41 @@ def sample_tokens(
     params: SamplingParams,
     rng: SlotRandom | None = None,
     stream: int = 0,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw one token per row of `logits` [B, V] -> [B] (long), per `params`.
 
     Greedy when `params.temperature == 0` (then `rng` may be None). top-k keeps the k best
     tokens, top-p then keeps the smallest prefix of them whose probability reaches p.
+    Noise comes from `rng.gumbel(stream, n)`, or from `noise` ([B, >= n] Gumbel values, e.g. a
+    slice of `SlotRandom.gumbel_block` drawn once per step).
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, V], got shape {tuple(logits.shape)}")
     if params.greedy:
         return logits.argmax(dim=-1)
-    if rng is None:
-        raise ValueError("sampling with temperature > 0 needs a SlotRandom")
-    scaled = logits.float() / params.temperature  # [B, V]
-    vocab = scaled.shape[-1]
+    if rng is None and noise is None:
+        raise ValueError("sampling with temperature > 0 needs a SlotRandom (or noise)")
+
+    def draw(num: int) -> torch.Tensor:
+        if noise is not None:
+            return noise[:, :num]
+        assert rng is not None
+        return rng.gumbel(stream, num)
+
+    inverse_temperature = 1.0 / params.temperature
+    vocab = logits.shape[-1]
     if 0 < params.top_k < vocab:
-        candidates, indices = scaled.topk(params.top_k, dim=-1)  # sorted, descending
+        # temperature keeps the order: pick the k best first, scale only them
+        candidates, indices = logits.topk(params.top_k, dim=-1)  # sorted, descending
+        candidates = candidates.float() * inverse_temperature
     elif params.top_p > 0.0:
-        candidates, indices = scaled.sort(dim=-1, descending=True)
+        candidates, indices = (logits.float() * inverse_temperature).sort(dim=-1, descending=True)
     else:
-        noise = rng.gumbel(stream, vocab)
-        return (scaled + noise).argmax(dim=-1)
+        return (logits.float() * inverse_temperature + draw(vocab)).argmax(dim=-1)
     if params.top_p > 0.0:
         probs = candidates.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass of the better candidates
         candidates = candidates.masked_fill(before > params.top_p, float("-inf"))
-    noise = rng.gumbel(stream, candidates.shape[-1])
-    choice = (candidates + noise).argmax(dim=-1, keepdim=True)  # [B, 1]
+    choice = (candidates + draw(candidates.shape[-1])).argmax(dim=-1, keepdim=True)  # [B, 1]
     return indices.gather(-1, choice)[:, 0]

@@ -7,7 +7,7 @@ frame belong to the same time step.
 
 Delay bookkeeping (the facts of `moshi.models.lm.LMGen.step`, which this matches token for
 token with greedy sampling):
-- a ring `cache[B, K, max_delay + 2]` holds tokens by sequence position; the step with
+- a ring `cache[B, K, T]` (T >= max_delay + 2, a power of two) holds tokens by sequence position; the step with
   offset `o` (per slot) reads position `o` as the model input;
 - input rows (the caller's audio) are written at `o + delay[k]`; generated rows
   (text, audio 1..dep_q) sampled at offset `o` are written at `o + 1`;
@@ -39,7 +39,13 @@ from typing import Any
 import torch
 
 from dsm.streaming.cuda_graph import GraphedStep
-from dsm.streaming.sampling import SamplingParams, SlotRandom, default_slot_seed, sample_tokens
+from dsm.streaming.sampling import (
+    SamplingParams,
+    SlotRandom,
+    candidates_needed,
+    default_slot_seed,
+    sample_tokens,
+)
 
 UNGENERATED = -2
 """Token value of a returned row whose slot has not filled its delays yet."""
@@ -97,7 +103,9 @@ class LMStreamer:
         self.device = param.device
         device = self.device
         B = batch_size
-        self._cache_len = self.max_delay + 2
+        # Ring length: at least max_delay + 2 (as LMGen); a power of two so `%` is a mask.
+        self._cache_len = 1 << (self.max_delay + 1).bit_length()
+        self._ring_mask = self._cache_len - 1
         self.delays = torch.tensor(delays, dtype=torch.long, device=device)  # [K]
         self.cache = torch.full(
             (B, self.num_codebooks, self._cache_len), UNGENERATED, dtype=torch.long, device=device
@@ -117,6 +125,13 @@ class LMStreamer:
             B, self.num_extra_heads, self.extra_heads_dim, dtype=torch.float32, device=device
         )
         self._hidden: torch.Tensor | None = None
+        # Gumbel noise of one step for every stream (text, audio 1..dep_q), drawn at once.
+        self._noise_streams = 1 + self.dep_q
+        self._noise_width = max(
+            candidates_needed(self.text_params, config.text_card),
+            candidates_needed(self.audio_params, config.card) if self.dep_q else 0,
+        )
+        self._noise: torch.Tensor | None = None
         self._steps_since_reset = 0
 
         self._exit = ExitStack()
@@ -142,6 +157,7 @@ class LMStreamer:
         return self._phase_text.captured and self._phase_audio.captured
 
     # --- slots ----------------------------------------------------------------------------
+    @torch.inference_mode()
     def reset_slots(self, slots: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> None:
         """Restart the chosen slots (bool [B]; None: all) as fresh streams; the others go on.
 
@@ -168,7 +184,7 @@ class LMStreamer:
             self._steps_since_reset = 0
 
     # --- stepping -------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(
         self, input_tokens: torch.Tensor | None = None, text_hook: TextHook | None = None
     ) -> torch.Tensor | None:
@@ -212,13 +228,13 @@ class LMStreamer:
 
     # The two phases below are the graph-captured bodies: tensors in place, no host syncs.
     def _run_temporal(self) -> None:
-        B, T = self.batch_size, self._cache_len
+        B, mask = self.batch_size, self._ring_mask
         first_input = 1 + self.dep_q
         offsets = self.offsets[:, None, None]  # [B, 1, 1]
         if self.num_inputs > 0:
-            write_at = (offsets + self.delays[first_input:][None, :, None]) % T  # [B, n_in, 1]
+            write_at = (offsets + self.delays[first_input:][None, :, None]) & mask  # [B, n_in, 1]
             self.cache[:, first_input:].scatter_(2, write_at, self.input_buf)
-        read_at = (offsets % T).expand(B, self.num_codebooks, 1)
+        read_at = (offsets & mask).expand(B, self.num_codebooks, 1)
         codes = self.cache.gather(2, read_at)  # [B, K, 1]
         is_initial = offsets <= self.delays[None, :, None]
         codes = torch.where(is_initial, self.initial, codes)
@@ -228,11 +244,16 @@ class LMStreamer:
             codes = torch.cat([codes, null], dim=0)
         hidden, text_logits = self.lm.forward_temporal(codes)  # [B', 1, D], [B', 1, 1, Vt]
         self._hidden = hidden
-        text = sample_tokens(text_logits[:B, 0, 0], self.text_params, self.rng, stream=0)
+        if self._noise_width > 0:
+            self._noise = self.rng.gumbel_block(self._noise_streams, self._noise_width)
+        text = sample_tokens(text_logits[:B, 0, 0], self.text_params, noise=self._stream_noise(0))
         self.text_buf.copy_(text)
         if self.num_extra_heads > 0:
             probs = self.lm.extra_heads_probs(hidden[:B])  # list of [B, 1, n]
             self.extra_probs.copy_(torch.stack([p[:, 0] for p in probs], dim=1))
+
+    def _stream_noise(self, stream: int) -> torch.Tensor | None:
+        return None if self._noise is None else self._noise[:, stream]
 
     def _guided(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.use_cfg:
@@ -250,26 +271,30 @@ class LMStreamer:
             for k in range(self.dep_q):
                 prev_in = prev.repeat(2) if self.use_cfg else prev
                 logits = self.lm.depformer_step(k, hidden, prev_in[:, None])  # [B', 1, card]
-                prev = sample_tokens(self._guided(logits[:, 0]), self.audio_params, self.rng, 1 + k)
+                prev = sample_tokens(
+                    self._guided(logits[:, 0]), self.audio_params, noise=self._stream_noise(1 + k)
+                )
                 tokens.append(prev)
         else:
             all_logits = self._guided(self.lm.parallel_audio_logits(hidden))  # [B, dep_q, 1, card]
             for k in range(self.dep_q):
-                tokens.append(sample_tokens(all_logits[:, k, 0], self.audio_params, self.rng, 1 + k))
+                tokens.append(sample_tokens(
+                    all_logits[:, k, 0], self.audio_params, noise=self._stream_noise(1 + k)
+                ))
         return tokens
 
     def _run_audio(self) -> None:
-        T = self.cache.shape[2]
+        mask = self._ring_mask
         rows = [self.text_buf]
         if self.dep_q > 0:
             rows.extend(self._sample_audio())
         generated = torch.stack(rows, dim=1)[:, :, None]  # [B, 1 + dep_q, 1]
         self.offsets.add_(1)
         offsets = self.offsets[:, None, None]
-        write_at = (offsets % T).expand_as(generated)
+        write_at = (offsets & mask).expand_as(generated)
         self.cache[:, : 1 + self.dep_q].scatter_(2, write_at, generated)
         gen_delays = self.delays[: 1 + self.dep_q][None, :, None]
-        read_at = (offsets - self.max_delay + gen_delays) % T  # [B, 1 + dep_q, 1]
+        read_at = (offsets - self.max_delay + gen_delays) & mask  # [B, 1 + dep_q, 1]
         out = self.cache[:, : 1 + self.dep_q].gather(2, read_at)
         filling = offsets <= self.max_delay  # [B, 1, 1]
         self.out_buf.copy_(torch.where(filling, torch.full_like(out, UNGENERATED), out))
