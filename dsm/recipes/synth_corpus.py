@@ -1,0 +1,466 @@
+"""Synthesized, word-aligned speech corpora: speakers, timing refinement, manifest writing.
+
+A corpus is a folder:
+
+    audio/000/000000.wav ...        mono 16-bit PCM at `sample_rate` (default 24 kHz);
+                                    parallel sets: 000000.en.wav and 000000.fr.wav
+    train.jsonl, eval.jsonl         one row per utterance (parallel sets: train.en.jsonl,
+                                    train.fr.jsonl, eval.en.jsonl, eval.fr.jsonl; row k of
+                                    the .en and .fr files is the same pair, same `id`)
+    voices.json                     every speaker with its split (train / eval) and settings
+    corpus.json                     how it was made (arguments, seed, totals)
+
+Rows: `{audio, duration, text, lang, speaker, words: [{word, start, end}], id}`, with
+`audio` relative to the manifest, times in seconds, `" ".join(words) == text`.
+
+Speakers. A speaker is an engine voice: `espeak:<accent>+<variant>` (accent = an espeak
+language voice such as en-gb-scotland, variant = a voice-quality variant such as f3) or
+`flite:<voice>`. Each speaker has a base speaking rate and pitch drawn from its name (so it
+is the same voice in every corpus), jittered a little per utterance. Evaluation speakers
+are held out entirely: espeak variants m4, f3 and klatt3 (with every accent) and the flite
+voice rms are never used in the train split, so eval measures generalisation to unseen
+voices; the train split uses the other variants and awb, slt. (flite's kal16 diphone voice
+is left out: its unit labels put the audible start of a word after a pause up to 130 ms
+away from its phone boundaries, and its pauses hold breath noises.)
+
+Word times. Onsets come from the engine (espeak word events, flite's utterance
+relations). They are then refined on the clean signal with one rule: when the onset falls
+in silence (a pause followed by a stop closure, e.g. 'Peter' after a full stop), the onset
+moves forward to the first audible frame, at most 250 ms later. Ends: a word ends at the
+next word's onset (or the utterance end; for flite at its last phone's end if earlier),
+minus the silence measured on the signal before that point. Silence is a 10 ms frame
+(5 ms hop) more than 40 dB below the utterance's loudest frame.
+
+Determinism: utterance i is made from `numpy.random.default_rng([seed, i, kind])` alone,
+so the same seed gives the same text, speakers, audio bytes and manifest, whatever the
+number of worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import multiprocessing
+import os
+import pickle
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+from dsm.recipes import synth_espeak, synth_flite
+from dsm.recipes.synth_espeak import EngineUnavailable, Spoken, SynthesisError
+from dsm.recipes.synth_text import LANGS, sentence_pair
+
+ENGINES = ("espeak", "flite")
+
+ESPEAK_ACCENTS = {
+    "en": ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
+           "en-gb-x-gbcwmd", "en-029", "en-us-nyc"),
+    "fr": ("fr", "fr-be", "fr-ch"),
+}
+ESPEAK_TRAIN_VARIANTS = ("m1", "m2", "m3", "m5", "m6", "m7", "f1", "f2", "f4", "f5", "klatt",
+                         "klatt2")
+ESPEAK_EVAL_VARIANTS = ("m4", "f3", "klatt3")
+FLITE_TRAIN_VOICES = ("awb", "slt")
+FLITE_EVAL_VOICES = ("rms",)
+FLITE_SHARE = 0.35          # share of English utterances spoken by flite when both engines run
+FLITE_FIXED_PITCH = ("rms",)  # flite ignores F0 settings for this voice
+
+SILENCE_DB = 40.0           # a frame this far below the loudest frame is silence
+FRAME_S, HOP_S = 0.010, 0.005
+MAX_ONSET_SHIFT_S = 0.25
+MIN_WORD_S = 0.02
+
+
+class CorpusError(ValueError):
+    """Bad corpus request: unknown language, no audio asked for, unusable output folder."""
+
+
+@dataclass(frozen=True)
+class Speaker:
+    engine: str        # "espeak" | "flite"
+    voice: str         # "en-gb+f3" | "slt"
+    lang: str
+    split: str         # "train" | "eval"
+    rate: float        # speaking-rate factor (1.0 = engine default)
+    pitch: float       # pitch factor (1.0 = engine default)
+    pitch_range: int   # espeak intonation range 0..100 (unused by flite)
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}:{self.voice}"
+
+
+def _speaker(engine: str, voice: str, lang: str, split: str) -> Speaker:
+    rng = np.random.default_rng(zlib.crc32(f"{engine}:{voice}".encode()))
+    rate = float(rng.uniform(0.85, 1.2))
+    pitch = 1.0 if voice in FLITE_FIXED_PITCH else float(rng.uniform(0.8, 1.2))
+    return Speaker(engine, voice, lang, split, round(rate, 3), round(pitch, 3),
+                   int(rng.integers(30, 80)))
+
+
+@functools.cache
+def speakers(lang: str, engines: tuple[str, ...] = ENGINES) -> tuple[Speaker, ...]:
+    """All speakers of `lang` for these engines, train ones first."""
+    _check_lang_engines(lang, engines)
+    result: list[Speaker] = []
+    for split, variants, flite_voices in (("train", ESPEAK_TRAIN_VARIANTS, FLITE_TRAIN_VOICES),
+                                          ("eval", ESPEAK_EVAL_VARIANTS, FLITE_EVAL_VOICES)):
+        if "espeak" in engines:
+            result += [_speaker("espeak", f"{accent}+{variant}", lang, split)
+                       for accent in ESPEAK_ACCENTS[lang] for variant in variants]
+        if "flite" in engines and lang == "en":
+            result += [_speaker("flite", voice, lang, split) for voice in flite_voices]
+    return tuple(result)
+
+
+def _check_lang_engines(lang: str, engines: tuple[str, ...]) -> None:
+    if lang not in LANGS:
+        raise CorpusError(f"unknown language {lang!r}: expected one of {', '.join(LANGS)}")
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise CorpusError(f"unknown engines {unknown or engines}: expected some of {ENGINES}")
+    if lang == "fr" and "espeak" not in engines:
+        raise CorpusError("French needs espeak: flite has no French voices")
+
+
+# ---------------------------------------------------------------- engines (one per process)
+
+_ENGINE_CACHE: dict[str, object] = {}
+
+
+def engine(name: str):
+    """The process's espeak or flite engine, loaded on first use."""
+    if name not in _ENGINE_CACHE:
+        if name == "espeak":
+            _ENGINE_CACHE[name] = synth_espeak.EspeakEngine(synth_espeak.LIBRARY)
+        elif name == "flite":
+            _ENGINE_CACHE[name] = synth_flite.FliteEngine(synth_flite.LIBRARY)
+        else:
+            raise CorpusError(f"unknown engine {name!r}")
+    return _ENGINE_CACHE[name]
+
+
+def check_engines(engines: tuple[str, ...]) -> None:
+    """Raise EngineUnavailable (with an install hint) unless every engine loads."""
+    for name in engines:
+        engine(name)
+
+
+def _in_fresh_child(function, *args):
+    """Run `function(*args)` in a forked child and return its result.
+
+    Both engines keep state from one utterance to the next (espeak's pitch flutter phase
+    and pause state, flite's excitation noise), so the same request gives slightly
+    different audio depending on what was spoken before. The engines are loaded in this
+    process but only ever used in throwaway children, so every utterance starts from the
+    same just-loaded state: a corpus is identical whatever the order and the worker count.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: speak, send the result, leave without running any cleanup
+        os.close(read_fd)
+        try:
+            payload = pickle.dumps((True, function(*args)))
+        except BaseException as error:  # noqa: BLE001 - handed to the parent
+            payload = pickle.dumps((False, error))
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise SynthesisError(f"speech engine process died (wait status {status})")
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
+
+
+def _speak_here(speaker: Speaker, text: str, rate: float, pitch: float,
+                word_gap: int) -> Spoken:
+    if speaker.engine == "espeak":
+        return engine("espeak").speak(
+            text, speaker.voice, rate=round(175 * rate), pitch=round(50 + 100 * (pitch - 1.0)),
+            pitch_range=speaker.pitch_range, word_gap=word_gap)
+    return engine("flite").speak(text, speaker.voice, stretch=1.0 / rate, pitch=pitch)
+
+
+def speak(speaker: Speaker, text: str, rate_jitter: float = 1.0, pitch_jitter: float = 1.0,
+          word_gap: int = 0) -> Spoken:
+    """`text` spoken by `speaker`, from a fresh engine state (see `_in_fresh_child`)."""
+    engine(speaker.engine)  # loaded here once, used only in children
+    return _in_fresh_child(_speak_here, speaker, text, speaker.rate * rate_jitter,
+                           speaker.pitch * pitch_jitter, word_gap)
+
+
+# ---------------------------------------------------------------- word times on the signal
+
+
+def frame_levels_db(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """RMS level in dB of 10 ms frames every 5 ms: frame k covers [k*hop, k*hop + 10 ms)."""
+    win, hop = round(FRAME_S * sample_rate), round(HOP_S * sample_rate)
+    if len(audio) < win:
+        return np.full(1, -200.0)
+    frames = np.lib.stride_tricks.sliding_window_view(audio, win)[::hop]  # [F, win]
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    return 20 * np.log10(rms + 1e-10)
+
+
+def word_times(audio: np.ndarray, sample_rate: int, onsets: list[float],
+               engine_ends: list[float] | None = None) -> list[tuple[float, float]]:
+    """(start, end) in seconds for each word: engine onsets moved out of leading silence,
+    ends at the last audible frame before the next word (see the module docstring)."""
+    levels = frame_levels_db(audio, sample_rate)
+    audible = levels > levels.max() - SILENCE_DB  # [F]
+    duration = len(audio) / sample_rate
+    win = FRAME_S
+
+    def frame_at(t: float) -> int:
+        return min(max(int(round(t / HOP_S)), 0), len(audible) - 1)
+
+    starts = []
+    for i, onset in enumerate(onsets):
+        onset = min(max(onset, 0.0), duration)
+        limit = min(onset + MAX_ONSET_SHIFT_S, onsets[i + 1] if i + 1 < len(onsets) else duration)
+        k = frame_at(onset)
+        if not audible[k]:
+            while k < len(audible) - 1 and not audible[k] and (k + 1) * HOP_S < limit:
+                k += 1
+            if audible[k]:
+                onset = max(onset, k * HOP_S + HOP_S / 2)
+        starts.append(onset)
+
+    times = []
+    for i, start in enumerate(starts):
+        bound = starts[i + 1] if i + 1 < len(starts) else duration
+        if engine_ends is not None:
+            bound = min(bound, max(engine_ends[i], start + MIN_WORD_S))
+        floor = start + MIN_WORD_S
+        # the last frame that ends at least one hop before the bound (frames straddling the
+        # bound would hear the next word)
+        k = int(np.floor((bound - win) / HOP_S)) - 1
+        if k < 0 or audible[min(k, len(audible) - 1)]:
+            end = bound  # connected speech: the word runs into the next one
+        else:
+            while k > 0 and not audible[k] and k * HOP_S + win > floor:
+                k -= 1
+            end = min(bound, max(floor, k * HOP_S + win))
+        times.append((start, end))
+    return times
+
+
+# ---------------------------------------------------------------- one utterance
+
+
+@dataclass
+class Utterance:
+    lang: str
+    text: str
+    speaker: str
+    split: str
+    audio: np.ndarray                       # [N] int16 at the corpus sample rate
+    words: list[dict] = field(default_factory=list)
+
+
+def _render(speaker: Speaker, text: str, rng: np.random.Generator,
+            sample_rate: int) -> Utterance:
+    rate_jitter = float(rng.uniform(0.92, 1.08))
+    pitch_jitter = float(rng.uniform(0.95, 1.05))
+    word_gap = int(rng.integers(1, 5)) if rng.random() < 0.15 else 0
+    spoken = speak(speaker, text, rate_jitter, pitch_jitter, word_gap)
+    audio = spoken.audio
+    if spoken.sample_rate != sample_rate:
+        audio = soxr.resample(audio, spoken.sample_rate, sample_rate, quality="HQ")
+    audio = np.asarray(audio, dtype=np.float32)
+    times = word_times(audio, sample_rate, spoken.onsets, spoken.ends)
+    # level, leading / trailing silence and a faint noise floor vary per utterance
+    peak = float(np.abs(audio).max()) or 1.0
+    audio = audio * (10 ** (rng.uniform(-12.0, -1.0) / 20) / peak)
+    lead, tail = rng.uniform(0.1, 0.5), rng.uniform(0.2, 0.7)
+    lead_n, tail_n = round(lead * sample_rate), round(tail * sample_rate)
+    audio = np.concatenate([np.zeros(lead_n, np.float32), audio, np.zeros(tail_n, np.float32)])
+    noise_db = rng.uniform(-85.0, -65.0)
+    audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * 10 ** (noise_db / 20)
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
+    offset = lead_n / sample_rate
+    words = [{"word": w, "start": round(s + offset, 3), "end": round(e + offset, 3)}
+             for w, (s, e) in zip(text.split(), times)]
+    return Utterance(speaker.lang, text, speaker.id, speaker.split, pcm, words)
+
+
+@dataclass(frozen=True)
+class Job:
+    seed: int
+    index: int
+    lang: str
+    parallel: bool
+    engines: tuple[str, ...]
+    eval_fraction: float
+    sample_rate: int
+
+
+def _pick_speaker(pool: tuple[Speaker, ...], lang: str, split: str, rng: np.random.Generator,
+                  engines: tuple[str, ...]) -> Speaker:
+    candidates = [s for s in pool if s.lang == lang and s.split == split]
+    if lang == "en" and len(engines) == 2:
+        use_flite = rng.random() < FLITE_SHARE
+        candidates = [s for s in candidates if (s.engine == "flite") == use_flite]
+    return candidates[int(rng.integers(len(candidates)))]
+
+
+def make_item(job: Job) -> list[Utterance]:
+    """Utterance `job.index` (two for a parallel pair: English then French)."""
+    rng = np.random.default_rng([job.seed, job.index, int(job.parallel)])
+    split = "eval" if rng.random() < job.eval_fraction else "train"
+    langs = ("en", "fr") if job.parallel else (job.lang,)
+    pools = {lang: speakers(lang, job.engines if lang == "en" else ("espeak",)) for lang in langs}
+    chosen = {lang: _pick_speaker(pools[lang], lang, split, rng, job.engines) for lang in langs}
+    last_error: Exception | None = None
+    for _ in range(8):  # a text the engine cannot time is replaced by a new draw
+        count = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
+        pairs = [sentence_pair(rng) for _ in range(count)]
+        texts = {"en": " ".join(p[0] for p in pairs), "fr": " ".join(p[1] for p in pairs)}
+        try:
+            return [_render(chosen[lang], texts[lang], rng, job.sample_rate) for lang in langs]
+        except SynthesisError as error:
+            last_error = error
+    raise SynthesisError(f"utterance {job.index}: no text could be timed ({last_error})")
+
+
+# ---------------------------------------------------------------- the corpus
+
+
+@dataclass
+class CorpusSummary:
+    out: str
+    seconds: dict[str, float]       # per split (source side for parallel sets)
+    utterances: dict[str, int]
+    manifests: list[str]
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"output {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CorpusError(f"output folder {out} is not writable: {error}") from error
+    existing = sorted(p.name for p in out.glob("*.jsonl")) + (
+        ["corpus.json"] if (out / "corpus.json").exists() else [])
+    if existing and not overwrite:
+        raise CorpusError(f"output folder {out} already holds a corpus ({', '.join(existing)}); "
+                          "choose another folder or pass --overwrite")
+    for name in existing:
+        (out / name).unlink()
+
+
+def _items(make_job, workers: int) -> Iterator[list[Utterance]]:
+    """Items 0, 1, 2, ... in order; the caller stops when it has enough."""
+    if workers <= 1:
+        for index in itertools.count():
+            yield make_item(make_job(index))
+        return
+    context = multiprocessing.get_context("spawn")
+    batch = 8 * workers  # bounded look-ahead: at most one batch is made in vain
+    with context.Pool(workers) as pool:
+        for first in itertools.count(0, batch):
+            jobs = [make_job(index) for index in range(first, first + batch)]
+            yield from pool.imap(make_item, jobs, chunksize=1)
+
+
+def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1.0,
+                      seed: int = 0, sample_rate: int = 24000, parallel: bool = False,
+                      engines: tuple[str, ...] = ENGINES, eval_fraction: float = 0.1,
+                      workers: int = 1, overwrite: bool = False,
+                      progress: bool = True) -> CorpusSummary:
+    """Write a corpus of about `hours` hours (source side for `parallel`) into `out`."""
+    engines = tuple(dict.fromkeys(engines))
+    if parallel:
+        lang = "en"
+    _check_lang_engines(lang, engines)
+    if not hours > 0:
+        raise CorpusError(f"--hours must be positive, got {hours}")
+    if not 0.0 <= eval_fraction < 1.0:
+        raise CorpusError(f"eval fraction must be in [0, 1), got {eval_fraction}")
+    if sample_rate < 8000:
+        raise CorpusError(f"sample rate {sample_rate} Hz is too low (at least 8000)")
+    if workers < 1:
+        raise CorpusError(f"workers must be at least 1, got {workers}")
+    out = Path(out)
+    check_engines(engines)  # before touching the folder: a missing engine loses nothing
+    _prepare_out(out, overwrite)
+
+    langs = ("en", "fr") if parallel else (lang,)
+    target = hours * 3600.0
+    suffix = {lg: (f".{lg}" if parallel else "") for lg in langs}
+    manifests = {(split, lg): out / f"{split}{suffix[lg]}.jsonl"
+                 for split in ("train", "eval") for lg in langs}
+    files = {key: open(path, "w", encoding="utf-8") for key, path in manifests.items()}
+    seconds = {"train": 0.0, "eval": 0.0}
+    counts = {"train": 0, "eval": 0}
+
+    def make_job(index: int) -> Job:
+        return Job(seed, index, lang, parallel, engines, eval_fraction, sample_rate)
+
+    bar = tqdm(total=round(target), unit="s", desc=f"synth {'en→fr' if parallel else lang}",
+               disable=not progress, dynamic_ncols=True)
+    total = 0.0
+    try:
+        for index, utterances in enumerate(_items(make_job, workers)):
+            item_id = f"{index:06d}"
+            for utt in utterances:
+                name = f"{item_id}{suffix[utt.lang]}.wav"
+                relative = Path("audio") / item_id[:3] / name
+                (out / relative.parent).mkdir(parents=True, exist_ok=True)
+                sf.write(out / relative, utt.audio, sample_rate, subtype="PCM_16")
+                row = {"audio": relative.as_posix(),
+                       "duration": round(len(utt.audio) / sample_rate, 4),
+                       "text": utt.text, "lang": utt.lang, "speaker": utt.speaker,
+                       "words": utt.words, "id": item_id}
+                files[(utt.split, utt.lang)].write(json.dumps(row, ensure_ascii=False) + "\n")
+            source = len(utterances[0].audio) / sample_rate
+            seconds[utterances[0].split] += source
+            counts[utterances[0].split] += 1
+            total += source
+            bar.update(round(total) - bar.n)
+            if total >= target:
+                break
+    finally:
+        bar.close()
+        for handle in files.values():
+            handle.close()
+
+    voices = {split: [dict(asdict(s), id=s.id) for lg in langs
+                      for s in speakers(lg, engines if lg == "en" else ("espeak",))
+                      if s.split == split]
+              for split in ("train", "eval")}
+    voices["held_out"] = ("eval speakers never occur in the train split: espeak variants "
+                          f"{', '.join(ESPEAK_EVAL_VARIANTS)} and flite "
+                          f"{', '.join(FLITE_EVAL_VOICES)}")
+    (out / "voices.json").write_text(json.dumps(voices, indent=1, ensure_ascii=False) + "\n")
+    summary = CorpusSummary(str(out), {k: round(v, 3) for k, v in seconds.items()}, counts,
+                            sorted(p.name for p in manifests.values()))
+    meta = {"lang": "en-fr" if parallel else lang, "hours": hours, "seed": seed,
+            "sample_rate": sample_rate, "parallel": parallel, "engines": list(engines),
+            "eval_fraction": eval_fraction, "seconds": summary.seconds,
+            "utterances": summary.utterances, "manifests": summary.manifests}
+    (out / "corpus.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return summary
+
+
+__all__ = ["CorpusError", "CorpusSummary", "EngineUnavailable", "Speaker", "SynthesisError",
+           "Utterance",
+           "check_engines", "make_item", "speakers", "synthesize_corpus", "word_times"]
