@@ -67,6 +67,7 @@ class Session:
         self._queue: asyncio.Queue[Event | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: threading.Event | None = None
+        self._queue_closed = False
 
     # --- engine side ------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -83,12 +84,25 @@ class Session:
 
     # --- asyncio side -----------------------------------------------------------------------
     def _deliver(self, events: list[Event], done: bool) -> None:
-        if self._queue is None:
+        """Queue events for `events()` (from any thread; the queue lives on its loop)."""
+        queue, loop = self._queue, self._loop
+        if queue is None or loop is None or self._queue_closed:
             return
-        for event in events:
-            self._queue.put_nowait(event)
+        items: list[Event | None] = list(events)
         if done:
-            self._queue.put_nowait(None)
+            items.append(None)
+            self._queue_closed = True
+        if not items:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            for item in items:
+                queue.put_nowait(item)
+        else:
+            loop.call_soon_threadsafe(lambda: [queue.put_nowait(item) for item in items])
 
     async def events(self):  # type: ignore[no-untyped-def]
         """Async iterator over this session's events until it finishes (use with `run()`)."""

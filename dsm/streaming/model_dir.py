@@ -1,0 +1,255 @@
+"""A model directory: everything a streaming task needs, in Kyutai's layout.
+
+```
+DIR/
+  config.json        the LM config (Kyutai field names, `dsm.models.LMConfig`) plus:
+                       tokenizer_name   text tokenizer file (default "tokenizer.model")
+                       codec            codec spec or path relative to DIR ("mimi:mimi.safetensors",
+                                        "codec"), or Kyutai's mimi_name (a Mimi safetensors file),
+                                        or, when neither is given, a codec/ folder (save_codec)
+                       model_type       "stt" | "tts" | "translation" (optional: guessed from
+                                        stt_config / tts_config, then from the stream shapes)
+                       stt_config       {"audio_delay_seconds": s}: text behind audio (ASR and
+                                        translation; default 0.5 s)
+                       tts_config       {"audio_delay": s}: audio behind text (TTS; default 1.28 s)
+                       lm_gen_config    optional sampling defaults (temp, temp_text, top_k, ...)
+  model.safetensors  LM weights, Kyutai key layout (or the file named by moshi_name)
+  tokenizer.model    sentencepiece model
+  codec/ or a Mimi safetensors file
+```
+`write_model_dir` writes one (recipes, tests); `load_model_dir` reads one and makes the
+engine and sessions of its task.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TASKS = ("asr", "tts", "translation")
+_MODEL_TYPES = {"stt": "asr", "asr": "asr", "tts": "tts", "translation": "translation",
+                "hibiki": "translation"}
+SAMPLING_KEYS = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
+
+
+class ModelDirError(ValueError):
+    """A model directory is missing a file or names something inconsistent."""
+
+
+def codec_spec(directory: Path, extras: dict[str, Any]) -> str:
+    """Where the directory's codec is (see the module docstring), as a `load_codec` spec."""
+    if "codec" in extras:
+        spec = str(extras["codec"])
+        kind, sep, rest = spec.partition(":")
+        if sep and kind in ("mimi", "encodec_24khz"):
+            return spec if Path(rest).is_absolute() else f"{kind}:{directory / rest}"
+        return spec if Path(spec).is_absolute() else str(directory / spec)
+    if "mimi_name" in extras:
+        return f"mimi:{directory / str(extras['mimi_name'])}"
+    if (directory / "codec").is_dir():
+        return str(directory / "codec")
+    raise ModelDirError(
+        f"{directory}: no codec (config.json names none in 'codec' or 'mimi_name', and there "
+        "is no codec/ folder)"
+    )
+
+
+def _task(extras: dict[str, Any], config: Any) -> str:
+    model_type = extras.get("model_type")
+    if model_type is not None:
+        if model_type not in _MODEL_TYPES:
+            raise ModelDirError(
+                f"config.json model_type {model_type!r} is not one of {sorted(_MODEL_TYPES)}"
+            )
+        return _MODEL_TYPES[model_type]
+    if "tts_config" in extras:
+        return "tts"
+    if "stt_config" in extras:
+        return "asr"
+    if config.dep_q == 0:
+        return "asr"
+    return "tts" if config.n_q == config.dep_q else "translation"
+
+
+@dataclass
+class ModelDir:
+    """A loaded model directory: LM, codec, tokenizer and the task's timing."""
+
+    path: Path
+    task: str
+    lm: Any
+    codec: Any
+    tokenizer: Any
+    text_delay: int  # frames of text behind audio (ASR, translation)
+    audio_delay: int  # frames of audio behind text (TTS)
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.codec.frame_rate)
+
+    @property
+    def max_delay(self) -> int:
+        return max(self.lm.config.delays)
+
+    def engine(self, num_slots: int = 1, *, cuda_graph: bool = True, **sampling: Any) -> Any:
+        """A `BatchedEngine` over this model (sampling: the directory's, then `sampling`)."""
+        from dsm.streaming.engine import BatchedEngine
+
+        settings = {"temp": 0.0, "temp_text": 0.0, **self.sampling, **sampling}
+        return BatchedEngine(self.lm, self.codec, num_slots, cuda_graph=cuda_graph, **settings)
+
+    def asr_session(self, **kwargs: Any) -> Any:
+        from dsm.streaming.asr import ASRSession
+
+        return ASRSession(
+            self.tokenizer, sample_rate=self.codec.sample_rate, frame_size=self.codec.frame_size,
+            frame_rate=self.frame_rate, text_delay=self.text_delay, max_delay=self.max_delay,
+            **kwargs,
+        )
+
+    def tts_session(self, **kwargs: Any) -> Any:
+        from dsm.streaming.tts import TTSSession
+
+        return TTSSession(
+            self.tokenizer, frame_rate=self.frame_rate, audio_delay=self.audio_delay, **kwargs
+        )
+
+    def translation_session(self, **kwargs: Any) -> Any:
+        from dsm.streaming.translation import TranslationSession
+
+        return TranslationSession(
+            self.tokenizer, sample_rate=self.codec.sample_rate, frame_size=self.codec.frame_size,
+            frame_rate=self.frame_rate, text_delay=self.text_delay, max_delay=self.max_delay,
+            **kwargs,
+        )
+
+
+def load_model_dir(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> ModelDir:
+    """Read a model directory (layout in the module docstring); errors name what is missing."""
+    from dsm.codecs import load_codec
+    from dsm.models import load_lm
+    from dsm.streams.tokenizer import TextTokenizer
+
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ModelDirError(f"model directory not found: {directory}")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ModelDirError(f"{directory}: no config.json (not a model directory)")
+    lm = load_lm(directory, device=device, dtype=dtype).eval()
+    extras = dict(lm.config.extras)
+    task = _task(extras, lm.config)
+    tokenizer_file = directory / str(extras.get("tokenizer_name", "tokenizer.model"))
+    if not tokenizer_file.is_file():
+        raise ModelDirError(f"{directory}: tokenizer file {tokenizer_file.name} not found")
+    tokenizer = TextTokenizer.load(tokenizer_file)
+    codec = load_codec(codec_spec(directory, extras), device=device)
+    codec.eval()
+    frame_rate = float(codec.frame_rate)
+    stt = extras.get("stt_config") or {}
+    tts = extras.get("tts_config") or {}
+    text_delay = round(float(stt.get("audio_delay_seconds", 0.5)) * frame_rate)
+    audio_delay = round(float(tts.get("audio_delay", 1.28)) * frame_rate)
+    config = lm.config
+    if tokenizer.vocab_size > config.text_card:
+        raise ModelDirError(
+            f"{directory}: the tokenizer has {tokenizer.vocab_size} pieces, the LM's text_card "
+            f"is {config.text_card}"
+        )
+    if task == "tts" and config.delays[0] != 0:
+        raise ModelDirError(f"{directory}: a TTS model's text row must have delay 0")
+    n_in = config.n_q - config.dep_q
+    if n_in > codec.num_codebooks or config.dep_q > codec.num_codebooks:
+        raise ModelDirError(
+            f"{directory}: the LM uses {max(n_in, config.dep_q)} audio codebooks, the codec "
+            f"has {codec.num_codebooks}"
+        )
+    if task in ("asr", "translation") and n_in == 0:
+        raise ModelDirError(f"{directory}: a {task} model needs audio input rows (n_q > dep_q)")
+    if task == "tts" and config.dep_q == 0:
+        raise ModelDirError(f"{directory}: a TTS model needs generated audio rows (dep_q > 0)")
+    gen = extras.get("lm_gen_config") or {}
+    sampling = {k: gen[k] for k in SAMPLING_KEYS if k in gen}
+    return ModelDir(directory, task, lm, codec, tokenizer, text_delay, audio_delay, sampling)
+
+
+def write_model_dir(
+    directory: str | Path,
+    lm: Any,
+    codec: Any,
+    tokenizer_file: str | Path,
+    task: str,
+    *,
+    text_delay_s: float = 0.5,
+    audio_delay_s: float = 1.28,
+    sampling: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model directory that `load_model_dir` reads back."""
+    from dsm.codecs import save_codec
+    from dsm.models import save_lm
+
+    if task not in TASKS:
+        raise ModelDirError(f"task must be one of {TASKS}, got {task!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_lm(lm, directory)
+    save_codec(codec, directory / "codec")
+    shutil.copy(tokenizer_file, directory / "tokenizer.model")
+    config_file = directory / "config.json"
+    raw = json.loads(config_file.read_text())
+    raw["tokenizer_name"] = "tokenizer.model"
+    raw["codec"] = "codec"
+    raw["model_type"] = {"asr": "stt", "tts": "tts", "translation": "translation"}[task]
+    if task in ("asr", "translation"):
+        raw["stt_config"] = {"audio_delay_seconds": text_delay_s}
+    if task == "tts":
+        raw["tts_config"] = {"audio_delay": audio_delay_s}
+    if sampling:
+        raw["lm_gen_config"] = dict(sampling)
+    config_file.write_text(json.dumps(raw, indent=2) + "\n")
+    return directory
+
+
+DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def resolve_model(path: str | Path | None, task: str) -> Path:
+    """`--model DIR`, or the shipped default model for `task` (dsm/assets/<task>)."""
+    if path is not None:
+        return Path(path)
+    default = DEFAULT_MODELS / task
+    if not (default / "config.json").is_file():
+        raise ModelDirError(
+            f"no default {task} model is installed ({default}); pass --model DIR "
+            "(a model directory: config.json, model.safetensors, tokenizer.model, codec)"
+        )
+    return default
+
+
+def read_audio(path: str | Path, sample_rate: int) -> Any:
+    """A sound file as mono float32 at `sample_rate` (channels averaged, resampled)."""
+    import numpy as np
+    import soundfile
+    import soxr
+
+    file = Path(path)
+    if not file.is_file():
+        raise ModelDirError(f"audio file not found: {file}")
+    try:
+        data, rate = soundfile.read(str(file), dtype="float32", always_2d=True)
+    except RuntimeError as error:
+        raise ModelDirError(f"{file}: not a readable sound file ({error})") from None
+    if data.shape[0] == 0:
+        raise ModelDirError(f"{file}: the audio is empty (0 samples)")
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate)
+    return np.ascontiguousarray(mono, dtype=np.float32)
