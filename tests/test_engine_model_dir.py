@@ -1,0 +1,174 @@
+"""Model directories (tiny random models written to a temp dir) and the local commands
+`dsm transcribe`, `dsm speak`, `dsm translate` on them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from dsm import cli
+from dsm.codecs import Mimi, MimiConfig
+from dsm.codecs.seanet import SEANetConfig
+from dsm.models import build_lm, preset
+from dsm.modules.transformer import TransformerConfig
+from dsm.streaming.events import EndWordEvent, WordEvent
+from dsm.streaming.model_dir import ModelDirError, load_model_dir, write_model_dir
+from dsm.streams.testing import train_tiny_tokenizer
+
+TINY_MIMI = MimiConfig(
+    seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[8, 6, 5, 4]),
+    transformer=TransformerConfig(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64,
+                                  context=20, layer_scale=0.01),
+    codebook_dim=16, n_q=4, bins=64,
+)
+
+
+def _codec() -> Mimi:
+    torch.manual_seed(1)
+    codec = Mimi(TINY_MIMI)
+    with torch.no_grad():  # usable codebooks (a fresh one maps everything alike)
+        for name, buffer in codec.named_buffers():
+            if name.endswith("embedding_sum"):
+                buffer.copy_(torch.randn_like(buffer))
+            elif name.endswith("cluster_usage"):
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+    return codec.eval()
+
+
+def _talkative(lm) -> None:
+    """Random text heads rarely end a word: keep pad, word start and a few pieces."""
+    with torch.no_grad():
+        weight = lm.text_linear.weight
+        keep = torch.zeros(weight.shape[0], dtype=torch.bool)
+        keep[[0, 3, *range(20, 26)]] = True
+        weight[~keep] = 0.0
+        weight[keep] *= 20.0
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    tokenizer = train_tiny_tokenizer(root / "tok")
+    vocab = tokenizer.vocab_size
+    torch.manual_seed(0)
+    asr = build_lm(preset("tiny-stt", num_layers=2, dim=64, text_card=vocab, card=64, n_q=4,
+                          delays=[0] * 5, extra_heads_num_heads=1, extra_heads_dim=3)).eval()
+    _talkative(asr)
+    tts = build_lm(preset("tiny-tts", num_layers=2, dim=64, text_card=vocab, card=64, n_q=4,
+                          dep_q=4, delays=[0, 0, 2, 2, 2], depformer_dim=32)).eval()
+    translation = build_lm(preset("tiny-tts", num_layers=2, dim=64, text_card=vocab, card=64,
+                                  n_q=6, dep_q=3, delays=[0, 0, 1, 1, 0, 0, 0],
+                                  depformer_dim=32)).eval()
+    _talkative(translation)
+    model = root / "tok" / "tiny.model"
+    return {
+        "asr": write_model_dir(root / "asr", asr, _codec(), model, "asr", text_delay_s=0.24),
+        "tts": write_model_dir(root / "tts", tts, _codec(), model, "tts", audio_delay_s=0.16),
+        "translation": write_model_dir(root / "translation", translation, _codec(), model,
+                                       "translation", text_delay_s=0.16),
+    }
+
+
+@pytest.fixture(scope="module")
+def speech_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "speech16k.wav"
+    rng = np.random.default_rng(3)
+    soundfile.write(path, (0.3 * rng.standard_normal(int(1.5 * 16000))).astype(np.float32), 16000)
+    return path
+
+
+def test_model_dir_round_trip(model_dirs) -> None:
+    asr = load_model_dir(model_dirs["asr"])
+    assert asr.task == "asr" and asr.text_delay == 3 and asr.codec.sample_rate == 24000
+    tts = load_model_dir(model_dirs["tts"])
+    assert tts.task == "tts" and tts.audio_delay == 2 and tts.max_delay == 2
+    assert load_model_dir(model_dirs["translation"]).task == "translation"
+
+
+def test_bad_model_dirs_say_what_is_wrong(model_dirs, tmp_path) -> None:
+    with pytest.raises(ModelDirError, match="not found"):
+        load_model_dir(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dirs["asr"], broken)
+    (broken / "tokenizer.model").unlink()
+    with pytest.raises(ModelDirError, match="tokenizer file tokenizer.model not found"):
+        load_model_dir(broken)
+    raw = json.loads((broken / "config.json").read_text())
+    raw["model_type"] = "karaoke"
+    (broken / "config.json").write_text(json.dumps(raw))
+    shutil.copy(model_dirs["asr"] / "tokenizer.model", broken / "tokenizer.model")
+    with pytest.raises(ModelDirError, match="model_type 'karaoke'"):
+        load_model_dir(broken)
+
+
+def _local_words(directory: Path, pcm: np.ndarray) -> list[dict]:
+    model = load_model_dir(directory)
+    words: list[dict] = []
+    with model.engine(1) as engine:
+        session = model.asr_session()
+        engine.attach(session)
+        for start in range(0, pcm.size, 5000):  # chunks: the same words as one push
+            session.push_pcm(pcm[start : start + 5000])
+        session.end()
+        while engine.ready():
+            for event in engine.step().get(session, []):
+                if isinstance(event, WordEvent):
+                    words.append({"word": event.text, "start": round(event.start_time, 3)})
+                elif isinstance(event, EndWordEvent):
+                    words[-1]["end"] = round(event.stop_time, 3)
+    return words
+
+
+def test_transcribe_command(model_dirs, speech_file, capsys) -> None:
+    assert cli.main(["transcribe", str(speech_file), "--model", str(model_dirs["asr"]),
+                     "--json"]) == 0
+    words = json.loads(capsys.readouterr().out)
+    assert words, "the random model said nothing"
+    assert all(set(w) == {"word", "start", "end"} and w["end"] >= w["start"] for w in words)
+    from dsm.streaming.model_dir import read_audio
+
+    assert words == _local_words(model_dirs["asr"], read_audio(speech_file, 24000))
+    assert cli.main(["transcribe", str(speech_file), "--model", str(model_dirs["asr"])]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[1] for line in lines] == [w["word"] for w in words]
+
+
+def test_transcribe_bad_input(model_dirs, tmp_path, capsys) -> None:
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, np.float32), 24000)
+    assert cli.main(["transcribe", str(empty), "--model", str(model_dirs["asr"])]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert cli.main(["transcribe", str(tmp_path / "missing.wav"),
+                     "--model", str(model_dirs["asr"])]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert cli.main(["transcribe", str(empty), "--model", str(model_dirs["tts"])]) == 2
+    assert "not a speech-to-text" in capsys.readouterr().err
+
+
+def test_speak_command(model_dirs, tmp_path, capsys) -> None:
+    out = tmp_path / "out.wav"
+    assert cli.main(["speak", "the cat sat", "-o", str(out), "--model",
+                     str(model_dirs["tts"])]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[2] for line in lines] == ["the", "cat", "sat"]
+    audio, rate = soundfile.read(out)
+    assert rate == 24000 and audio.size % 1920 == 0
+    assert audio.size / rate >= float(lines[-1].split()[1])  # covers the last word's span
+    assert cli.main(["speak", "   ", "-o", str(out), "--model", str(model_dirs["tts"])]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_translate_command(model_dirs, speech_file, tmp_path, capsys) -> None:
+    out = tmp_path / "target.wav"
+    assert cli.main(["translate", str(speech_file), "--model", str(model_dirs["translation"]),
+                     "-o", str(out), "--json"]) == 0
+    words = json.loads(capsys.readouterr().out)
+    assert isinstance(words, list)
+    audio, rate = soundfile.read(out)
+    assert rate == 24000 and audio.size >= 1.5 * 24000
