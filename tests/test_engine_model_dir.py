@@ -172,3 +172,21 @@ def test_translate_command(model_dirs, speech_file, tmp_path, capsys) -> None:
     assert isinstance(words, list)
     audio, rate = soundfile.read(out)
     assert rate == 24000 and audio.size >= 1.5 * 24000
+
+
+def test_step_events_carry_the_vad_heads(model_dirs) -> None:
+    from dsm.streaming.events import StepEvent
+
+    model = load_model_dir(model_dirs["asr"])
+    with model.engine(1) as engine:
+        session = model.asr_session(step_events=True)
+        engine.attach(session)
+        session.push_pcm(np.zeros(1920 * 4, np.float32))
+        steps = []
+        while engine.ready() and len(steps) < 4:
+            steps += [e for e in engine.step().get(session, []) if isinstance(e, StepEvent)]
+        vad = engine.streamer.extra_probs[0]  # [heads, classes] of the last step
+    assert [s.step_idx for s in steps] == [0, 1, 2, 3]
+    assert len(steps[-1].prs) == 1 and 0.0 < steps[-1].prs[0] < 1.0
+    assert steps[-1].prs[0] == pytest.approx(float(vad[0, 0]))
+    assert steps[-1].buffered_pcm == 0

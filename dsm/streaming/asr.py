@@ -142,7 +142,8 @@ def check_pcm(pcm: object, sample_rate: int | None, expected_rate: int) -> np.nd
 class ASRSession(Session):
     """One speech-recognition stream. Push pcm, `end()` when done; events per step.
 
-    `step_events=True` also emits a `StepEvent` every model step (the server's `Step`).
+    `step_events=True` also emits a `StepEvent` every model step (the server's `Step`),
+    with the VAD heads' probabilities when the model has extra heads.
     """
 
     needs_audio_input = True
@@ -256,7 +257,9 @@ class ASRSession(Session):
         while self._markers and position >= self._markers[0][0] + self.text_delay:
             events.append(MarkerEvent(id=self._markers.popleft()[1]))
         if self.step_events:
-            prs = [] if output.extra_probs is None else [float(p) for p in output.extra_probs]
+            # prs[h]: head h's probability of its class 0 (Kyutai's VAD heads: "the turn
+            # ends within head h's horizon"; clients read e.g. prs[2] > 0.5 as end of turn).
+            prs = [] if output.extra_probs is None else [float(p[0]) for p in output.extra_probs]
             events.append(StepEvent(step_idx=self._steps - 1, prs=prs, buffered_pcm=self._buffered))
         if self._ended and self._flush_left == 0 and self._buffered == 0:
             events.extend(self.decoder.flush())
