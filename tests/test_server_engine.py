@@ -277,3 +277,37 @@ def test_engine_service_frees_slots_when_clients_vanish(tokenizer) -> None:
     assert words == [w.word for w in WORDS]
     assert free == 2
     assert silence > 0  # the silent client was padded while it was still connected
+
+
+def test_shutdown_flushes_engine_streams(tokenizer) -> None:
+    stream = words_to_stream(WORDS, tokenizer, FR, delay=DELAY)[0].tolist()
+    aligned = [w.word for w in stream_to_words(stream, tokenizer, FR, DELAY)]
+    lm = ScriptedLMForTests([stream], n_q=2, text_card=tokenizer.vocab_size)
+    codec = ToyCodecForTests(sample_rate=SAMPLE_RATE, frame_rate=FR, num_codebooks=2)
+    engine = BatchedEngine(lm, codec, 2, temp=0.0, temp_text=0.0)
+
+    async def main() -> tuple[list[str], int | None, int]:
+        service = EngineService("asr", engine, asr_session_factory(tokenizer, True))
+        server = StreamingServer(ServerConfig(port=0), service)
+        await server.start()
+        ws = await websockets.connect(server.url + "/api/asr-streaming")
+        await ws.recv()
+        await ws.send(msgpack.packb({"type": "Audio", "pcm": [0.0] * int(2.7 * SAMPLE_RATE)},
+                                    use_single_float=True))
+        await asyncio.sleep(0.2)
+
+        async def read_all() -> list[dict]:
+            return [msgpack.unpackb(m) async for m in ws]
+
+        reader = asyncio.create_task(read_all())
+        await server.shutdown()  # ends the input: the session flushes its delay
+        messages = await reader
+        steps_before = [m for m in messages if m["type"] == "Step"]
+        assert len(steps_before) > int(2.7 * FR)  # the flush stepped past the audio
+        ends = [m for m in messages if m["type"] == "EndWord"]
+        assert len(ends) == len(aligned)  # the last word was closed by the flush
+        return ([m["text"] for m in messages if m["type"] == "Word"], ws.close_code,
+                service.active)
+
+    words, code, active = run(main())
+    assert words == aligned and code == 1001 and active == 0
