@@ -113,3 +113,19 @@ def test_bad_conv_input_is_named():
         StreamingConv1d(1, 1, 3, pad_mode="reflect")
     with pytest.raises(ValueError, match="stride"):
         StreamingConvTranspose1d(1, 1, 2, 3)
+
+
+@pytest.mark.parametrize("kernel,stride", [(7, 1), (16, 8), (3, 1), (1, 1)])
+def test_fast_paths_equal_torch_kernels(kernel, stride):
+    """Few output frames run as unfold + linear, transposed convs as one matmul: both must
+    equal torch's own kernels (long offline inputs still use those)."""
+    conv = StreamingConv1d(6, 5, kernel, stride)
+    x = torch.randn(2, 6, stride * 8 + kernel - stride)
+    torch.testing.assert_close(conv._conv(x), conv.conv(x), atol=1e-5, rtol=1e-5)
+    long = torch.randn(2, 6, stride * 100)  # > SMALL_OUTPUT_FRAMES: torch's conv offline
+    streamed = _stream(conv, long, stride * 2)  # linear path step by step
+    torch.testing.assert_close(streamed, conv(long), atol=1e-5, rtol=1e-5)
+    if stride > 1:
+        convtr = StreamingConvTranspose1d(5, 6, 2 * stride, stride)
+        y = torch.randn(2, 5, 9)
+        torch.testing.assert_close(convtr._full(y), convtr.convtr(y), atol=1e-5, rtol=1e-5)

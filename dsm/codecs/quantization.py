@@ -90,23 +90,43 @@ class Codebook(nn.Module):
         self.register_buffer("cluster_usage", torch.ones(bins))
         self.register_buffer("embedding_sum", torch.zeros(bins, dim))
         self._cache_key: tuple[int, ...] | None = None
-        self._cache: torch.Tensor | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    @property
-    def embedding(self) -> torch.Tensor:
-        """Centroids `[bins, dim]` = embedding_sum / usage; cached until a buffer changes."""
+    def _cached(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(centroids `[bins, dim]`, augmented centroids `[bins, dim + 2]`), recomputed only
+        when a buffer changed (in-place update, load, or move to another device)."""
         key = (
             self.embedding_sum.data_ptr(), self.embedding_sum._version,
             self.cluster_usage.data_ptr(), self.cluster_usage._version,
         )
         if self._cache is None or key != self._cache_key:
-            self._cache = self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]
+            embedding = self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]
+            # [e, 1, |e|^2]: one matmul with [-2x, |x|^2, 1] gives all squared distances
+            augmented = torch.cat([
+                embedding, torch.ones_like(embedding[:, :1]),
+                embedding.pow(2).sum(-1, keepdim=True),
+            ], dim=-1)
+            self._cache = (embedding, augmented)
             self._cache_key = key
         return self._cache
 
+    @property
+    def embedding(self) -> torch.Tensor:
+        """Centroids `[bins, dim]` = embedding_sum / usage."""
+        return self._cached()[0]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x `[N, dim]` -> index of the nearest centroid `[N]` (Euclidean)."""
-        return torch.cdist(x[None], self.embedding[None])[0].argmin(dim=-1)
+        """x `[N, dim]` -> index of the nearest centroid `[N]` (Euclidean).
+
+        The same arithmetic as `torch.cdist` on large inputs (so the same codes as
+        reference implementations that call it), minus rebuilding the centroid side."""
+        augmented = self._cached()[1]
+        x = x.to(augmented.dtype)
+        x_augmented = torch.cat([
+            x.mul(-2), x.pow(2).sum(-1, keepdim=True), torch.ones_like(x[:, :1]),
+        ], dim=-1)
+        distances = torch.matmul(x_augmented[None], augmented[None].mT)[0]
+        return distances.clamp_min_(0).sqrt_().argmin(dim=-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes `[...]` -> centroids `[..., dim]`."""

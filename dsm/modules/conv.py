@@ -20,6 +20,8 @@ from torch.nn import functional as F
 from dsm.modules.streaming import StreamingModule, StreamingState
 
 PAD_MODES = ("constant", "replicate")
+# up to this many output frames a convolution runs as unfold + linear (see `_conv`)
+SMALL_OUTPUT_FRAMES = 64
 
 
 class ConvState(StreamingState):
@@ -94,17 +96,32 @@ class StreamingConv1d(StreamingModule):
                     x = F.pad(x, (left, 0), mode="replicate")
                 else:
                     x = F.pad(x, (left, 0))
-            return self.conv(x)
+            return self._conv(x)
         assert isinstance(state, ConvState)
         if left == 0:
-            return self.conv(x)
+            return self._conv(x)
         if self.pad_mode == "replicate":
             fill = x[..., :1].expand_as(state.previous)
             state.previous.copy_(torch.where(state.first.view(-1, 1, 1), fill, state.previous))
             state.first.zero_()
         x = torch.cat([state.previous, x], dim=-1)
         state.previous.copy_(x[..., x.shape[-1] - left:])
-        return self.conv(x)
+        return self._conv(x)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """`self.conv(x)`; for a few output frames (streaming steps) as one `linear` over
+        the unfolded windows, which reads the weight once and is several times faster on
+        CPU than the convolution kernels at these sizes."""
+        conv = self.conv
+        kernel = conv.kernel_size[0]
+        frames = (x.shape[-1] - kernel) // self.stride + 1
+        if frames > SMALL_OUTPUT_FRAMES or conv.groups != 1 or conv.dilation[0] != 1:
+            return conv(x)
+        batch, channels_in, _ = x.shape
+        windows = x.unfold(-1, kernel, self.stride)  # [B, C_in, frames, K]
+        windows = windows.transpose(1, 2).reshape(batch, frames, channels_in * kernel)
+        weight = conv.weight.view(conv.out_channels, channels_in * kernel)
+        return F.linear(windows, weight, conv.bias).transpose(1, 2)
 
 
 class ConvTransposeState(StreamingState):
@@ -149,9 +166,34 @@ class StreamingConvTranspose1d(StreamingModule):
         )
         return ConvTransposeState(partial)
 
+    def _full(self, x: torch.Tensor) -> torch.Tensor:
+        """The untrimmed transposed convolution `[B, C_out, T * stride + kernel - stride]`.
+
+        When the kernel is a multiple of the stride (SEANet's and Mimi's 2 x stride), it is one
+        matmul against the weight as stored, `[C_in, C_out * K]`, then the sum of K / stride
+        shifted copies: much faster than torch's CPU kernel on streaming-sized inputs."""
+        convtr = self.convtr
+        kernel, stride = convtr.kernel_size[0], self.stride
+        if convtr.groups != 1 or kernel % stride != 0:
+            return convtr(x)
+        batch, channels_in, length = x.shape
+        channels_out = convtr.out_channels
+        shifts = kernel // stride
+        weight = convtr.weight.reshape(channels_in, channels_out * kernel)
+        columns = torch.matmul(x.transpose(1, 2), weight)  # [B, T, C_out * K]
+        # [B, T, C_out, shifts, S] -> per shift j: [B, C_out, T, S] placed at frames j..j+T-1
+        columns = columns.view(batch, length, channels_out, shifts, stride).permute(3, 0, 2, 1, 4)
+        y = F.pad(columns[0], (0, 0, 0, shifts - 1))
+        for shift in range(1, shifts):
+            y = y + F.pad(columns[shift], (0, 0, shift, shifts - 1 - shift))
+        y = y.reshape(batch, channels_out, (length + shifts - 1) * stride)
+        if convtr.bias is not None:
+            y = y + convtr.bias[:, None]
+        return y
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x `[B, C_in, T]` -> `[B, C_out, T * stride]`."""
-        y = self.convtr(x)
+        y = self._full(x)
         overlap = self.overlap
         if overlap == 0:
             return y
