@@ -603,74 +603,28 @@ class EngineService(SteppedService):
         return True
 
 
-def _codec_spec(directory: Path, extras: dict[str, Any]) -> str:
-    """Where a model directory's codec is: `codec` (a spec or a path), Kyutai's
-    `mimi_name`, or a `codec/` folder written by the codec recipe."""
-    if "codec" in extras:
-        spec = str(extras["codec"])
-        kind, sep, rest = spec.partition(":")
-        if sep and kind in ("mimi", "encodec_24khz"):
-            return f"{kind}:{directory / rest}" if not Path(rest).is_absolute() else spec
-        return str(directory / spec) if not Path(spec).is_absolute() else spec
-    if "mimi_name" in extras:
-        return f"mimi:{directory / str(extras['mimi_name'])}"
-    if (directory / "codec").is_dir():
-        return str(directory / "codec")
-    raise FileNotFoundError(f"{directory}: no codec (config.json names none in 'codec' or "
-                            "'mimi_name', and there is no codec/ folder)")
-
-
 def load_engine_service(kind: Literal["asr", "tts"], directory: str | Path, max_streams: int,
                         device: str | None = None, cuda_graph: bool = True,
                         **sampling: Any) -> EngineService:
-    """A served model from a directory in Kyutai's layout.
+    """A served model from a model directory (`dsm.streaming.model_dir`: the same format and
+    loader as `dsm transcribe --model DIR` / `dsm speak --model DIR`), `max_streams` slots.
 
-    `config.json` (the LM's, Kyutai field names) + `model.safetensors` (or `moshi_name`),
-    the text tokenizer `tokenizer_name` (default `tokenizer.model`), the codec (see
-    `_codec_spec`), and the lags: ASR `stt_config.audio_delay_seconds` (text behind audio,
-    default 0.5 s), TTS `tts_config.audio_delay` (audio behind text, default 1.28 s).
-    Greedy decoding unless `sampling` says otherwise (`temp`, `temp_text`, ...).
+    Greedy decoding unless the directory's `lm_gen_config` or `sampling` say otherwise.
     """
     import torch
 
-    from dsm.codecs import load_codec
-    from dsm.models import load_lm
-    from dsm.streaming.asr import ASRSession
-    from dsm.streaming.engine import BatchedEngine
-    from dsm.streaming.tts import TTSSession
-    from dsm.streams.tokenizer import TextTokenizer
+    from dsm.streaming.model_dir import load_model_dir
 
-    directory = Path(directory)
-    if not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"{directory}: no config.json (expected a model directory)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lm = load_lm(directory, device=device)
-    extras = lm.config.extras
-    codec = load_codec(_codec_spec(directory, extras), device=device)
-    tokenizer = TextTokenizer.load(directory / str(extras.get("tokenizer_name", "tokenizer.model")))
+    model = load_model_dir(directory, device=device)
+    if model.task != kind:
+        raise ValueError(f"{model.path} is a {model.task} model: it cannot serve {kind.upper()}")
+    codec = model.codec
     if codec.sample_rate != SAMPLE_RATE or codec.frame_size != FRAME_SIZE:
-        raise ValueError(f"{directory}: the server speaks 24 kHz in 1920-sample frames; this "
+        raise ValueError(f"{model.path}: the server speaks 24 kHz in 1920-sample frames; this "
                          f"codec runs at {codec.sample_rate} Hz with {codec.frame_size}-sample "
                          "frames")
-    sampling.setdefault("temp", 0.0)
-    sampling.setdefault("temp_text", 0.0)
-    engine = BatchedEngine(lm, codec, max_streams, cuda_graph=cuda_graph, **sampling)
-    frame_rate = float(codec.frame_rate)
+    engine = model.engine(max_streams, cuda_graph=cuda_graph, **sampling)
     if kind == "asr":
-        stt = extras.get("stt_config") or {}
-        text_delay = round(float(stt.get("audio_delay_seconds", 0.5)) * frame_rate)
-        max_delay = max(lm.config.delays)
-
-        def make_session() -> ASRSession:
-            return ASRSession(tokenizer, sample_rate=codec.sample_rate,
-                              frame_size=codec.frame_size, frame_rate=frame_rate,
-                              text_delay=text_delay, max_delay=max_delay, step_events=True)
-
-        return EngineService("asr", engine, make_session)
-    tts = extras.get("tts_config") or {}
-    audio_delay = round(float(tts.get("audio_delay", 1.28)) * frame_rate)
-
-    def make_tts_session() -> TTSSession:
-        return TTSSession(tokenizer, frame_rate=frame_rate, audio_delay=audio_delay)
-
-    return EngineService("tts", engine, make_tts_session)
+        return EngineService("asr", engine, lambda: model.asr_session(step_events=True))
+    return EngineService("tts", engine, model.tts_session)
