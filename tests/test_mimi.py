@@ -327,3 +327,8 @@ def test_bad_checkpoints_are_named(small_pair, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         load_codec(tmp_path / "empty")
+
+
+def test_float64_audio_is_accepted(small_codec):
+    wav = 0.3 * torch.randn(1, 1, 400)
+    assert torch.equal(small_codec.encode(wav.double()), small_codec.encode(wav))

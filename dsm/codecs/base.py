@@ -30,7 +30,21 @@ class Codec(StreamingModule):
 
     @property
     def num_codebooks(self) -> int:
+        """Codebooks in use (rows of the codes)."""
         raise NotImplementedError
+
+    @property
+    def total_codebooks(self) -> int:
+        """Codebooks the model has; `set_num_codebooks` picks how many of them are used."""
+        raise NotImplementedError
+
+    def set_num_codebooks(self, n: int) -> None:
+        raise NotImplementedError
+
+    def _audio_dtype(self) -> torch.dtype:
+        for param in self.parameters():
+            return param.dtype
+        return torch.float32
 
     # --- to implement ----------------------------------------------------------------------
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
@@ -58,7 +72,7 @@ class Codec(StreamingModule):
         padding = -length % self.frame_size
         if padding:
             wav = torch.nn.functional.pad(wav, (0, padding))
-        return self._encode(wav)
+        return self._encode(wav.to(self._audio_dtype()))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -79,7 +93,7 @@ class Codec(StreamingModule):
                 f"(shape [B, 1, {self.frame_size}]), got {frame.shape[-1]} samples; buffer the "
                 "audio into whole frames first"
             )
-        return self._encode_step(frame)
+        return self._encode_step(frame.to(self._audio_dtype()))
 
     @torch.no_grad()
     def decode_step(self, codes: torch.Tensor) -> torch.Tensor:

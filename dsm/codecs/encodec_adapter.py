@@ -72,13 +72,17 @@ class EncodecCodec(Codec):
         self.frame_size = int(model.encoder.hop_length)
         self.frame_rate = self.sample_rate / self.frame_size
         self.cardinality = int(model.quantizer.bins)
-        self.total_codebooks = int(model.quantizer.n_q)
-        self._num_codebooks = self.total_codebooks
-        self.set_num_codebooks(num_codebooks or self.total_codebooks)
+        self._total_codebooks = int(model.quantizer.n_q)
+        self._num_codebooks = self._total_codebooks
+        self.set_num_codebooks(num_codebooks or self._total_codebooks)
 
     @property
     def num_codebooks(self) -> int:
         return self._num_codebooks
+
+    @property
+    def total_codebooks(self) -> int:
+        return self._total_codebooks
 
     def set_num_codebooks(self, n: int) -> None:
         """Use the first `n` codebooks; `n` must match one of the model's bandwidths."""

@@ -95,5 +95,5 @@ def _load_directory(directory: Path, num_codebooks: int | None,
     codec.to(device).eval()
     wanted = num_codebooks or meta.get("num_codebooks")
     if wanted:
-        codec.set_num_codebooks(int(wanted))  # type: ignore[attr-defined]
+        codec.set_num_codebooks(int(wanted))
     return codec
