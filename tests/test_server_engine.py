@@ -169,9 +169,9 @@ def test_kyutai_client_gets_the_aligned_words_through_the_engine(tokenizer) -> N
 
 def tiny_random_lm(tokenizer: Any) -> torch.nn.Module:
     torch.manual_seed(3)
-    # no VAD heads: ASRSession's Step `prs` cannot read them yet (reported to the engine)
+    # two VAD heads: their end-of-turn probabilities travel in Step.prs
     config = preset("tiny-stt", num_layers=2, dim=64, text_card=tokenizer.vocab_size, card=64,
-                    n_q=4, delays=[0] * 5, extra_heads_num_heads=0, extra_heads_dim=0)
+                    n_q=4, delays=[0] * 5, extra_heads_num_heads=2, extra_heads_dim=2)
     return build_lm(config).eval()
 
 
@@ -195,6 +195,10 @@ def test_random_model_words_through_the_server_equal_local_runs(tokenizer) -> No
             results = await asyncio.gather(*[clients.stream_pcm_asr(server.url, pcm, rtf=None)
                                              for pcm in audios])
             assert service.silence_frames == 0  # lockstep: nobody was padded
+            _, steps = await kyutai_asr_client(server.url, audios[0])
+            assert steps and all(len(s["prs"]) == 2 for s in steps)
+            assert all(0.0 <= p <= 1.0 for s in steps for p in s["prs"])
+            assert len({tuple(s["prs"]) for s in steps}) > 1  # they vary with the input
             return results
 
     for got, want in zip(run(main()), expected):
