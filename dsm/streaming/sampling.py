@@ -67,7 +67,7 @@ class SlotRandom:
         self.seeds = torch.empty(batch_size, dtype=torch.long, device=device)
         self.counters = torch.zeros(batch_size, dtype=torch.long, device=device)
         self._index_cache: dict[int, torch.Tensor] = {}
-        self._stream_cache: dict[int, torch.Tensor] = {}
+        self._stream_cache: dict[tuple[int, int], torch.Tensor] = {}
         for slot in range(batch_size):
             self.seeds[slot] = default_slot_seed(seed, slot)
         self._seed_hashes = hash32(self.seeds)  # [B], refreshed in place by reseed
@@ -83,14 +83,19 @@ class SlotRandom:
         """Move every slot to its next step (call once per model step)."""
         self.counters.add_(1)
 
-    def _step_keys(self, streams: torch.Tensor) -> torch.Tensor:
-        """[B, S] keys of this step for the stream ids `streams` [S]."""
-        key = hash32(self._seed_hashes ^ ((self.counters * _GOLDEN) & _MASK32))  # [B]
-        return hash32(key[:, None] ^ self._stream_constants(streams)[None, :])
+    def _step_keys(self, stream_constants: torch.Tensor) -> torch.Tensor:
+        """[B, S] keys of this step for streams given by their constants [S]."""
+        step = ((self.counters * _GOLDEN) & _MASK32)[:, None]  # [B, 1]
+        return hash32(self._seed_hashes[:, None] ^ (step + stream_constants[None, :]))
 
-    @staticmethod
-    def _stream_constants(streams: torch.Tensor) -> torch.Tensor:
-        return hash32(streams * _GOLDEN + 0x632BE5AB)
+    def _stream_constants(self, first: int, count: int) -> torch.Tensor:
+        """[count] constants of streams first..first+count-1 (cached)."""
+        cached = self._stream_cache.get((first, count))
+        if cached is None:
+            ids = torch.arange(first, first + count, device=self.seeds.device, dtype=torch.long)
+            cached = hash32(ids * _GOLDEN + 0x632BE5AB)
+            self._stream_cache[(first, count)] = cached
+        return cached
 
     def _index_hashes(self, num: int) -> torch.Tensor:
         cached = self._index_cache.get(num)
@@ -102,18 +107,13 @@ class SlotRandom:
 
     def uniform_block(self, streams: int, num: int) -> torch.Tensor:
         """[B, streams, num] floats in (0, 1): this step's draws for streams 0..streams-1."""
-        stream_ids = self._stream_cache.get(streams)
-        if stream_ids is None:
-            stream_ids = torch.arange(streams, device=self.seeds.device, dtype=torch.long)
-            self._stream_cache[streams] = stream_ids
-        keys = self._step_keys(stream_ids)  # [B, S]
+        keys = self._step_keys(self._stream_constants(0, streams))  # [B, S]
         bits = hash32(keys[:, :, None] ^ self._index_hashes(num)[None, None, :])
         return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
     def uniform(self, stream: int, num: int) -> torch.Tensor:
         """[B, num] floats in (0, 1) for this step; `stream` separates draws within a step."""
-        stream_ids = torch.full((1,), stream, device=self.seeds.device, dtype=torch.long)
-        keys = self._step_keys(stream_ids)  # [B, 1]
+        keys = self._step_keys(self._stream_constants(stream, 1))  # [B, 1]
         bits = hash32(keys ^ self._index_hashes(num)[None, :])
         return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
