@@ -145,11 +145,24 @@ def test_slots_are_independent_with_sampling(tmp_path) -> None:
     assert not torch.equal(crowded["b"][:10], crowded["a"][:10])
 
 
-def test_streaming_agrees_with_offline_forward_after_a_slot_reset(tmp_path) -> None:
+def parallel_heads() -> LMConfig:
+    """Parallel linear audio heads instead of a depformer, with per-stream delays."""
+    return preset("tiny-parallel", num_layers=2, dim=64, card=64, text_card=100, n_q=6,
+                  dep_q=3, delays=[0, 0, 1, 2, 0, 0, 0])
+
+
+@pytest.mark.parametrize("make_config", [moshi_like, parallel_heads], ids=["depformer", "parallel"])
+def test_streaming_agrees_with_offline_forward_after_a_slot_reset(make_config, tmp_path) -> None:
     """Greedy tokens are the argmax of the offline (teacher-forced) logits of the sequence
     they form, in every slot, including one restarted mid-stream."""
-    config = moshi_like()
-    _, lm = moshi_and_ours(config, tmp_path)
+    config = make_config()
+    if config.audio_heads == "depformer":
+        _, lm = moshi_and_ours(config, tmp_path)
+    else:
+        from dsm.models import build_lm
+
+        torch.manual_seed(0)
+        lm = build_lm(config).eval()
     batch, steps, restart = 3, 24, 7
     inputs = _inputs(config, steps, batch, seed=3)
     outputs: list[list[torch.Tensor]] = [[] for _ in range(batch)]
