@@ -477,3 +477,21 @@ def test_client_that_stops_reading_is_cut_off_and_frees_its_slot() -> None:
 
     active, words = run(main())
     assert active == 0 and words == WORDS
+
+
+def test_unresponsive_connection_is_dropped_by_ping_timeout() -> None:
+    async def main() -> list[str]:
+        async with scripted_server(ping_interval=0.2, ping_timeout=0.3, close_timeout=0.5,
+                                   idle_timeout=60) as server:
+            assert server.asr is not None
+            dead = await websockets.connect(server.url + "/api/asr-streaming")
+            await recv_map(dead)
+            await wait_for_active(server.asr, 1)
+            dead.transport.pause_reading()  # a frozen peer: pings go unanswered
+            await wait_for_active(server.asr, 0)
+            words = await witness(server, rtf=None)
+            dead.transport.abort()
+            await wait_for_active(server.asr, 0)  # and the witness's slot is free again
+            return words
+
+    assert run(main(), timeout=30) == WORDS

@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cuda-graph", action="store_true", help="run steps eagerly on GPU")
     parser.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
                         help="close a stream whose client sends nothing for S seconds")
+    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
+                        help="websocket ping every S seconds (default: %(default)s)")
+    parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="S",
+                        help="close a connection whose pong is S seconds late "
+                        "(default: %(default)s)")
     parser.add_argument("--max-message-bytes", type=int, default=1 << 20, metavar="B",
                         help="largest websocket message accepted (default: %(default)s)")
     parser.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
@@ -114,6 +119,7 @@ def main(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, api_keys=list(args.api_key),
         max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
+        ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
         shutdown_grace=args.shutdown_grace, demo_dir=args.demo_dir,
     )
 

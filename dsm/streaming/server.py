@@ -76,6 +76,7 @@ class ServerConfig:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
+    close_timeout: float = 5.0  # seconds a closing handshake may take before the TCP drop
     idle_timeout: float = 30.0  # seconds without a client message while input is open
     shutdown_grace: float = 10.0  # seconds streams get to finish on shutdown
     demo_dir: Path | None = DEFAULT_DEMO_DIR
@@ -126,6 +127,7 @@ class StreamingServer:
             max_size=self.config.max_message_bytes,
             ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout,
+            close_timeout=self.config.close_timeout,
             compression=None,
         )
         self._port = self._server.sockets[0].getsockname()[1]
