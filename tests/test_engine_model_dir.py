@@ -190,3 +190,40 @@ def test_step_events_carry_the_vad_heads(model_dirs) -> None:
     assert len(steps[-1].prs) == 1 and 0.0 < steps[-1].prs[0] < 1.0
     assert steps[-1].prs[0] == pytest.approx(float(vad[0, 0]))
     assert steps[-1].buffered_pcm == 0
+
+
+def test_tts_audio_is_the_codec_decoding_of_its_frames_from_the_audio_delay(model_dirs) -> None:
+    """The first `audio_delay` frames are not audio: the slot's decoder starts afresh after
+    them, so the streamed pcm equals an offline decode of the real frames alone, even with
+    another stream running next to it."""
+    from dsm.streaming.events import AudioEvent
+
+    model = load_model_dir(model_dirs["tts"])
+    recorded: list[np.ndarray] = []
+    with model.engine(2) as engine:
+        other = model.tts_session(seed=5)
+        engine.attach(other)
+        other.push_text("bonjour marie antoine est noir")
+        other.end_text()
+        for _ in range(3):
+            engine.step()
+        session = model.tts_session()
+        original = session.on_output
+
+        def record(output):
+            if output.tokens is not None:
+                recorded.append(output.tokens.copy())
+            return original(output)
+
+        session.on_output = record  # type: ignore[method-assign]
+        engine.attach(session)
+        session.push_text("the cat sat on the mat")
+        session.end_text()
+        pcm = []
+        while engine.ready() and not session.finished:
+            pcm += [e.pcm for e in engine.step().get(session, []) if isinstance(e, AudioEvent)]
+    codes = torch.tensor(np.stack(recorded)[model.audio_delay :, 1:]).T[None]  # [1, dep_q, T]
+    offline = model.codec.decode(codes)[0, 0].numpy()
+    streamed = np.concatenate(pcm)
+    assert streamed.shape == offline.shape
+    assert np.abs(streamed - offline).max() < 1e-4

@@ -57,6 +57,9 @@ class Session:
     """One stream's logic in a slot. Subclasses say what they need and read their output."""
 
     needs_audio_input = False  # pcm frames to encode (ASR, translation)
+    # Output frame from which the slot's audio is real (TTS: its audio delay); the codec's
+    # decoder state of the slot starts afresh there, as if nothing had been decoded before.
+    first_audio_frame = 0
     uses_text_hook = False  # forces the text stream (TTS)
 
     def __init__(self, seed: int = 0) -> None:
@@ -162,6 +165,7 @@ class BatchedEngine:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.steps = 0
+        self._frames_out = [0] * num_slots  # output frames each slot has produced
 
     def close(self) -> None:
         self.streamer.close()
@@ -196,6 +200,7 @@ class BatchedEngine:
             self.streamer.reset_slots(mask, seeds)
             self.codec.reset_slots(mask)
             self._prev_codes[slot] = self.streamer.card
+            self._frames_out[slot] = 0
             self.sessions[slot] = session
             session.slot = slot
             session._wake = self._wake
@@ -263,6 +268,7 @@ class BatchedEngine:
         if out is not None:
             tokens_np = out[:, :, 0].cpu().numpy()  # [N, 1 + dep_q]
             if streamer.dep_q > 0:
+                self._restart_decoders(sessions, tokens_np)
                 audio = out[:, 1:].clamp_min(0)  # ungenerated rows decode as code 0
                 pcm = self.codec.decode_step(audio)[:, 0].cpu().numpy()  # [N, frame]
         extra = streamer.extra_probs.cpu().numpy() if streamer.num_extra_heads else None
@@ -291,6 +297,18 @@ class BatchedEngine:
         for session in results:
             if session.finished:
                 self.detach(session)
+
+    def _restart_decoders(self, sessions: list[Session | None], tokens: np.ndarray) -> None:
+        """Reset the codec state of slots reaching their first real audio frame this step."""
+        restart = torch.zeros(self.num_slots, dtype=torch.bool)
+        for slot, session in enumerate(sessions):
+            if session is None or tokens[slot, 0] == UNGENERATED:
+                continue
+            if self._frames_out[slot] == session.first_audio_frame > 0:
+                restart[slot] = True
+            self._frames_out[slot] += 1
+        if bool(restart.any()):
+            self.codec.reset_slots(restart)
 
     # --- asyncio loop -----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None, poll_s: float = 0.005) -> None:

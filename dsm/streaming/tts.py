@@ -141,6 +141,7 @@ class TTSSession(Session):
         self.tokenizer = tokenizer
         self.frame_rate = float(frame_rate)
         self.audio_delay = int(audio_delay)
+        self.first_audio_frame = self.audio_delay
         self.tail_frames = tail_frames
         self.feeder = TextFeeder(
             tokenizer.pad_id, tokenizer.word_start_id,
