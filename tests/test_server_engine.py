@@ -4,8 +4,9 @@ Models, all on CPU and small:
 - ASR with `ScriptedLMForTests` (a forced-text test double of the LM output, built by the
   alignment from known words) and the toy codec: a client written to Kyutai's protocol
   gets exactly the aligned words and times, the same as a local session run.
-- ASR with a tiny *random* `MultistreamLM` (greedy): several concurrent server clients
-  each get the same words as a local solo run of the engine on the same audio.
+- ASR with a tiny *random* `MultistreamLM` (greedy): several server clients, joining
+  while the others are mid-stream, each get the same words as a local solo run of the
+  engine on the same audio (slot independence through the server).
 - TTS with the forced-text double: Kyutai `format=PcmMessagePack` clients trickling text
   word by word get every word in order, as a local session run does, with 1920-sample
   audio frames covering the words' spans, and a normal close.
@@ -192,8 +193,11 @@ def test_random_model_words_through_the_server_equal_local_runs(tokenizer) -> No
     async def main() -> list[list[clients.TimedWord]]:
         service = EngineService("asr", engine(4), asr_session_factory(tokenizer, True))
         async with engine_server(asr=service) as server:
-            results = await asyncio.gather(*[clients.stream_pcm_asr(server.url, pcm, rtf=None)
-                                             for pcm in audios])
+            async def client(i: int, pcm: np.ndarray) -> list[clients.TimedWord]:
+                await asyncio.sleep(0.15 * i)  # join while the others are mid-stream
+                return await clients.stream_pcm_asr(server.url, pcm, rtf=4.0)
+
+            results = await asyncio.gather(*[client(i, pcm) for i, pcm in enumerate(audios)])
             assert service.silence_frames == 0  # lockstep: nobody was padded
             _, steps = await kyutai_asr_client(server.url, audios[0])
             assert steps and all(len(s["prs"]) == 2 for s in steps)

@@ -512,16 +512,36 @@ class EngineService(SteppedService):
         self.sessions: dict[int, object] = {}  # stream slot -> engine session
         self._starving_since: float | None = None
         self.silence_frames = 0  # frames of silence fed to late ASR streams
+        # Joining and leaving the engine happen between steps only (a step may be running
+        # in its worker thread when a client connects or vanishes; resetting a slot then
+        # would race with the step writing that slot's state).
+        self._to_attach: list[object] = []
+        self._to_detach: list[object] = []
 
     def attach(self, stream: QueuedStream) -> None:
         session = self.make_session()  # type: ignore[operator]
-        self.engine.attach(session)  # type: ignore[attr-defined]
         self.sessions[stream.slot] = session
+        self._to_attach.append(session)
+        self.wake()
 
     def detach(self, stream: QueuedStream) -> None:
         session = self.sessions.pop(stream.slot, None)
-        if session is not None and not session.finished:  # type: ignore[attr-defined]
-            self.engine.detach(session)  # type: ignore[attr-defined]
+        if session is None:
+            return
+        if any(pending is session for pending in self._to_attach):
+            self._to_attach = [p for p in self._to_attach if p is not session]
+        else:
+            self._to_detach.append(session)
+        self.wake()
+
+    def _apply_joins_and_leaves(self) -> None:
+        for session in self._to_detach:
+            if not session.finished:  # type: ignore[attr-defined]
+                self.engine.detach(session)  # type: ignore[attr-defined]
+        for session in self._to_attach:
+            self.engine.attach(session)  # type: ignore[attr-defined]
+        self._to_detach.clear()
+        self._to_attach.clear()
 
     async def stop(self) -> None:
         await super().stop()
@@ -581,6 +601,7 @@ class EngineService(SteppedService):
         return True
 
     async def run_once(self) -> bool:
+        self._apply_joins_and_leaves()
         for stream in list(self.streams.values()):
             session = self.sessions.get(stream.slot)
             if session is not None:
