@@ -128,7 +128,7 @@ class LMStreamer:
         # Gumbel noise of one step for every stream (text, audio 1..dep_q), drawn at once.
         self._noise_streams = 1 + self.dep_q
         self._noise_width = max(
-            candidates_needed(self.text_params, config.text_card),
+            candidates_needed(self.text_params, getattr(config, "text_out_card", config.text_card)),
             candidates_needed(self.audio_params, config.card) if self.dep_q else 0,
         )
         self._noise: torch.Tensor | None = None
