@@ -154,3 +154,16 @@ def test_bad_text_is_refused_and_other_slots_go_on(tokenizer, tmp_path) -> None:
     with pytest.raises(TextInputError, match="nothing to speak"):
         empty.end_text()
     engine.close()
+
+
+def test_feeder_pending_tracks_words_not_yet_spoken(tokenizer) -> None:
+    feeder = TextFeeder(PAD, WORD, initial_padding=0)
+    assert not feeder.pending
+    ids = tokenizer.encode("cat")
+    feeder.add_word("cat", ids)
+    assert feeder.pending
+    feeder.next_token(WORD)  # the 0; the tokens follow
+    assert feeder.pending
+    for _ in ids:
+        feeder.next_token(PAD)
+    assert not feeder.pending

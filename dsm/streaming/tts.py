@@ -85,6 +85,11 @@ class TextFeeder:
     def ended(self) -> bool:
         return self.end_position is not None
 
+    @property
+    def pending(self) -> bool:
+        """Words wait to be spoken, or a word's tokens are still being fed."""
+        return bool(self.waiting or self._feeding)
+
     def next_token(self, proposed: int) -> int:
         """The text token at this position, given the model's proposal."""
         position = self.step
