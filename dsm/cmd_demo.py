@@ -1,0 +1,171 @@
+"""The main job on the bundled default models (what `make demo` runs), with no download.
+
+1. Codec: the bundled sample (dsm/assets/sample.wav, a sentence spoken by a voice held out
+   of every training set) goes through the shipped codec frame by frame (80 ms), and the
+   decoded audio is scored against the original (STOI, SI-SNR).
+2. ASR: the sample is transcribed by the shipped ASR model as a live stream; words print
+   with their start times as they come out, then the word error rate against the sample's
+   reference text.
+3. TTS: a sentence is spoken by the shipped TTS model into OUT/speech.wav, words printing
+   with their times as the audio streams out.
+
+Each step says what it did; a default model that is not installed is reported as such and
+makes the command fail at the end.
+
+`dsm demo --make-sample` rewrites the bundled sample (and its reference words) the way it
+was made: the corpus synthesizer's held-out split with a fixed seed (voice, sentence, word times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HELP = "run the main job on the bundled default models (codec round trip, ASR, TTS)"
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SAMPLE = ASSETS / "sample.wav"
+SAMPLE_WORDS = ASSETS / "sample.json"
+SAMPLE_SEED = 2026
+TTS_TEXT = "hello from the streaming speech toolkit"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo_out",
+                        help="folder for the demo's audio files (default: demo_out)")
+    parser.add_argument("--text", default=TTS_TEXT, help="sentence for the TTS step")
+    parser.add_argument("--make-sample", action="store_true",
+                        help="re-make dsm/assets/sample.wav and sample.json, then stop")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.make_sample:
+        return _make_sample()
+    if not SAMPLE.is_file() or not SAMPLE_WORDS.is_file():
+        print(f"error: the bundled sample is missing ({SAMPLE}); reinstall dsm", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "codec": _codec_step(out),
+        "asr": _asr_step(),
+        "tts": _tts_step(out, args.text),
+    }
+    print("\nsummary: " + ", ".join(f"{name} {'ok' if ok else 'NOT RUN'}"
+                                     for name, ok in results.items()))
+    return 0 if all(results.values()) else 1
+
+
+def _heading(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _codec_step(out: Path) -> bool:
+    import numpy as np
+    import soundfile
+    import torch
+
+    from dsm.codecs import load_codec
+    from dsm.recipes.metrics import si_snr, stoi
+    from dsm.streaming.model_dir import read_audio
+
+    _heading("codec: streaming round trip of the bundled sample")
+    codec_dir = ASSETS / "codec"
+    if not codec_dir.is_dir():
+        print(f"no default codec is installed ({codec_dir})")
+        return False
+    codec = load_codec(str(codec_dir)).eval()
+    pcm = read_audio(SAMPLE, codec.sample_rate)
+    frame_size = codec.frame_size
+    num_frames = -(-pcm.size // frame_size)
+    padded = np.zeros(num_frames * frame_size, dtype=np.float32)
+    padded[: pcm.size] = pcm
+    frames = torch.from_numpy(padded).view(1, 1, num_frames, frame_size)
+    decoded: list[torch.Tensor] = []
+    started = time.perf_counter()
+    with torch.no_grad(), codec.streaming(1):
+        for index in range(num_frames):
+            codes = codec.encode_step(frames[:, :, index])
+            decoded.append(codec.decode_step(codes))
+    elapsed = time.perf_counter() - started
+    audio = torch.cat(decoded, dim=-1)[0, 0, : pcm.size].numpy()
+    path = out / "codec_roundtrip.wav"
+    soundfile.write(path, audio, codec.sample_rate, subtype="PCM_16")
+    seconds = pcm.size / codec.sample_rate
+    print(f"{seconds:.2f} s of audio -> {num_frames} frames of {codec.num_codebooks} codes "
+          f"({codec.frame_rate:g} Hz, {codec.cardinality} entries each), "
+          f"{elapsed / seconds:.3f}x real time on CPU")
+    print(f"STOI {stoi(audio, pcm, codec.sample_rate):.3f}, "
+          f"SI-SNR {si_snr(audio, pcm):.1f} dB; wrote {path}")
+    return True
+
+
+def _asr_step() -> bool:
+    from dsm.cli import main as dsm_main
+    from dsm.recipes.metrics import corpus_cer, corpus_wer
+
+    _heading("ASR: streaming transcription of the bundled sample (start time, word)")
+    if not (ASSETS / "asr" / "config.json").is_file():
+        print(f"no default ASR model is installed ({ASSETS / 'asr'})")
+        return False
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(_Tee(buffer)):
+        code = dsm_main(["transcribe", str(SAMPLE)])
+    if code != 0:
+        return False
+    words = [line.split(None, 1)[1] for line in buffer.getvalue().splitlines() if line.strip()]
+    reference = json.loads(SAMPLE_WORDS.read_text())["text"]
+    hypothesis = " ".join(words)
+    print(f"reference: {reference}")
+    print(f"WER {corpus_wer([reference], [hypothesis]):.1%}, "
+          f"CER {corpus_cer([reference], [hypothesis]):.1%}")
+    return True
+
+
+def _tts_step(out: Path, text: str) -> bool:
+    from dsm.cli import main as dsm_main
+
+    _heading(f"TTS: speaking {text!r} (start, end, word as the audio streams)")
+    if not (ASSETS / "tts" / "config.json").is_file():
+        print(f"no default TTS model is installed ({ASSETS / 'tts'})")
+        return False
+    return dsm_main(["speak", text, "-o", str(out / "speech.wav")]) == 0
+
+
+class _Tee:
+    """Write to stdout and keep a copy (the words print as they stream)."""
+
+    def __init__(self, buffer) -> None:
+        self.buffer = buffer
+        self.stdout = sys.stdout
+
+    def write(self, text: str) -> int:
+        self.buffer.write(text)
+        return self.stdout.write(text)
+
+    def flush(self) -> None:
+        self.stdout.flush()
+
+
+def _make_sample() -> int:
+    import soundfile
+
+    from dsm.recipes.synth_corpus import Job, make_item
+
+    # eval_fraction 1: the held-out split, so the voice is one no model was trained on
+    job = Job(seed=SAMPLE_SEED, index=0, lang="en", parallel=False, engines=("espeak", "flite"),
+              eval_fraction=1.0, sample_rate=24_000)
+    (utterance,) = make_item(job)
+    soundfile.write(SAMPLE, utterance.audio, 24_000, subtype="PCM_16")
+    SAMPLE_WORDS.write_text(json.dumps(
+        {"text": utterance.text, "speaker": utterance.speaker, "words": utterance.words},
+        indent=1) + "\n")
+    print(f"wrote {SAMPLE} ({utterance.audio.size / 24_000:.2f} s, held-out voice "
+          f"{utterance.speaker}): {utterance.text!r}")
+    return 0
