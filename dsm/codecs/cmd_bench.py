@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--warmup-frames", type=int, default=4,
                         help="frames run before timing (default 4)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -94,6 +96,8 @@ def main(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.batch < 1:
         raise SystemExit("--seconds must be positive and --batch at least 1")
     device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     reference = _random_moshi_mimi(device)
     ours = Mimi(MimiConfig()).to(device)
