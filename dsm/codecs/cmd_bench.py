@@ -2,11 +2,11 @@
 
 Both codecs get the same random weights (full Kyutai configuration: 24 kHz, 12.5 Hz,
 32 codebooks of 2048). Each one encodes `--seconds` of noise frame by frame (80 ms, 1920
-samples per slot) and decodes every frame's codes right away, as a live
-speech-to-speech loop would. The two codecs take turns frame by frame (alternating which
-goes first) so that both see the same machine load. Printed per codec: the wall time and the real-time factor
-(compute time / audio duration; below 1 is faster than real time), then the speed ratio
-moshi / ours (above 1: ours is faster) and whether both produced the same codes.
+samples per slot) and decodes every frame's codes right away, as a live speech-to-speech
+loop would. The two codecs take turns frame by frame (alternating which goes first) so
+that both see the same machine load. Printed per codec: the wall time and the real-time
+factor (compute time / audio duration; below 1 is faster than real time), then the speed
+ratio moshi / ours (above 1: ours is faster) and whether both produced the same codes.
 """
 
 from __future__ import annotations
