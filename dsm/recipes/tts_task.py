@@ -1,0 +1,493 @@
+"""The TTS recipe (`kind = "tts"`): a multistream LM that speaks the text it is fed.
+
+Layout of one training item (`[1 + K, T]`, `dsm.recipes.dataset.AlignedDataset` task "tts"):
+row 0 is the text stream of the utterance's words with start markers only (a 0 just
+before each word's tokens, pads elsewhere: `dsm.streams.alignment`, `mark_ends=False`);
+rows 1..K are the codec codes of the recording, delayed `audio_delay` frames behind the
+text. So when the model writes audio frame f it has already read the text up to frame
+f + audio_delay: the text stream is its lookahead (1.28 s in Kyutai's TTS).
+
+The data is made to match, token for token, what `dsm.streaming.tts.TTSSession` feeds
+at inference, where the model's text head only decides *when* the next word starts:
+- the text head is trained only where the session listens to it: on pad-or-start
+  positions (pad 3 / word start 0); positions that hold a word's tokens are forced by the
+  session, so they carry no text loss (they are still inputs);
+- a final 0 follows the last word (at its end, or right after its tokens): the session
+  reads a proposed 0 with no word left as the end of the speech and answers it with a
+  pad, so that 0 is a text *target* only, read as a pad (`end_marker`,
+  `session_text_inputs`);
+- the `audio_delay` frames before the recording starts hold the codec codes of silence
+  (`silence_before_audio`), with loss: at inference the model generates (and reads back)
+  those frames itself, and the session throws them away.
+
+The LM is a `MultistreamLM` whose depformer generates all K codebooks of a frame (text
+token first, then codebook 0, 1, ...; acoustic codebooks lag codebook 0 by
+`model.acoustic_delay` frames, as Kyutai's `delays`). The loss weights the text stream,
+the first (semantic) codebook and the other codebooks separately.
+
+`export` writes OUT/model, a model directory (`dsm.streaming.model_dir`) with the
+sampling defaults in `lm_gen_config`; `ship_model_dir` copies one into dsm/assets/tts with
+`"codec": "../codec"` (the shared codec). `synthesize` / `transcribe` / `run_tts_model`
+are the evaluation: speak each text through the streaming engine, transcribe the audio
+with an independent ASR model, and time the first audio frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from dsm.models.config import LMConfig
+from dsm.models.lm import MultistreamLM
+from dsm.recipes.config import RecipeError
+from dsm.recipes.dataset import AlignedDataset, AlignedItem, collate
+from dsm.recipes.tasks import Metrics, Split, Task, register_task
+from dsm.streams.alignment import delay_frames, time_to_frame
+from dsm.streams.tokenizer import TextTokenizer
+
+
+@dataclass
+class TTSModelConfig:
+    """Size of the LM (Kyutai field names); streams and cards come from codec and tokenizer."""
+
+    dim: int = 128
+    num_heads: int = 4
+    num_layers: int = 4
+    hidden_scale: float = 4.125
+    context: int = 250                # frames the temporal transformer attends (20 s)
+    max_period: float = 10_000.0
+    depformer_dim: int = 128
+    depformer_num_heads: int = 4
+    depformer_num_layers: int = 2
+    acoustic_delay: int = 2           # frames codebooks 1.. lag codebook 0 (Kyutai `delays`)
+
+    def __post_init__(self) -> None:
+        if min(self.dim, self.num_heads, self.num_layers, self.depformer_dim,
+               self.depformer_num_heads, self.depformer_num_layers, self.context) < 1:
+            raise ValueError("model sizes must be >= 1")
+        if self.dim % self.num_heads or self.depformer_dim % self.depformer_num_heads:
+            raise ValueError("dim (depformer_dim) must be a multiple of num_heads "
+                             "(depformer_num_heads)")
+        if self.acoustic_delay < 0:
+            raise ValueError("acoustic_delay must be >= 0")
+
+
+@dataclass
+class TTSTaskConfig:
+    """The TTS recipe's `[task]` table."""
+
+    codec: str                        # `load_codec` spec: a codec directory, "mimi:FILE", ...
+    tokenizer: str                    # sentencepiece model (the shared English one)
+    num_codebooks: int = 0            # codebooks generated; 0: all of the codec's
+    audio_delay_seconds: float = 1.28  # audio behind text (rounded to frames)
+    max_frames: int = 160             # training crop (frames of 80 ms)
+    cache_dir: str = ""               # codec code cache ("": none)
+    speakers: list[str] = field(default_factory=list)  # keep rows whose speaker starts
+                                      # with one of these ([]: every row)
+    end_marker: bool = True
+    silence_before_audio: bool = True
+    text_weight: float = 1.0
+    first_codebook_weight: float = 2.0
+    audio_weight: float = 1.0
+    # sampling defaults written into the exported model directory (lm_gen_config)
+    temp: float = 0.7
+    top_k: int = 50
+    temp_text: float = 0.0
+    top_k_text: int = 1
+    model: TTSModelConfig = field(default_factory=TTSModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.num_codebooks < 0:
+            raise ValueError("num_codebooks must be >= 0 (0: all of the codec's)")
+        if self.audio_delay_seconds < 0:
+            raise ValueError("audio_delay_seconds must be >= 0")
+        if self.max_frames < 2:
+            raise ValueError("max_frames must be >= 2")
+        weights = (self.text_weight, self.first_codebook_weight, self.audio_weight)
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError("loss weights must be >= 0 and not all 0")
+        if self.temp < 0 or self.temp_text < 0 or self.top_k < 0 or self.top_k_text < 0:
+            raise ValueError("temperatures and top-k must be >= 0")
+
+
+def tts_lm_config(model: TTSModelConfig, num_codebooks: int, card: int, text_card: int,
+                  audio_delay_s: float) -> LMConfig:
+    """The `LMConfig` of a TTS model: text row (delay 0), then `num_codebooks` generated rows."""
+    return LMConfig(
+        dim=model.dim, num_heads=model.num_heads, num_layers=model.num_layers,
+        hidden_scale=model.hidden_scale, context=model.context, max_period=model.max_period,
+        norm="rms_norm_f32", gating="silu", positional_embedding="rope",
+        card=card, n_q=num_codebooks, dep_q=num_codebooks, text_card=text_card,
+        delays=[0, 0] + [model.acoustic_delay] * (num_codebooks - 1),
+        depformer_dim=model.depformer_dim, depformer_num_heads=model.depformer_num_heads,
+        depformer_num_layers=model.depformer_num_layers, depformer_multi_linear=True,
+        depformer_weights_per_step=True, depformer_pos_emb="none",
+        extras={"model_type": "tts", "tts_config": {"audio_delay": audio_delay_s}},
+    )
+
+
+# ------------------------------------------------------------------------------ data
+
+
+class TTSDataset(AlignedDataset):
+    """`AlignedDataset(task="tts")` plus the inference-matching details of the module
+    docstring: the end marker and the silence codes before the audio."""
+
+    def __init__(self, manifest: str | Path, tokenizer: TextTokenizer, codec: Any, *,
+                 end_marker: bool = True, silence_before_audio: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(manifest, "tts", tokenizer, codec, **kwargs)
+        self.end_marker = end_marker
+        self.silence: Tensor | None = None     # [K, audio_delay] codes of silence
+        if silence_before_audio and self.audio_delay > 0:
+            self.silence = silence_codes(self.codec, self.audio_delay)[: self.num_codebooks]
+
+    def aligned(self, index: int) -> AlignedItem:
+        item = super().aligned(index)
+        codes, mask = item.codes.clone(), item.mask.clone()
+        row, _ = self.items[index]
+        if self.end_marker:
+            text = codes[0]
+            pad, start = self.tokenizer.pad_id, self.tokenizer.word_start_id
+            written = ((text != pad) & (text != MASKED_TEXT)).nonzero()
+            last_token = int(written[-1]) if written.numel() else -1
+            natural = time_to_frame(row.words[-1].end, self.frame_rate) - 1
+            position = max(natural, last_token + 1)
+            if position >= codes.shape[1]:   # the stream must hold it: one more frame
+                codes, mask = _extend(codes, mask, position + 1 - codes.shape[1], pad)
+            codes[0, position] = start
+            mask[0, position] = True
+        if self.silence is not None:
+            delay = self.audio_delay
+            codes[1:, :delay] = self.silence
+            mask[1:, :delay] = True
+        return AlignedItem(codes, mask, item.stats)
+
+
+MASKED_TEXT = -1
+
+
+def _extend(codes: Tensor, mask: Tensor, frames: int, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Add `frames` frames at the end: text pads, audio -1 (the recording has ended)."""
+    extra_codes = torch.full((codes.shape[0], frames), MASKED_TEXT, dtype=codes.dtype)
+    extra_mask = torch.zeros((mask.shape[0], frames), dtype=torch.bool)
+    extra_codes[0], extra_mask[0] = pad_id, True
+    return torch.cat([codes, extra_codes], 1), torch.cat([mask, extra_mask], 1)
+
+
+def silence_codes(codec: Any, frames: int) -> Tensor:
+    """Codes `[K, frames]` the codec gives for `frames` frames of digital silence."""
+    wav = torch.zeros(1, 1, frames * int(codec.frame_size))
+    param = next(iter(codec.parameters()), None) if isinstance(codec, nn.Module) else None
+    if param is not None:
+        wav = wav.to(param.device)
+    with torch.no_grad():
+        codes = codec.encode(wav)
+    return codes[0, :, :frames].to("cpu", torch.long)
+
+
+def _filter_speakers(dataset: AlignedDataset, prefixes: Sequence[str], source: str) -> None:
+    if not prefixes:
+        return
+    kept = [(row, target) for row, target in dataset.items
+            if any((row.speaker or "").startswith(p) for p in prefixes)]
+    if not kept:
+        raise RecipeError(f"{source}: no manifest row has a speaker starting with "
+                          f"{list(prefixes)} (task.speakers)")
+    dataset.items = kept
+
+
+# ------------------------------------------------------------------------------ task
+
+
+@register_task
+class TTSTask(Task):
+    """TTS: audio codes delayed behind a text stream, generated by a depformer."""
+
+    kind = "tts"
+    config_class = TTSTaskConfig
+    needs_manifest = True
+
+    def __init__(self, recipe: Any) -> None:
+        super().__init__(recipe)
+        self._codec: Any = None
+        self._tokenizer: TextTokenizer | None = None
+
+    # --- resources -----------------------------------------------------------------------
+    @property
+    def codec(self) -> Any:
+        if self._codec is None:
+            from dsm.codecs import load_codec
+
+            try:
+                self._codec = load_codec(self.config.codec)
+            except (OSError, ValueError) as error:
+                raise RecipeError(f"{self.recipe.source}: task.codec {self.config.codec!r}: "
+                                  f"{error}") from None
+            self._codec.eval()
+        return self._codec
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        if self._tokenizer is None:
+            path = Path(self.config.tokenizer)
+            if not path.is_file():
+                raise RecipeError(f"{self.recipe.source}: task.tokenizer: file not found: {path}")
+            self._tokenizer = TextTokenizer.load(path)
+        return self._tokenizer
+
+    @property
+    def num_codebooks(self) -> int:
+        total = int(self.codec.num_codebooks)
+        wanted = self.config.num_codebooks or total
+        if wanted > total:
+            raise RecipeError(f"{self.recipe.source}: task.num_codebooks = {wanted} but the "
+                              f"codec has {total}")
+        return wanted
+
+    @property
+    def audio_delay(self) -> int:
+        return delay_frames(self.config.audio_delay_seconds, float(self.codec.frame_rate))
+
+    def lm_config(self) -> LMConfig:
+        return tts_lm_config(
+            self.config.model, self.num_codebooks, int(self.codec.cardinality),
+            self.tokenizer.vocab_size, self.audio_delay / float(self.codec.frame_rate),
+        )
+
+    # --- data ----------------------------------------------------------------------------
+    def build_dataset(self, split: Split) -> Dataset | None:
+        data = self.recipe.data
+        manifest = data.train_manifest if split == "train" else data.valid_manifest
+        if manifest is None:
+            return None
+        config: TTSTaskConfig = self.config
+        dataset = TTSDataset(
+            manifest, self.tokenizer, self.codec, num_codebooks=self.num_codebooks,
+            audio_delay=self.audio_delay, max_frames=config.max_frames,
+            cache_dir=config.cache_dir or None, crop="random" if split == "train" else "start",
+            seed=self.recipe.seed, end_marker=config.end_marker,
+            silence_before_audio=config.silence_before_audio,
+        )
+        _filter_speakers(dataset, config.speakers, self.recipe.source)
+        return dataset
+
+    def collate(self, items: list[Any]) -> Any:
+        batch = collate(items)
+        return {"codes": batch["codes"], "mask": batch["mask"]}
+
+    # --- model and loss --------------------------------------------------------------------
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"lm": MultistreamLM(self.lm_config())}
+
+    def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:
+        codes: Tensor = batch["codes"]                        # [B, 1 + K, T]
+        model = models["lm"]
+        lm: MultistreamLM = getattr(model, "module", model)   # unwrapped (DDP)
+        pad, start = self.tokenizer.pad_id, self.tokenizer.word_start_id
+        output = model(session_text_inputs(codes, pad, start))
+        targets = text_loss_targets(codes, pad, start)
+        config: TTSTaskConfig = self.config
+        losses = lm.compute_loss(
+            targets, output, text_weight=config.text_weight,
+            first_codebook_weight=config.first_codebook_weight, audio_weight=config.audio_weight,
+        )
+        metrics: Metrics = {"text": losses.text.detach(), "audio0": losses.audio[0].detach()}
+        if losses.audio.numel() > 1:
+            metrics["audio_rest"] = losses.audio[1:].mean().detach()
+        return losses.total, metrics
+
+    # --- export ----------------------------------------------------------------------------
+    def export(self, models: Mapping[str, nn.Module], directory: Path) -> None:
+        lm: MultistreamLM = getattr(models["lm"], "module", models["lm"])
+        export_model_dir(lm, self.codec, self.config, Path(directory) / "model",
+                         self.audio_delay / float(self.codec.frame_rate))
+
+
+def end_markers(text: Tensor, pad_id: int, word_start_id: int) -> Tensor:
+    """Bool mask of the end markers in text rows `[..., T]`: a word start (0) that no word
+    token follows (a word's own 0 is always followed by its first token)."""
+    following = torch.nn.functional.pad(text[..., 1:], (0, 1), value=MASKED_TEXT)
+    is_token = (following != pad_id) & (following != word_start_id) & (following >= 0)
+    return (text == word_start_id) & ~is_token
+
+
+def session_text_inputs(codes: Tensor, pad_id: int, word_start_id: int) -> Tensor:
+    """The tokens the model reads, `codes [B, S, T]` with each end marker read as a pad:
+    the session answers the model's final 0 with a pad (the text has ended), so the 0 is
+    a target only."""
+    inputs = codes.clone()
+    text = inputs[:, 0]
+    inputs[:, 0] = torch.where(end_markers(text, pad_id, word_start_id),
+                               torch.full_like(text, pad_id), text)
+    return inputs
+
+
+def text_loss_targets(codes: Tensor, pad_id: int, word_start_id: int) -> Tensor:
+    """`codes [B, S, T]` with the text row's word tokens set to -1: the text head is only
+    trained where the session uses it (pad or word start), never on forced tokens."""
+    text = codes[:, 0]
+    decision = (text == pad_id) | (text == word_start_id)
+    targets = codes.clone()
+    targets[:, 0] = torch.where(decision, text, torch.full_like(text, MASKED_TEXT))
+    return targets
+
+
+def sampling_settings(config: TTSTaskConfig) -> dict[str, Any]:
+    return {"temp": config.temp, "top_k": config.top_k, "temp_text": config.temp_text,
+            "top_k_text": config.top_k_text}
+
+
+def export_model_dir(lm: MultistreamLM, codec: Any, config: TTSTaskConfig, directory: Path,
+                     audio_delay_s: float) -> Path:
+    from dsm.streaming.model_dir import write_model_dir
+
+    was_training = lm.training
+    lm.eval()
+    try:
+        return write_model_dir(directory, lm, codec, config.tokenizer, "tts",
+                               audio_delay_s=audio_delay_s, sampling=sampling_settings(config))
+    finally:
+        lm.train(was_training)
+
+
+def ship_model_dir(source: str | Path, destination: str | Path, codec: str = "../codec") -> Path:
+    """Copy a model directory without its codec, naming `codec` (relative to the copy):
+    how dsm/assets/tts shares dsm/assets/codec."""
+    source, destination = Path(source), Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    raw = json.loads((source / "config.json").read_text())
+    raw["codec"] = codec
+    for name in ("model.safetensors", str(raw.get("tokenizer_name", "tokenizer.model"))):
+        shutil.copy(source / name, destination / name)
+    (destination / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    return destination
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+@dataclass
+class Speech:
+    """One synthesized utterance."""
+
+    pcm: np.ndarray                  # float32 [N] at the codec's rate
+    first_audio_s: float             # wall time from the text's arrival to the first audio
+    words: list[tuple[str, float, float]]
+
+
+def synthesize(model: Any, texts: Sequence[str], *, seed: int = 0, batch_size: int = 1,
+               **sampling: Any) -> list[Speech]:
+    """Speak each text through the streaming engine (`batch_size` streams at a time), the
+    text pushed word by word as `dsm speak` does. `model`: a loaded TTS `ModelDir`."""
+    from dsm.streaming.events import AudioEvent, TextEvent
+
+    results: list[Speech | None] = [None] * len(texts)
+    with model.engine(batch_size, cuda_graph=False, **sampling) as engine:
+        for first in range(0, len(texts), batch_size):
+            chunk = list(range(first, min(first + batch_size, len(texts))))
+            started = time.perf_counter()
+            sessions = {}
+            for index in chunk:
+                session = model.tts_session(seed=seed + index)
+                engine.attach(session)
+                for word in texts[index].split():
+                    session.push_text(word + " ")
+                session.end_text()
+                sessions[session] = index
+            frames: dict[int, list[np.ndarray]] = {i: [] for i in chunk}
+            words: dict[int, list[tuple[str, float, float]]] = {i: [] for i in chunk}
+            first_audio: dict[int, float] = {}
+            while engine.ready():
+                for session, events in engine.step().items():
+                    index = sessions[session]
+                    for event in events:
+                        if isinstance(event, AudioEvent):
+                            first_audio.setdefault(index, time.perf_counter() - started)
+                            frames[index].append(event.pcm)
+                        elif isinstance(event, TextEvent):
+                            words[index].append((event.text, event.start_s, event.stop_s))
+            for index in chunk:
+                pcm = (np.concatenate(frames[index]) if frames[index]
+                       else np.zeros(0, dtype=np.float32))
+                results[index] = Speech(pcm, first_audio.get(index, float("nan")), words[index])
+    return [r for r in results if r is not None]
+
+
+def transcribe(model: Any, pcms: Sequence[np.ndarray], *, batch_size: int = 8) -> list[str]:
+    """Transcripts of mono float32 signals (at the ASR codec's rate) with a loaded ASR
+    `ModelDir`, `batch_size` streams at a time."""
+    from dsm.streaming.events import WordEvent
+
+    texts: list[str] = [""] * len(pcms)
+    with model.engine(batch_size, cuda_graph=False) as engine:
+        for first in range(0, len(pcms), batch_size):
+            sessions = {}
+            words: dict[int, list[str]] = {}
+            for index in range(first, min(first + batch_size, len(pcms))):
+                session = model.asr_session()
+                engine.attach(session)
+                if len(pcms[index]):
+                    session.push_pcm(np.asarray(pcms[index], dtype=np.float32))
+                session.end()
+                sessions[session] = index
+                words[index] = []
+            while engine.ready():
+                for session, events in engine.step().items():
+                    words[sessions[session]].extend(
+                        e.text for e in events if isinstance(e, WordEvent))
+            for index, spoken in words.items():
+                texts[index] = " ".join(spoken)
+    return texts
+
+
+def resample(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target:
+        return pcm
+    import soxr
+
+    return soxr.resample(pcm, rate, target).astype(np.float32)
+
+
+def intelligibility(tts_model: Any, asr_model: Any, texts: Sequence[str], *, seed: int = 0,
+                    tts_batch: int = 1, asr_batch: int = 8,
+                    **sampling: Any) -> tuple[list[Speech], list[str]]:
+    """Synthesize `texts` and transcribe the speech with an independent ASR model."""
+    speech = synthesize(tts_model, texts, seed=seed, batch_size=tts_batch, **sampling)
+    rate, target = int(tts_model.codec.sample_rate), int(asr_model.codec.sample_rate)
+    transcripts = transcribe(asr_model, [resample(s.pcm, rate, target) for s in speech],
+                             batch_size=asr_batch)
+    return speech, transcripts
+
+
+def run_tts_model(args: argparse.Namespace, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """`dsm eval tts --model DIR`: speak each row's text, transcribe it with the ASR model
+    (`--asr-model`, default the shipped dsm/assets/asr), time the first audio."""
+    from dsm.streaming.model_dir import load_model_dir, resolve_model
+
+    tts_model = load_model_dir(args.model)
+    if tts_model.task != "tts":
+        raise ValueError(f"{args.model} is a {tts_model.task} model, not a TTS one")
+    asr_model = load_model_dir(resolve_model(getattr(args, "asr_model", None), "asr"))
+    if asr_model.task != "asr":
+        raise ValueError(f"{asr_model.path} is a {asr_model.task} model, not an ASR one")
+    speech, transcripts = intelligibility(tts_model, asr_model, [row.text for row in rows],
+                                          seed=getattr(args, "seed", 0) or 0)
+    outputs = []
+    for row, spoken, transcript in zip(rows, speech, transcripts):
+        output = {"transcript": transcript, "first_audio_s": round(spoken.first_audio_s, 4),
+                  "audio_s": round(spoken.pcm.size / tts_model.codec.sample_rate, 3)}
+        output["id" if row.id is not None else "audio"] = row.id if row.id is not None else row.audio
+        outputs.append(output)
+    return outputs
