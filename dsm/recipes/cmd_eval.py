@@ -46,6 +46,15 @@ Runner = Callable[[argparse.Namespace, list[ManifestRow]], list[Output]]
 RUNNERS: dict[str, Runner] = {}
 
 
+def _run_translation_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
+    from dsm.recipes.translation_task import translate_manifest  # torch: imported on use
+
+    return translate_manifest(args, rows)
+
+
+RUNNERS["translation"] = _run_translation_model
+
+
 class EvalError(ValueError):
     """Outputs or references are unusable; the message names the file and the row."""
 
@@ -227,7 +236,8 @@ def evaluate_translation(rows: Sequence[ManifestRow], outputs: Sequence[Output |
     refs = [row.text for row in rows]
     hyps = ["" if o is None else _field(o, "text", str, source) for o in outputs]
     utterances = [
-        {"id": _key(row), "bleu": M.sentence_bleu(ref, hyp), "missing": output is None}
+        {"id": _key(row), "bleu": M.sentence_bleu(ref, hyp), "missing": output is None,
+         "hyp": hyp}
         for row, ref, hyp, output in zip(rows, refs, hyps, outputs)
     ]
     summary: dict[str, float | int] = {
@@ -334,6 +344,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hyp", help="outputs to score, JSONL (see the description above)")
     parser.add_argument("--model", help="a model to produce the outputs, where its runner is "
                         "wired (instead of --hyp)")
+    parser.add_argument("--source-manifest", help="translation with --model: the source-language "
+                        "manifest, paired by id (default: X.en.jsonl beside X.fr.jsonl)")
     parser.add_argument("--json", dest="json_path", help="also write the results here as JSON")
     parser.add_argument("--per-utterance", action="store_true",
                         help="print one line per utterance after the summary")
