@@ -46,6 +46,19 @@ Runner = Callable[[argparse.Namespace, list[ManifestRow]], list[Output]]
 RUNNERS: dict[str, Runner] = {}
 
 
+def _run_asr_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
+    """ASR outputs from a model directory, streamed as `dsm transcribe` does (asr_task)."""
+    from dsm.recipes.asr_task import run_asr_model
+
+    try:
+        return run_asr_model(args, rows)
+    except (ValueError, OSError) as error:  # ModelDirError, unreadable audio, ...
+        raise EvalError(f"--model {args.model}: {error}") from None
+
+
+RUNNERS["asr"] = _run_asr_model
+
+
 def _run_translation_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
     from dsm.recipes.translation_task import translate_manifest  # torch: imported on use
 

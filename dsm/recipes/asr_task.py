@@ -1,0 +1,351 @@
+"""The ASR recipe (`kind = "asr"`): a multistream LM reads audio codes and writes text that
+lags the audio by `text_delay_s` (Kyutai's STT: 0.5 s = 6 frames at 12.5 Hz).
+
+Each training item is one utterance from `AlignedDataset(task="asr")`: row 0 is the text
+stream (`dsm.streams.alignment`: word-start and end markers, pads, the word's tokens from
+its start frame, all shifted `text_delay` frames later), rows 1..K the codec codes of the
+audio (extended with silence so the audio lasts as long as the delayed text). The model is
+a `MultistreamLM` with `dep_q = 0`: it only predicts text, teacher-forced on the whole
+token tensor (`lm.forward`, moshi's meaning: logits at position t predict row 0 at t from
+everything before t). Items longer than `max_frames` are cropped to a window drawn from
+(seed, epoch, index); shorter ones are not padded here, the batch pads to its longest item
+(-1: zero embedding, no loss).
+
+Loss: cross-entropy of the text row over its valid positions, with pad targets weighted
+by `pad_weight` (they are most positions; a lower weight keeps the rare word tokens from
+being drowned, as Kyutai's fine-tuning code does with its text padding weight).
+
+`export` writes `OUT/model`, a model directory (`dsm.streaming.model_dir`) that
+`dsm transcribe --model` and `dsm eval asr --model` read. `ship_model_dir` copies one to
+a place where the codec is shared (`dsm/assets/asr` with `"codec": "../codec"`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from dsm.recipes.config import RecipeError
+from dsm.recipes.dataset import AlignedDataset, DatasetError, collate
+from dsm.recipes.tasks import Metrics, Split, Task, register_task
+
+MODEL_DIR = "model"  # export: OUT/model
+
+
+@dataclass
+class ASRTaskConfig:
+    """What the ASR model reads (codec, tokenizer), its text delay, its size and its loss.
+
+    Paths are taken from the current directory. LM fields left out keep the preset's
+    value; `text_card` defaults to the tokenizer's vocabulary, `card` and `n_q` to the codec.
+    """
+
+    codec: str                              # load_codec spec: a codec directory or mimi:FILE
+    tokenizer: str                          # sentencepiece .model of the text stream
+    text_delay_s: float = 0.5               # text behind audio, seconds (Kyutai STT: 0.5)
+    num_codebooks: int | None = None        # audio codebooks read (default: all the codec's)
+    max_frames: int = 250                   # training crop, frames (20 s at 12.5 Hz)
+    cache_dir: str | None = None            # on-disk codec code cache (AlignedDataset)
+    pad_weight: float = 0.5                 # loss weight of pad targets (others weigh 1)
+    preset: str = "tiny-stt"                # dsm.models.presets name
+    dim: int | None = None
+    num_heads: int | None = None
+    num_layers: int | None = None
+    hidden_scale: float | None = None
+    context: int | None = None              # attention window, frames
+    text_card: int | None = None
+    extra_heads_num_heads: int = 0          # VAD heads (untrained by this recipe: 0)
+
+    def __post_init__(self) -> None:
+        if not self.text_delay_s >= 0:
+            raise ValueError("text_delay_s must be >= 0")
+        if self.max_frames < 2:
+            raise ValueError("max_frames must be >= 2")
+        if not 0 <= self.pad_weight <= 1:
+            raise ValueError("pad_weight must be in [0, 1]")
+        if self.num_codebooks is not None and self.num_codebooks < 1:
+            raise ValueError("num_codebooks must be >= 1")
+        if self.extra_heads_num_heads < 0:
+            raise ValueError("extra_heads_num_heads must be >= 0")
+
+
+class CroppedItems(Dataset):
+    """An `AlignedDataset` (built without `max_frames`) with long items cropped to
+    `max_frames`; the window start is drawn from (seed, epoch, index) only."""
+
+    def __init__(self, dataset: AlignedDataset, max_frames: int, seed: int, random_crop: bool) -> None:
+        self.dataset = dataset
+        self.max_frames = max_frames
+        self.seed = seed
+        self.random_crop = random_crop
+        self.epoch = 0
+        self.skipped = dataset.skipped
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        length = item["codes"].shape[-1]
+        if length > self.max_frames:
+            start = 0
+            if self.random_crop:
+                draw = random.Random(f"asr-crop|{self.seed}|{self.epoch}|{index}")
+                start = draw.randint(0, length - self.max_frames)
+            item = dict(item)
+            item["codes"] = item["codes"][:, start:start + self.max_frames]
+            item["mask"] = item["mask"][:, start:start + self.max_frames]
+            item["length"] = self.max_frames
+        return item
+
+
+def text_loss(logits: Tensor, targets: Tensor, valid: Tensor, pad_id: int,
+              pad_weight: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted CE of text logits `[B, T, C]` against `[B, T]` where `valid` (and the target
+    is a class); also accuracies on pad and non-pad targets (for the log)."""
+    valid = valid & (targets >= 0) & (targets < logits.shape[-1])
+    safe_targets = torch.where(valid, targets, 0)
+    ce = F.cross_entropy(logits.float().flatten(0, 1), safe_targets.flatten(), reduction="none")
+    ce = ce.view_as(targets)
+    is_pad = safe_targets == pad_id
+    weights = torch.where(is_pad, pad_weight, 1.0) * valid
+    loss = (ce * weights).sum() / weights.sum().clamp(min=1e-6)
+    with torch.no_grad():
+        correct = (logits.argmax(-1) == safe_targets) & valid
+        words = valid & ~is_pad
+        pads = valid & is_pad
+        metrics = {
+            "acc_text": correct[words].float().sum() / words.sum().clamp(min=1),
+            "acc_pad": correct[pads].float().sum() / pads.sum().clamp(min=1),
+        }
+    return loss, metrics
+
+
+@register_task
+class ASRTask(Task):
+    """ASR: a text-only multistream LM over codec codes, text delayed behind the audio."""
+
+    kind = "asr"
+    config_class = ASRTaskConfig
+    needs_manifest = True
+
+    def __init__(self, recipe: Any) -> None:
+        super().__init__(recipe)
+        self._codec: Any = None
+        self._tokenizer: Any = None
+
+    # --- shared pieces --------------------------------------------------------------------
+    @property
+    def codec(self) -> Any:
+        if self._codec is None:
+            from dsm.codecs import load_codec
+
+            try:
+                self._codec = load_codec(self.config.codec)
+            except (ValueError, OSError) as error:
+                raise RecipeError(f"{self.recipe.source}: key 'task.codec': {error}") from None
+            self._codec.eval()
+        return self._codec
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from dsm.streams.tokenizer import TextTokenizer, TokenizerError
+
+            try:
+                self._tokenizer = TextTokenizer.load(self.config.tokenizer)
+            except TokenizerError as error:
+                raise RecipeError(f"{self.recipe.source}: key 'task.tokenizer': {error}") from None
+        return self._tokenizer
+
+    @property
+    def text_delay(self) -> int:
+        """The text delay in whole frames."""
+        return round(self.config.text_delay_s * float(self.codec.frame_rate))
+
+    def lm_config(self) -> Any:
+        from dsm.models import preset
+
+        config: ASRTaskConfig = self.config
+        n_q = config.num_codebooks or self.codec.num_codebooks
+        if n_q > self.codec.num_codebooks:
+            raise RecipeError(f"{self.recipe.source}: key 'task.num_codebooks': {n_q}, but the "
+                              f"codec has {self.codec.num_codebooks}")
+        text_card = config.text_card or self.tokenizer.vocab_size
+        if text_card < self.tokenizer.vocab_size:
+            raise RecipeError(f"{self.recipe.source}: key 'task.text_card': {text_card} is "
+                              f"smaller than the tokenizer's vocabulary ({self.tokenizer.vocab_size})")
+        overrides: dict[str, Any] = {
+            name: getattr(config, name)
+            for name in ("dim", "num_heads", "num_layers", "hidden_scale", "context")
+            if getattr(config, name) is not None
+        }
+        extras = {"model_type": "stt",
+                  "stt_config": {"audio_delay_seconds": config.text_delay_s}}
+        try:
+            return preset(
+                config.preset, card=self.codec.cardinality, n_q=n_q, dep_q=0,
+                text_card=text_card, delays=[0] * (1 + n_q),
+                extra_heads_num_heads=config.extra_heads_num_heads, extras=extras, **overrides,
+            )
+        except ValueError as error:
+            raise RecipeError(f"{self.recipe.source}: [task] LM settings: {error}") from None
+
+    # --- data -----------------------------------------------------------------------------
+    def build_dataset(self, split: Split) -> Dataset | None:
+        data = self.recipe.data
+        manifest = data.train_manifest if split == "train" else data.valid_manifest
+        if manifest is None:
+            return None
+        config: ASRTaskConfig = self.config
+        try:
+            dataset = AlignedDataset(
+                manifest, "asr", self.tokenizer, self.codec, num_codebooks=config.num_codebooks,
+                text_delay=self.text_delay, cache_dir=config.cache_dir, seed=self.recipe.seed,
+            )
+        except DatasetError as error:
+            raise RecipeError(f"{self.recipe.source}: {split} data: {error}") from None
+        return CroppedItems(dataset, config.max_frames, self.recipe.seed, random_crop=split == "train")
+
+    def collate(self, items: list[Any]) -> Any:
+        batch = collate(items)
+        return {"codes": batch["codes"], "mask": batch["mask"]}
+
+    # --- model and loss ------------------------------------------------------------------
+    def build_models(self) -> dict[str, nn.Module]:
+        from dsm.models import build_lm
+
+        return {"model": build_lm(self.lm_config())}
+
+    def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:
+        codes: Tensor = batch["codes"]                       # [B, 1 + K, T]
+        output = models["model"](codes)
+        logits = output.text_logits[:, 0]                    # [B, T, text_card]
+        loss, metrics = text_loss(logits, codes[:, 0], output.text_mask[:, 0],
+                                  self.tokenizer.pad_id, self.config.pad_weight)
+        return loss, dict(metrics)
+
+    def export(self, models: Mapping[str, nn.Module], directory: Path) -> None:
+        from dsm.streaming.model_dir import write_model_dir
+
+        lm = models["model"]
+        lm = getattr(lm, "module", lm)  # unwrap DDP
+        write_model_dir(Path(directory) / MODEL_DIR, lm, self.codec, self.config.tokenizer, "asr",
+                        text_delay_s=self.config.text_delay_s)
+
+
+def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../codec") -> Path:
+    """Copy the model directory `source` to `target` without its codec/ folder; the config
+    names `codec` instead (a spec or a path relative to `target`, e.g. the shared
+    dsm/assets/codec as "../codec"). Files in `target` that a model directory holds are
+    replaced; nothing else there is touched."""
+    source, target = Path(source), Path(target)
+    raw = json.loads((source / "config.json").read_text())
+    target.mkdir(parents=True, exist_ok=True)
+    weights = str(raw.get("moshi_name", "model.safetensors"))
+    tokenizer = str(raw.get("tokenizer_name", "tokenizer.model"))
+    for name in (weights, tokenizer):
+        shutil.copy(source / name, target / name)
+    raw["codec"] = codec
+    (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    return target
+
+
+# ------------------------------------------------------------------------------ transcribing
+
+
+@dataclass
+class Transcript:
+    """One stream's result: the words with their times and when each came out.
+
+    `words`: {"word", "start", "end", "time"}; "time" is the emission time in seconds of
+    input audio (the audio the model had been given when the word came out).
+    """
+
+    text: str
+    words: list[dict[str, Any]]
+
+
+def transcribe_pcms(model: Any, pcms: list[Any], num_slots: int = 8) -> list[Transcript]:
+    """Run `model` (a loaded ASR `ModelDir`) on each mono float32 pcm at the codec's rate,
+    as `dsm transcribe` does: a streaming `ASRSession` in a `BatchedEngine` slot, frame by
+    frame. Up to `num_slots` streams run side by side; a freed slot takes the next one."""
+    from dsm.streaming.events import EndWordEvent, WordEvent
+
+    results: list[Transcript | None] = [None] * len(pcms)
+    pending = list(range(len(pcms)))
+    frame_rate = model.frame_rate
+    with model.engine(max(1, min(num_slots, len(pcms))), cuda_graph=False) as engine:
+        running: dict[Any, tuple[int, list[dict[str, Any]]]] = {}
+        steps: dict[Any, int] = {}
+
+        def attach_next() -> None:
+            while pending and engine.free_slots:
+                index = pending.pop(0)
+                session = model.asr_session()
+                engine.attach(session)
+                session.push_pcm(pcms[index])
+                session.end()
+                running[session] = (index, [])
+                steps[session] = 0
+
+        attach_next()
+        while running:
+            if not engine.ready():
+                raise RuntimeError("ASR engine stalled: a session is attached but not ready")
+            for session, events in engine.step().items():
+                if session not in running:
+                    continue
+                steps[session] += 1
+                index, words = running[session]
+                for event in events:
+                    if isinstance(event, WordEvent):
+                        words.append({"word": event.text, "start": event.start_time,
+                                      "end": None, "time": steps[session] / frame_rate})
+                    elif isinstance(event, EndWordEvent):
+                        for word in reversed(words):
+                            if word["end"] is None:
+                                word["end"] = event.stop_time
+                            break
+                if session.finished:
+                    if session.error:
+                        raise RuntimeError(f"ASR stream {index} failed: {session.error}")
+                    results[index] = Transcript(" ".join(w["word"] for w in words), words)
+                    del running[session]
+            attach_next()
+    return [r for r in results if r is not None]
+
+
+def run_asr_model(args: Any, rows: list[Any]) -> list[dict[str, Any]]:
+    """`dsm eval asr --model DIR`: transcribe every manifest row's audio with the model
+    directory (streaming, as `dsm transcribe`), giving the outputs `evaluate_asr` scores."""
+    import torch
+
+    from dsm.streaming.model_dir import load_model_dir, read_audio
+
+    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model_dir(args.model, device=device)
+    if model.task != "asr":
+        raise ValueError(f"{args.model} is a {model.task} model, not an ASR one")
+    pcms = [read_audio(row.audio, model.codec.sample_rate) for row in rows]
+    transcripts = transcribe_pcms(model, pcms, num_slots=getattr(args, "slots", None) or 8)
+    outputs = []
+    for row, transcript in zip(rows, transcripts, strict=True):
+        key = {"id": row.id} if row.id is not None else {"audio": row.audio}
+        words = [{"word": w["word"], "time": w["time"]} for w in transcript.words]
+        outputs.append({**key, "text": transcript.text, "words": words})
+    return outputs

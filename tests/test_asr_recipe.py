@@ -1,0 +1,240 @@
+"""ASR recipe: a tiny end-to-end run (loss goes down, checkpoint, exact resume, export to a
+model directory), the delayed text layout it trains on, the streaming transcription that
+`dsm eval asr --model` runs (emission times), and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dsm import cli
+from dsm.codecs import Mimi, MimiConfig, save_codec
+from dsm.codecs.seanet import SEANetConfig
+from dsm.modules.transformer import TransformerConfig
+from dsm.recipes.asr_task import ASRTask, ship_model_dir, transcribe_pcms
+from dsm.recipes.cmd_eval import evaluate_asr
+from dsm.recipes.config import RecipeError, load_recipe
+from dsm.recipes.manifest import read_manifest
+from dsm.recipes.trainer import Trainer, read_metrics
+from dsm.streaming.model_dir import ModelDir, load_model_dir
+from dsm.streaming.testing import ScriptedLMForTests
+from dsm.streams.alignment import Word, words_to_stream
+from dsm.streams.testing import ToyCodecForTests, train_tiny_tokenizer
+
+SR = 24000
+WORDS = ["cat", "river", "seven", "london", "mountain", "quickly"]
+
+TINY_MIMI = MimiConfig(
+    seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[8, 6, 5, 4]),
+    transformer=TransformerConfig(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64,
+                                  context=20, layer_scale=0.01),
+    codebook_dim=16, n_q=4, bins=64,
+)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny random Mimi directory, a tiny tokenizer and a corpus where every word is a
+    tone of its own pitch (so text can be learnt from the codes)."""
+    root = tmp_path_factory.mktemp("asr")
+    torch.manual_seed(1)
+    codec = Mimi(TINY_MIMI)
+    with torch.no_grad():  # usable codebooks (a fresh one maps everything alike)
+        for name, buffer in codec.named_buffers():
+            if name.endswith("embedding_sum"):
+                buffer.copy_(torch.randn_like(buffer))
+            elif name.endswith("cluster_usage"):
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+    save_codec(codec.eval(), root / "codec")
+    train_tiny_tokenizer(root / "tok")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        chosen = [WORDS[j] for j in rng.choice(len(WORDS), size=3, replace=False)]
+        audio = np.zeros(int(2.0 * SR), dtype=np.float32)
+        words = []
+        for k, word in enumerate(chosen):
+            start, end = 0.3 + 0.5 * k, 0.7 + 0.5 * k
+            t = np.arange(int((end - start) * SR)) / SR
+            f0 = 150.0 + 60.0 * WORDS.index(word)
+            tone = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 5))
+            audio[int(start * SR): int(start * SR) + t.size] = 0.2 * tone
+            words.append({"word": word, "start": start, "end": end})
+        sf.write(root / f"utt{i}.wav", audio, SR)
+        rows.append({"audio": f"utt{i}.wav", "duration": 2.0, "text": " ".join(chosen),
+                     "words": words, "id": f"u{i}"})
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"root": root, "codec": root / "codec", "tokenizer": root / "tok" / "tiny.model",
+            "manifest": root / "train.jsonl"}
+
+
+def _recipe(assets: dict[str, Path], max_steps: int = 16, task_extra: str = "",
+            name: str = "asr.toml") -> Path:
+    text = f"""
+kind = "asr"
+seed = 0
+
+[data]
+train_manifest = "{assets['manifest']}"
+batch_size = 3
+
+[train]
+max_steps = {max_steps}
+log_every = 1
+checkpoint_every = 100
+progress = false
+
+[optim]
+lr = 3e-3
+warmup_steps = 2
+
+[task]
+codec = "{assets['codec']}"
+tokenizer = "{assets['tokenizer']}"
+text_delay_s = 0.24
+max_frames = 24
+cache_dir = "{assets['root'] / 'cache'}"
+dim = 32
+num_heads = 2
+num_layers = 1
+context = 50
+""" + task_extra
+    path = assets["root"] / name
+    path.write_text(text)
+    return path
+
+
+def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: Path) -> None:
+    recipe_path = _recipe(assets)
+    full = Trainer(load_recipe(recipe_path), tmp_path / "full").fit()
+    assert full.step == 16
+    rows = read_metrics(tmp_path / "full" / "metrics.csv")
+    losses = [float(r["loss"]) for r in rows]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+    assert (tmp_path / "full" / "checkpoints" / "step_00000016.pt").is_file()
+
+    # Interrupted after 7 steps, resumed: it goes on at step 8 with the same losses.
+    Trainer(load_recipe(recipe_path), tmp_path / "split").fit(stop_after=7)
+    assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == [
+        "step_00000007.pt"
+    ]
+    resumed = Trainer(load_recipe(recipe_path), tmp_path / "split", resume=True)
+    assert resumed.step == 7
+    resumed.fit()
+    split_rows = read_metrics(tmp_path / "split" / "metrics.csv")
+    assert [r["step"] for r in split_rows] == [r["step"] for r in rows]
+    for a, b in zip(rows[7:], split_rows[7:]):
+        for key in ("loss", "acc_text", "acc_pad"):
+            assert float(a[key]) == float(b[key]), (a["step"], key)
+
+    # The export is a model directory that the streaming engine loads.
+    model = load_model_dir(tmp_path / "full" / "model")
+    assert model.task == "asr" and model.text_delay == 3
+    assert model.lm.config.dep_q == 0 and model.lm.config.n_q == 4
+    pcm = sf.read(assets["root"] / "utt0.wav", dtype="float32")[0]
+    (transcript,) = transcribe_pcms(model, [pcm])
+    assert all(w["time"] >= w["start"] for w in transcript.words)
+
+    # Shipped beside a shared codec folder: config names it, no codec copy.
+    shared = tmp_path / "assets"
+    save_codec(model.codec, shared / "codec")
+    ship_model_dir(tmp_path / "full" / "model", shared / "asr")
+    assert not (shared / "asr" / "codec").exists()
+    assert json.loads((shared / "asr" / "config.json").read_text())["codec"] == "../codec"
+    shipped = load_model_dir(shared / "asr")
+    for key, value in model.lm.state_dict().items():
+        assert torch.equal(shipped.lm.state_dict()[key], value), key
+
+
+def test_training_items_put_the_text_behind_the_audio(assets) -> None:
+    task = ASRTask(load_recipe(_recipe(assets)))
+    dataset = task.build_dataset("train")
+    assert task.text_delay == 3  # 0.24 s at 12.5 Hz
+    rows, _ = read_manifest(assets["manifest"])
+    item = dataset[0]
+    codes = item["codes"]  # [1 + K, T]
+    assert codes.shape[0] == 1 + 4
+    expected, _ = words_to_stream([Word(w.word, w.start, w.end) for w in rows[0].words],
+                                  task.tokenizer, 12.5, num_frames=codes.shape[1], delay=3)
+    assert torch.equal(codes[0], expected)
+    first_token = int(torch.nonzero((codes[0] != 0) & (codes[0] != 3))[0])
+    assert first_token == round(0.3 * 12.5) + 3  # the word's start frame + the delay
+    assert (codes[1:] >= 0).all()  # the audio covers the delayed text (silence appended)
+
+
+def test_streaming_transcription_reports_emission_times(tmp_path: Path) -> None:
+    """With a model that writes the exact training stream, words come out right, each at
+    the input-audio time of the frame after its last token; 3 streams share 2 slots."""
+    tokenizer = train_tiny_tokenizer(tmp_path / "tok")
+    codec = ToyCodecForTests(sample_rate=8000, num_codebooks=2, cardinality=64)
+    delay = 3
+    words = [Word("the", 0.3, 0.5), Word("elephant", 0.6, 1.3), Word("sat", 1.4, 1.6)]
+    script = words_to_stream(words, tokenizer, 12.5, num_frames=30, delay=delay)[0].tolist()
+    lm = ScriptedLMForTests([script], n_q=2, card=64, text_card=tokenizer.vocab_size)
+    model = ModelDir(tmp_path, "asr", lm, codec, tokenizer, text_delay=delay, audio_delay=0)
+    pcms = [np.zeros(int(s * 8000), dtype=np.float32) + 0.01 for s in (2.0, 1.7, 2.2)]
+    transcripts = transcribe_pcms(model, pcms, num_slots=2)
+    assert [t.text for t in transcripts] == ["the elephant sat"] * 3
+    is_text = [token not in (0, 3) for token in script]
+    last_tokens = [p for p in range(len(script) - 1) if is_text[p] and not is_text[p + 1]]
+    for transcript in transcripts:
+        times = [w["time"] for w in transcript.words]
+        assert times == pytest.approx([(p + 2) / 12.5 for p in last_tokens])
+        for word, reference in zip(transcript.words, words):
+            assert word["start"] == pytest.approx(reference.start, abs=0.041)
+    # Latency = emission time - true end, as `dsm eval asr` reports it.
+    manifest = tmp_path / "ref.jsonl"
+    sf.write(tmp_path / "a.wav", pcms[0], 8000)
+    manifest.write_text(json.dumps({
+        "audio": "a.wav", "text": "the elephant sat", "id": "a",
+        "words": [{"word": w.word, "start": w.start, "end": w.end} for w in words]}) + "\n")
+    rows, _ = read_manifest(manifest)
+    output = {"id": "a", "text": transcripts[0].text, "_line": 1,
+              "words": [{"word": w["word"], "time": w["time"]} for w in transcripts[0].words]}
+    result = evaluate_asr(rows, [output])
+    assert result.summary["wer"] == 0.0
+    expected = np.mean([(p + 2) / 12.5 - w.end for p, w in zip(last_tokens, words)])
+    assert result.summary["latency_mean_s"] == pytest.approx(expected)
+
+
+def test_dsm_eval_asr_with_a_model_directory(assets, tmp_path: Path, capsys) -> None:
+    Trainer(load_recipe(_recipe(assets, max_steps=2)), tmp_path / "run").fit()
+    report = tmp_path / "eval.json"
+    code = cli.main(["eval", "asr", "--model", str(tmp_path / "run" / "model"),
+                     "--manifest", str(assets["manifest"]), "--json", str(report)])
+    assert code == 0
+    assert "wer" in capsys.readouterr().out
+    payload = json.loads(report.read_text())
+    assert payload["summary"]["utterances"] == 6 and len(payload["utterances"]) == 6
+    assert payload["summary"]["wer"] >= 0.0
+    # A directory that is not a model is a clear error, not a traceback.
+    code = cli.main(["eval", "asr", "--model", str(tmp_path / "nothing"),
+                     "--manifest", str(assets["manifest"])])
+    assert code == 2
+    assert "model directory not found" in capsys.readouterr().err
+
+
+def test_bad_asr_recipes_fail_before_training(assets, tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="task.bogus"):
+        load_recipe(_recipe(assets, task_extra="bogus = 1\n", name="bad1.toml"))
+    with pytest.raises(RecipeError, match="task.num_codebooks"):
+        load_recipe(_recipe(assets, task_extra='num_codebooks = "four"\n', name="bad2.toml"))
+    recipe = load_recipe(_recipe(assets, name="bad3.toml"))
+    recipe.task.codec = str(tmp_path / "no-codec")
+    with pytest.raises(RecipeError, match="task.codec"):
+        Trainer(recipe, tmp_path / "out")
+    recipe = load_recipe(_recipe(assets, name="bad4.toml"))
+    recipe.task.text_card = 10
+    with pytest.raises(RecipeError, match="text_card"):
+        Trainer(recipe, tmp_path / "out2")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    recipe = load_recipe(_recipe(assets, name="bad5.toml"))
+    recipe.data.train_manifest = str(empty)
+    with pytest.raises(RecipeError, match="no usable row|empty"):
+        Trainer(recipe, tmp_path / "out3")
