@@ -50,6 +50,10 @@ def main(args: argparse.Namespace) -> int:
         session = model.translation_session(audio_out=args.out is not None)
         engine.attach(session)
         session.push_pcm(pcm)
+        # The target may run longer than the source (the model reads silence meanwhile; the
+        # translation recipe trains it so): max(1 s, half the source) of silence to finish.
+        rate = model.codec.sample_rate
+        session.push_pcm(np.zeros(max(rate, pcm.size // 2), dtype=np.float32))
         session.end()
         while engine.ready():
             for event in engine.step().get(session, []):
