@@ -177,9 +177,10 @@ def test_speak_remote_plays_what_it_receives(monkeypatch: pytest.MonkeyPatch) ->
     with server_in_thread() as server:
         result = clients.speak_remote(server.url, "hello world", play=True)
     played = np.concatenate(fake.played)
-    # align on the first non-zero sample of each
-    start = int(np.flatnonzero(np.abs(played) > 0)[0] - np.flatnonzero(np.abs(result.pcm) > 0)[0])
-    np.testing.assert_array_equal(played[start:start + result.pcm.shape[0]], result.pcm)
+    # the device plays silence while it waits (underruns): every received sample must be
+    # played, in order, with only zeros between them
+    np.testing.assert_array_equal(played[played != 0], result.pcm[result.pcm != 0])
+    assert np.count_nonzero(result.pcm) > 0.9 * result.pcm.shape[0]
 
 
 class _PortAudioMissing(importlib.abc.MetaPathFinder):

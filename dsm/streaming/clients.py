@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,29 +243,39 @@ def import_sounddevice() -> ModuleType:
 
 
 class _Player:
-    """Plays 24 kHz frames as they arrive (a sounddevice output stream fed by a queue)."""
+    """Plays 24 kHz frames as they arrive (a sounddevice output stream fed by a queue).
+
+    When the network is late the device plays silence (an underrun) and resumes with the
+    next frame; no received sample is dropped.
+    """
 
     def __init__(self) -> None:
         sd = import_sounddevice()
-        self._pending: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._pending: deque[np.ndarray] = deque()
         self._buffer = np.zeros(0, dtype=np.float32)
         self._stream = sd.OutputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32",
                                        blocksize=FRAME_SIZE, callback=self._callback)
         self._stream.start()
 
     def push(self, pcm: np.ndarray) -> None:
-        self._pending.append(np.asarray(pcm, dtype=np.float32))
+        with self._lock:
+            self._pending.append(np.asarray(pcm, dtype=np.float32))
 
     def _callback(self, outdata: np.ndarray, frames: int, _time: object, _status: object) -> None:
-        while self._pending and self._buffer.shape[0] < frames:
-            self._buffer = np.concatenate([self._buffer, self._pending.pop(0)])
-        take = min(frames, self._buffer.shape[0])
-        outdata[:take, 0] = self._buffer[:take]
-        outdata[take:, 0] = 0.0
-        self._buffer = self._buffer[take:]
+        with self._lock:
+            while self._pending and self._buffer.shape[0] < frames:
+                self._buffer = np.concatenate([self._buffer, self._pending.popleft()])
+            take = min(frames, self._buffer.shape[0])
+            outdata[:take, 0] = self._buffer[:take]
+            outdata[take:, 0] = 0.0
+            self._buffer = self._buffer[take:]
 
     def drain(self) -> None:
-        while self._pending or self._buffer.shape[0]:
+        while True:
+            with self._lock:
+                if not self._pending and self._buffer.shape[0] == 0:
+                    return
             time.sleep(0.05)
 
     def close(self) -> None:
