@@ -139,6 +139,7 @@ def test_tiny_run_learns_checkpoints_resumes_and_exports(trained, target_audio) 
     model = load_model_dir(root / "full" / "model")
     assert model.task == "translation" and model.text_delay == 4  # 0.32 s at 12.5 Hz
     assert (model.lm.config.dep_q, model.lm.config.n_q) == ((4, 8) if target_audio else (0, 4))
+    assert model.sampling == ({"temp": 0.8, "top_k": 250, "temp_text": 0.0} if target_audio else {})
 
 
 def test_layout_of_items(parts, tmp_path) -> None:
@@ -261,3 +262,22 @@ def test_bad_recipes_fail_before_training(parts, tmp_path) -> None:
     with pytest.raises(RecipeError, match="no translation pair"):
         load(good.replace(str(parts["fr"]), str(other)))
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_shipped_recipe_is_valid(parts) -> None:
+    """configs/translation.toml checks out once its data paths exist (here: the tiny ones)."""
+    shipped = Path(__file__).resolve().parents[1] / "dsm" / "recipes" / "configs" / "translation.toml"
+    recipe = load_recipe(shipped, [
+        f'data.train_manifest="{parts["en"]}"', f'data.valid_manifest="{parts["en"]}"',
+        f'task.train_target_manifest="{parts["fr"]}"',
+        f'task.valid_target_manifest="{parts["fr"]}"',
+        f'task.tokenizer="{parts["tokenizer"]}"', f'task.codec="{parts["codec"]}"',
+        "task.num_codebooks=4",
+    ])
+    assert recipe.kind == "translation" and recipe.task.text_delay_s == 2.0
+    task = TranslationTask(recipe)
+    config = task.lm_config()
+    assert (config.n_q, config.dep_q, config.text_card) == (4, 0, 300)
+    recipe.task.target_audio = True
+    config = TranslationTask(recipe).lm_config()
+    assert (config.n_q, config.dep_q, config.delays) == (8, 4, [0, 0, 1, 1, 1, 0, 0, 0, 0])

@@ -268,14 +268,18 @@ class TranslationTask(Task):
         return loss.total, metrics
 
     def export(self, models: Mapping[str, nn.Module], directory: Path) -> None:
-        """OUT/model: a translation model directory (LM, codec copy, tokenizer, delays)."""
+        """OUT/model: a translation model directory (LM, codec copy, tokenizer, delays).
+        Text is decoded greedily; target speech is sampled (temperature 0.8, top 250), as
+        greedy audio tokens tend to loop."""
         from dsm.streaming.model_dir import write_model_dir
 
         text_delay, _ = self.delays()
         lm = _unwrap(models["lm"])
         was_training = lm.training
+        sampling = {"temp": 0.8, "top_k": 250, "temp_text": 0.0} if self.config.target_audio else None
         write_model_dir(Path(directory) / "model", lm.eval(), self.codec, self.config.tokenizer,
-                        "translation", text_delay_s=text_delay / float(self.codec.frame_rate))
+                        "translation", text_delay_s=text_delay / float(self.codec.frame_rate),
+                        sampling=sampling)
         lm.train(was_training)
 
 
