@@ -332,3 +332,24 @@ def test_bad_checkpoints_are_named(small_pair, tmp_path):
 def test_float64_audio_is_accepted(small_codec):
     wav = 0.3 * torch.randn(1, 1, 400)
     assert torch.equal(small_codec.encode(wav.double()), small_codec.encode(wav))
+
+
+def test_kyutai_key_mapping():
+    from dsm.codecs.mimi import kyutai_to_dsm_key as key
+
+    assert key("encoder.model.0.conv.conv.weight") == "encoder.model.0.conv.weight"
+    assert key("downsample.conv.conv.conv.weight") == "downsample.conv.weight"
+    assert key("upsample.convtr.convtr.convtr.weight") == "upsample.convtr.weight"
+    assert key("decoder.model.2.convtr.convtr.bias") == "decoder.model.2.convtr.bias"
+    prefix = "encoder_transformer.transformer.layers.3.self_attn."
+    assert key(prefix + "in_projs.0.weight") == prefix + "in_proj_weight"
+    assert key(prefix + "in_proj_weight") == prefix + "in_proj_weight"
+    assert key(prefix + "out_projs.0.weight") == prefix + "out_proj.weight"
+    assert key("decoder_transformer.output_projs.0.weight") == \
+        "decoder_transformer.output_proj.weight"
+    book = "quantizer.rvq_rest.vq.layers.30._codebook."
+    ours = "quantizer.rvq_rest.layers.30."
+    for old, new in (("_initialized", "initialized"), ("inited", "initialized"),
+                     ("cluster_usage", "cluster_usage"), ("cluster_size", "cluster_usage"),
+                     ("embedding_sum", "embedding_sum"), ("embed_avg", "embedding_sum")):
+        assert key(book + old) == ours + new

@@ -207,6 +207,10 @@ _KEY_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"_transformer\.output_projs\.0\.weight$"), "_transformer.output_proj.weight"),
     (re.compile(r"\.vq\.layers\."), ".layers."),
     (re.compile(r"\._codebook\._initialized$"), ".initialized"),
+    # older codebook names, still accepted by moshi
+    (re.compile(r"\._codebook\.inited$"), ".initialized"),
+    (re.compile(r"\._codebook\.cluster_size$"), ".cluster_usage"),
+    (re.compile(r"\._codebook\.embed_(avg|sum)$"), ".embedding_sum"),
     (re.compile(r"\._codebook\."), "."),
 ]
 
