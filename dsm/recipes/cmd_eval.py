@@ -68,6 +68,19 @@ def _run_translation_model(args: argparse.Namespace, rows: list[ManifestRow]) ->
 RUNNERS["translation"] = _run_translation_model
 
 
+def _run_tts_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
+    """TTS outputs: each row's text spoken by --model, transcribed by --asr-model (tts_task)."""
+    from dsm.recipes.tts_task import run_tts_model
+
+    try:
+        return run_tts_model(args, rows)
+    except (ValueError, OSError) as error:  # ModelDirError, wrong model kind, ...
+        raise EvalError(f"--model {args.model}: {error}") from None
+
+
+RUNNERS["tts"] = _run_tts_model
+
+
 class EvalError(ValueError):
     """Outputs or references are unusable; the message names the file and the row."""
 
@@ -359,6 +372,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "wired (instead of --hyp)")
     parser.add_argument("--source-manifest", help="translation with --model: the source-language "
                         "manifest, paired by id (default: X.en.jsonl beside X.fr.jsonl)")
+    parser.add_argument("--asr-model", help="tts with --model: the independent ASR model "
+                        "that transcribes the speech (default: the shipped dsm/assets/asr)")
     parser.add_argument("--json", dest="json_path", help="also write the results here as JSON")
     parser.add_argument("--per-utterance", action="store_true",
                         help="print one line per utterance after the summary")
