@@ -4,6 +4,7 @@ the text-loss targets, and bad input."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from dsm.codecs import save_codec
+from dsm.codecs import load_codec, save_codec
 from dsm.codecs.mimi import Mimi, MimiConfig
 from dsm.codecs.seanet import SEANetConfig
+from dsm.models import build_lm, preset
 from dsm.modules.transformer import TransformerConfig
+from dsm.recipes import cmd_eval
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.trainer import Trainer, read_metrics
 from dsm.recipes.tts_task import (
@@ -25,7 +28,7 @@ from dsm.recipes.tts_task import (
     synthesize,
     text_loss_targets,
 )
-from dsm.streaming.model_dir import load_model_dir
+from dsm.streaming.model_dir import load_model_dir, write_model_dir
 from dsm.streaming.tts import TextFeeder
 from dsm.streams.alignment import Word
 from dsm.streams.testing import train_tiny_tokenizer
@@ -155,6 +158,31 @@ def test_tiny_tts_run_learns_checkpoints_resumes_and_exports(
         assert spoken.pcm.size > 0 and spoken.pcm.size % model.codec.frame_size == 0
         assert np.isfinite(spoken.pcm).all() and spoken.first_audio_s > 0
     assert [w for w, _, _ in speech[0].words] == ["the", "cat", "sat"]
+
+    # `dsm eval tts --model DIR --asr-model DIR` runs it end to end (a random ASR model here:
+    # the figures are garbage, the wiring and the table are what is checked).
+    codec_dir, tokenizer, manifest = assets
+    asr = build_lm(preset("tiny-stt", num_layers=1, dim=32, num_heads=2, card=32, n_q=4,
+                          text_card=model.tokenizer.vocab_size, delays=[0] * 5,
+                          extra_heads_num_heads=0)).eval()
+    asr_dir = write_model_dir(tmp_path / "asr", asr, load_codec(codec_dir), tokenizer, "asr",
+                              text_delay_s=0.24)
+    args = cmd_eval_args(["tts", "--manifest", str(manifest), "--model",
+                          str(tmp_path / "full" / "model"), "--asr-model", str(asr_dir),
+                          "--json", str(tmp_path / "eval.json")])
+    assert cmd_eval.main(args) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["summary"]["utterances"] == len(UTTERANCES)
+    assert all(u["first_audio_s"] > 0 for u in result["utterances"])
+    assert 0 <= result["summary"]["wer"]
+    args = cmd_eval_args(["tts", "--manifest", str(manifest), "--model", str(asr_dir)])
+    assert cmd_eval.main(args) == 2  # an ASR model is not a TTS model: a clear error
+
+
+def cmd_eval_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cmd_eval.add_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def _task(root: Path, assets: tuple[Path, Path, Path], extra: str = "") -> TTSTask:

@@ -91,7 +91,8 @@ class TTSTaskConfig:
     tokenizer: str                    # sentencepiece model (the shared English one)
     num_codebooks: int = 0            # codebooks generated; 0: all of the codec's
     audio_delay_seconds: float = 1.28  # audio behind text (rounded to frames)
-    max_frames: int = 160             # training crop (frames of 80 ms)
+    max_frames: int = 160             # training crop (frames); 0: whole utterances, each
+                                      # batch padded to its longest
     cache_dir: str = ""               # codec code cache ("": none)
     speakers: list[str] = field(default_factory=list)  # keep rows whose speaker starts
                                       # with one of these ([]: every row)
@@ -112,8 +113,8 @@ class TTSTaskConfig:
             raise ValueError("num_codebooks must be >= 0 (0: all of the codec's)")
         if self.audio_delay_seconds < 0:
             raise ValueError("audio_delay_seconds must be >= 0")
-        if self.max_frames < 2:
-            raise ValueError("max_frames must be >= 2")
+        if self.max_frames < 0 or self.max_frames == 1:
+            raise ValueError("max_frames must be 0 (whole utterances) or >= 2")
         weights = (self.text_weight, self.first_codebook_weight, self.audio_weight)
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError("loss weights must be >= 0 and not all 0")
@@ -275,7 +276,7 @@ class TTSTask(Task):
         config: TTSTaskConfig = self.config
         dataset = TTSDataset(
             manifest, self.tokenizer, self.codec, num_codebooks=self.num_codebooks,
-            audio_delay=self.audio_delay, max_frames=config.max_frames,
+            audio_delay=self.audio_delay, max_frames=config.max_frames or None,
             cache_dir=config.cache_dir or None, crop="random" if split == "train" else "start",
             seed=self.recipe.seed, end_marker=config.end_marker,
             silence_before_audio=config.silence_before_audio,
