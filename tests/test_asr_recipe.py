@@ -140,6 +140,14 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
     (transcript,) = transcribe_pcms(model, [pcm])
     assert all(w["time"] >= w["start"] for w in transcript.words)
 
+    # init_from: a new run starts from these weights (model directory or checkpoint).
+    for source in (tmp_path / "full" / "model",
+                   tmp_path / "full" / "checkpoints" / "step_00000016.pt"):
+        recipe = load_recipe(recipe_path, [f'task.init_from="{source}"'])
+        warm = ASRTask(recipe).build_models()["model"]
+        for key, value in model.lm.state_dict().items():
+            assert torch.equal(warm.state_dict()[key], value), (source.name, key)
+
     # Shipped beside a shared codec folder: config names it, no codec copy.
     shared = tmp_path / "assets"
     save_codec(model.codec, shared / "codec")

@@ -65,6 +65,8 @@ class ASRTaskConfig:
     context: int | None = None              # attention window, frames
     text_card: int | None = None
     extra_heads_num_heads: int = 0          # VAD heads (untrained by this recipe: 0)
+    init_from: str | None = None            # start from these LM weights: a model directory
+                                            # or a `dsm train` checkpoint of the same shapes
 
     def __post_init__(self) -> None:
         if not self.text_delay_s >= 0:
@@ -229,7 +231,29 @@ class ASRTask(Task):
     def build_models(self) -> dict[str, nn.Module]:
         from dsm.models import build_lm
 
-        return {"model": build_lm(self.lm_config())}
+        lm = build_lm(self.lm_config())
+        if self.config.init_from is not None:
+            lm.load_state_dict(self._initial_weights(self.config.init_from), strict=True)
+        return {"model": lm}
+
+    def _initial_weights(self, source: str) -> dict[str, Tensor]:
+        """LM weights from a model directory or a trainer checkpoint (`init_from`)."""
+        path = Path(source)
+        where = f"{self.recipe.source}: key 'task.init_from'"
+        if path.is_dir():
+            from dsm.models import load_lm
+
+            try:
+                return load_lm(path).state_dict()
+            except (ValueError, OSError) as error:
+                raise RecipeError(f"{where}: {error}") from None
+        if not path.is_file():
+            raise RecipeError(f"{where}: {path} is neither a model directory nor a checkpoint")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        models = state.get("models") if isinstance(state, dict) else None
+        if not isinstance(models, dict) or "model" not in models:
+            raise RecipeError(f"{where}: {path} is not a dsm train checkpoint of an ASR run")
+        return models["model"]
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:
         codes: Tensor = batch["codes"]                       # [B, 1 + K, T]
