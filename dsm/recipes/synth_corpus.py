@@ -165,15 +165,20 @@ def _in_fresh_child(function, *args):
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: speak, send the result, leave without running any cleanup
-        os.close(read_fd)
+    if pid == 0:  # child: speak, send the result, and always leave here (never return)
+        status = 0
         try:
-            payload = pickle.dumps((True, function(*args)))
-        except BaseException as error:  # noqa: BLE001 - handed to the parent
-            payload = pickle.dumps((False, error))
-        with os.fdopen(write_fd, "wb") as pipe:
-            pipe.write(payload)
-        os._exit(0)
+            os.close(read_fd)
+            try:
+                payload = pickle.dumps((True, function(*args)))
+            except BaseException as error:  # noqa: BLE001 - handed to the parent
+                payload = pickle.dumps((False, error))
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(payload)
+        except BaseException:  # noqa: BLE001 - e.g. the parent is gone (broken pipe)
+            status = 1
+        finally:
+            os._exit(status)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         data = pipe.read()
@@ -418,8 +423,9 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
     bar = tqdm(total=round(target), unit="s", desc=f"synth {'en→fr' if parallel else lang}",
                disable=not progress, dynamic_ncols=True)
     total = 0.0
+    items = _items(make_job, workers)
     try:
-        for index, utterances in enumerate(_items(make_job, workers)):
+        for index, utterances in enumerate(items):
             item_id = f"{index:06d}"
             for utt in utterances:
                 name = f"{item_id}{suffix[utt.lang]}.wav"
@@ -439,6 +445,7 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
             if total >= target:
                 break
     finally:
+        items.close()  # stops the worker pool now, not at garbage collection
         bar.close()
         for handle in files.values():
             handle.close()
