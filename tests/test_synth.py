@@ -334,3 +334,18 @@ def test_cli_reports_errors_and_writes_a_corpus(tmp_path, capsys):
     assert "s/s" in capsys.readouterr().out
     rows = read_rows(tmp_path / "b" / "train.jsonl") + read_rows(tmp_path / "b" / "eval.jsonl")
     assert rows and all(r["lang"] == "fr" for r in rows)
+
+
+def test_voice_filter_keeps_only_matching_speakers(tmp_path, capsys):
+    out = tmp_path / "slt"
+    synthesize_corpus(out, "en", hours=4 / 3600, seed=0, voices=("flite:slt", "espeak:*+f3"),
+                      progress=False)
+    rows = read_rows(out / "train.jsonl") + read_rows(out / "eval.jsonl")
+    assert rows and {r["speaker"] for r in read_rows(out / "train.jsonl")} == {"flite:slt"}
+    assert all(r["speaker"].endswith("+f3") for r in read_rows(out / "eval.jsonl"))
+    with pytest.raises(CorpusError, match="no en eval speaker matches"):
+        synthesize_corpus(tmp_path / "none", "en", hours=0.01, voices=("flite:slt",),
+                          progress=False)
+    assert dsm_main(["data", "synth", "--list-voices"]) == 0
+    listing = capsys.readouterr().out
+    assert "flite:rms" in listing and "espeak:fr-be+m4" in listing and " eval " in listing

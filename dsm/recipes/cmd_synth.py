@@ -38,8 +38,10 @@ from dsm.recipes.synth_corpus import (
     CorpusError,
     EngineUnavailable,
     SynthesisError,
+    speakers,
     synthesize_corpus,
 )
+from dsm.recipes.synth_text import LANGS
 
 HELP = "synthesize a word-aligned speech corpus with espeak-ng and flite"
 
@@ -47,10 +49,10 @@ HELP = "synthesize a word-aligned speech corpus with espeak-ng and flite"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lang", default="en",
                         help="language: en or fr (ignored with --parallel); default en")
-    parser.add_argument("--hours", type=float, required=True,
+    parser.add_argument("--hours", type=float,
                         help="hours of audio to make, both splits together (with --parallel: "
                              "of the English side)")
-    parser.add_argument("--out", required=True, help="output folder (created; must not already "
+    parser.add_argument("--out", help="output folder (created; must not already "
                         "hold a corpus unless --overwrite)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--parallel", action="store_true",
@@ -64,22 +66,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-fraction", type=float, default=0.1,
                         help="share of utterances in the eval split, spoken by held-out voices "
                              "(default 0.1)")
+    parser.add_argument("--voices", default="",
+                        help="comma-separated speaker patterns to keep (fnmatch over ids such "
+                             "as 'espeak:en-us+m3', 'flite:*', 'espeak:*+f*'), e.g. for a "
+                             "single-voice TTS set; default all. See voices.json for ids")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (default 1); does not change the output")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the manifests of a corpus already in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--list-voices", action="store_true",
+                        help="print every speaker id with its split and settings, and exit")
 
 
 def main(args: argparse.Namespace) -> int:
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    if args.list_voices:
+        for lang in LANGS:
+            for s in speakers(lang, ENGINES if lang == "en" else ("espeak",)):
+                print(f"{s.id:32s} {s.lang} {s.split:5s} rate {s.rate:.3f} pitch {s.pitch:.3f}")
+        return 0
+    missing = [name for name, value in (("--hours", args.hours), ("--out", args.out))
+               if value is None]
+    if missing:
+        print(f"dsm data synth: error: {' and '.join(missing)} required", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         summary = synthesize_corpus(
             args.out, lang=args.lang, hours=args.hours, seed=args.seed,
             sample_rate=args.sample_rate, parallel=args.parallel, engines=engines,
             eval_fraction=args.eval_fraction, workers=args.workers, overwrite=args.overwrite,
-            progress=not args.quiet)
+            progress=not args.quiet,
+            voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()))
     except (CorpusError, EngineUnavailable, SynthesisError) as error:
         print(f"dsm data synth: error: {error}", file=sys.stderr)
         return 2

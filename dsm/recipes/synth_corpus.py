@@ -23,6 +23,9 @@ voices; the train split uses the other variants and awb, slt. (flite's kal16 dip
 is left out: its unit labels put the audible start of a word after a pause up to 130 ms
 away from its phone boundaries, and its pauses hold breath noises.)
 
+`voices` (fnmatch patterns over speaker ids, e.g. 'flite:slt') keeps a subset, e.g. one
+voice for a TTS set; a split left without any speaker is an error.
+
 Word times. Onsets come from the engine (espeak word events, flite's utterance
 relations). They are then refined on the clean signal with one rule: when the onset falls
 in silence (a pause followed by a stop closure, e.g. 'Peter' after a full stop), the onset
@@ -38,6 +41,7 @@ number of worker processes.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import itertools
 import json
@@ -312,6 +316,17 @@ class Job:
     engines: tuple[str, ...]
     eval_fraction: float
     sample_rate: int
+    voices: tuple[str, ...] = ()  # fnmatch patterns over speaker ids; empty: all
+
+
+def select_speakers(lang: str, engines: tuple[str, ...],
+                    voices: tuple[str, ...] = ()) -> tuple[Speaker, ...]:
+    """The speakers of `lang` (English: these engines; French: espeak) that match one of
+    the `voices` patterns (e.g. 'espeak:en-us+*', 'flite:slt'); all when none given."""
+    pool = speakers(lang, engines if lang == "en" else ("espeak",))
+    if not voices:
+        return pool
+    return tuple(s for s in pool if any(fnmatch.fnmatchcase(s.id, p) for p in voices))
 
 
 def _pick_speaker(pool: tuple[Speaker, ...], lang: str, split: str, rng: np.random.Generator,
@@ -319,7 +334,7 @@ def _pick_speaker(pool: tuple[Speaker, ...], lang: str, split: str, rng: np.rand
     candidates = [s for s in pool if s.lang == lang and s.split == split]
     if lang == "en" and len(engines) == 2:
         use_flite = rng.random() < FLITE_SHARE
-        candidates = [s for s in candidates if (s.engine == "flite") == use_flite]
+        candidates = [s for s in candidates if (s.engine == "flite") == use_flite] or candidates
     return candidates[int(rng.integers(len(candidates)))]
 
 
@@ -328,7 +343,7 @@ def make_item(job: Job) -> list[Utterance]:
     rng = np.random.default_rng([job.seed, job.index, int(job.parallel)])
     split = "eval" if rng.random() < job.eval_fraction else "train"
     langs = ("en", "fr") if job.parallel else (job.lang,)
-    pools = {lang: speakers(lang, job.engines if lang == "en" else ("espeak",)) for lang in langs}
+    pools = {lang: select_speakers(lang, job.engines, job.voices) for lang in langs}
     chosen = {lang: _pick_speaker(pools[lang], lang, split, rng, job.engines) for lang in langs}
     last_error: Exception | None = None
     for _ in range(8):  # a text the engine cannot time is replaced by a new draw
@@ -389,8 +404,8 @@ def _items(make_job, workers: int) -> Iterator[list[Utterance]]:
 def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1.0,
                       seed: int = 0, sample_rate: int = 24000, parallel: bool = False,
                       engines: tuple[str, ...] = ENGINES, eval_fraction: float = 0.1,
-                      workers: int = 1, overwrite: bool = False,
-                      progress: bool = True) -> CorpusSummary:
+                      workers: int = 1, overwrite: bool = False, progress: bool = True,
+                      voices: tuple[str, ...] = ()) -> CorpusSummary:
     """Write a corpus of about `hours` hours (source side for `parallel`) into `out`."""
     engines = tuple(dict.fromkeys(engines))
     if parallel:
@@ -404,11 +419,19 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
         raise CorpusError(f"sample rate {sample_rate} Hz is too low (at least 8000)")
     if workers < 1:
         raise CorpusError(f"workers must be at least 1, got {workers}")
+    langs = ("en", "fr") if parallel else (lang,)
+    for lg in langs:
+        chosen = select_speakers(lg, engines, voices)
+        for split in ("train", "eval") if eval_fraction > 0 else ("train",):
+            if not any(s.split == split for s in chosen):
+                raise CorpusError(
+                    f"no {lg} {split} speaker matches --voices {','.join(voices)} (eval "
+                    "voices are held out: include some, or set --eval-fraction 0); "
+                    "`dsm data synth --list-voices` lists the speakers")
     out = Path(out)
     check_engines(engines)  # before touching the folder: a missing engine loses nothing
     _prepare_out(out, overwrite)
 
-    langs = ("en", "fr") if parallel else (lang,)
     target = hours * 3600.0
     suffix = {lg: (f".{lg}" if parallel else "") for lg in langs}
     manifests = {(split, lg): out / f"{split}{suffix[lg]}.jsonl"
@@ -418,7 +441,7 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
     counts = {"train": 0, "eval": 0}
 
     def make_job(index: int) -> Job:
-        return Job(seed, index, lang, parallel, engines, eval_fraction, sample_rate)
+        return Job(seed, index, lang, parallel, engines, eval_fraction, sample_rate, voices)
 
     bar = tqdm(total=round(target), unit="s", desc=f"synth {'en→fr' if parallel else lang}",
                disable=not progress, dynamic_ncols=True)
@@ -450,19 +473,18 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
         for handle in files.values():
             handle.close()
 
-    voices = {split: [dict(asdict(s), id=s.id) for lg in langs
-                      for s in speakers(lg, engines if lg == "en" else ("espeak",))
-                      if s.split == split]
-              for split in ("train", "eval")}
-    voices["held_out"] = ("eval speakers never occur in the train split: espeak variants "
+    voices_used = {split: [dict(asdict(s), id=s.id) for lg in langs
+                           for s in select_speakers(lg, engines, voices) if s.split == split]
+                   for split in ("train", "eval")}
+    voices_used["held_out"] = ("eval speakers never occur in the train split: espeak variants "
                           f"{', '.join(ESPEAK_EVAL_VARIANTS)} and flite "
                           f"{', '.join(FLITE_EVAL_VOICES)}")
-    (out / "voices.json").write_text(json.dumps(voices, indent=1, ensure_ascii=False) + "\n")
+    (out / "voices.json").write_text(json.dumps(voices_used, indent=1, ensure_ascii=False) + "\n")
     summary = CorpusSummary(str(out), {k: round(v, 3) for k, v in seconds.items()}, counts,
                             sorted(p.name for p in manifests.values()))
     meta = {"lang": "en-fr" if parallel else lang, "hours": hours, "seed": seed,
             "sample_rate": sample_rate, "parallel": parallel, "engines": list(engines),
-            "eval_fraction": eval_fraction, "seconds": summary.seconds,
+            "eval_fraction": eval_fraction, "voices": list(voices), "seconds": summary.seconds,
             "utterances": summary.utterances, "manifests": summary.manifests}
     (out / "corpus.json").write_text(json.dumps(meta, indent=1) + "\n")
     return summary
