@@ -50,9 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lang", default="en",
                         help="language: en or fr (ignored with --parallel); default en")
     parser.add_argument("--hours", type=float,
-                        help="hours of audio to make, both splits together (with --parallel: "
-                             "of the English side)")
-    parser.add_argument("--out", help="output folder (created; must not already "
+                        help="(required) hours of audio to make, both splits together (with "
+                             "--parallel: of the English side)")
+    parser.add_argument("--out", help="(required) output folder (created; must not already "
                         "hold a corpus unless --overwrite)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--parallel", action="store_true",
@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (default 1); does not change the output")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the manifests of a corpus already in --out")
+                        help="replace the manifests of a corpus already in --out (its audio "
+                             "files are rewritten where names repeat)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--list-voices", action="store_true",
                         help="print every speaker id with its split and settings, and exit")
