@@ -217,6 +217,12 @@ def test_french_articles_elide_and_contract():
     assert fr_definite(tree) == "l'arbre" and fr_de_definite(tree) == "de l'arbre"
     assert fr_definite(book) == "le livre" and fr_de_definite(book) == "du livre"
     assert fr_definite(chair) == "la chaise" and fr_de_definite(chair) == "de la chaise"
+    rng = np.random.default_rng(0)
+    questions = [fr for _, fr in (sentence_pair(rng) for _ in range(3000))
+                 if fr.startswith("Combien")]
+    assert any(q.startswith("Combien d'") for q in questions)
+    assert not any(q.split()[2][0] in "aeiouhéœî" for q in questions
+                   if q.startswith("Combien de "))
 
 
 def test_sentences_are_varied():

@@ -313,6 +313,11 @@ def fr_possessive(fr_noun: str, feminine: bool) -> str:
     return "mon " + fr_noun
 
 
+def _de(word: str) -> str:
+    """'de pommes', "d'horloges"."""
+    return ("d'" if _elides(word) else "de ") + word
+
+
 def fr_indefinite(noun: Noun) -> str:
     return ("une " if noun.feminine else "un ") + noun.fr
 
@@ -438,7 +443,7 @@ def _question(p: _Pick) -> tuple[str, str]:
         noun, (name, fem) = p.one(NOUNS), p.one(NAMES)
         pronoun = "elle" if fem else "il"
         return (f"How many {noun.en_pl} does {name} have?",
-                f"Combien de {noun.fr_pl} {name} a-t-{pronoun}?")
+                f"Combien {_de(noun.fr_pl)} {name} a-t-{pronoun}?")
     (city_en, city_fr) = p.one(CITIES)
     return (f"Is the train to {city_en} late?", f"Est-ce que le train pour {city_fr} est en retard?")
 
