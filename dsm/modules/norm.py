@@ -24,17 +24,21 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_dtype = x.dtype
-        if self.compute_dtype is not None:
+        if self.compute_dtype is not None and in_dtype != self.compute_dtype:
             x = x.to(self.compute_dtype)
-        var = self.eps + x.pow(2).mean(dim=-1, keepdim=True)
-        gain = self.alpha.to(var.dtype).reshape(-1)
-        return (x * (gain * torch.rsqrt(var))).to(in_dtype)
+        var = torch.mean(x * x, dim=-1, keepdim=True).add_(self.eps)
+        alpha = self.alpha
+        gain = (alpha if alpha.dtype == var.dtype else alpha.to(var.dtype)).view(-1)
+        y = x * (gain * torch.rsqrt_(var))
+        return y if y.dtype == in_dtype else y.to(in_dtype)
 
 
 class LayerNormF32(nn.LayerNorm):
     """LayerNorm computed in fp32 whatever the input dtype (Kyutai's `layer_norm_f32`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
         return super().forward(x.float()).to(x.dtype)
 
 

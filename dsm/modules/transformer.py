@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from dsm.modules.layer_scale import LayerScale
 from dsm.modules.norm import NORM_KINDS, make_norm
-from dsm.modules.rope import apply_rope
+from dsm.modules.rope import rope_tables, rotate_pairs
 from dsm.modules.streaming import StreamingModule, StreamingState
 
 POSITIONAL_EMBEDDINGS = ("rope", "none", "sin", "sin_rope")
@@ -144,10 +144,12 @@ class TransformerConfig:
 
 @dataclass
 class _AttentionPlan:
-    """What every layer of one call shares: positions, mask and where the cache is written.
+    """What every layer of one call shares: positions, mask, RoPE tables, where to write.
 
     mode "offline": no cache. "write_first" (T == 1): write k/v at `write_index`, then attend
     over the cache. "concat" (T > 1): attend over [cache, new], then write the last entries.
+    "lockstep" (T == 1, every slot at the same host-known step `lockstep_step`, Kyutai's
+    depformer): write k/v at that cache entry and attend over entries 0..step, no mask.
     """
 
     mode: str
@@ -155,6 +157,9 @@ class _AttentionPlan:
     mask: torch.Tensor | None  # bool, broadcastable to [B, H, T, S]
     write_index: torch.Tensor | None = None  # [B, W] ring slots for the last W new entries
     is_causal: bool = False  # plain causal mask left to the attention kernel (fast paths)
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, signed sin [B|1, T, 1, 1, Dh/2, 2]
+    write_gather: torch.Tensor | None = None  # write_index expanded to [B, H, W, Dh]
+    lockstep_step: int = 0
 
 
 class _AttentionState(StreamingState):
@@ -192,7 +197,13 @@ def _per_step_linear(
 ) -> torch.Tensor:
     """`x [B, T, I]` times the weight set `weight_indices[t]` at each step t (or set 0)."""
     if weight_indices is None:
-        return F.linear(x, weight[:out_features], None if bias is None else bias[:out_features])
+        if weight.shape[0] != out_features:
+            weight = weight[:out_features]
+            bias = None if bias is None else bias[:out_features]
+        return F.linear(x, weight, bias)
+    if len(weight_indices) == 1:  # one streaming step: no concatenation
+        lo, hi = weight_indices[0] * out_features, (weight_indices[0] + 1) * out_features
+        return F.linear(x, weight[lo:hi], None if bias is None else bias[lo:hi])
     outs = []
     for t, index in enumerate(weight_indices):
         lo, hi = index * out_features, (index + 1) * out_features
@@ -230,38 +241,53 @@ class StreamingMultiheadAttention(StreamingModule):
     ) -> torch.Tensor:
         B, T, D = x.shape
         cfg = self.config
+        H, Dh = cfg.num_heads, cfg.head_dim
         projected = _per_step_linear(x, self.in_proj_weight, self.in_proj_bias, 3 * D, weight_indices)
-        q, k, v = projected.view(B, T, 3, cfg.num_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
-        if "rope" in cfg.positional_embedding:
-            q = apply_rope(q, plan.positions, cfg.max_period)
-            k = apply_rope(k, plan.positions, cfg.max_period)
+        qkv = projected.view(B, T, 3, H, Dh)
+        if plan.rope is not None:  # q and k rotated together: [B, T, 2, H, Dh/2, 2]
+            cos, signed_sin = plan.rope
+            qk = rotate_pairs(qkv[:, :, :2].unflatten(-1, (Dh // 2, 2)), cos, signed_sin)
+            qk = qk.view(B, T, 2, H, Dh)
+            q, k = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)  # [B, H, T, Dh]
+        else:
+            q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)
 
         state = self.state
+        mask, is_causal = plan.mask, plan.is_causal
         if plan.mode == "offline":
             keys, values = k, v
         else:
-            assert isinstance(state, _AttentionState) and plan.write_index is not None
-            if plan.mode == "write_first":
-                _write_ring(state, k, v, plan.write_index)
+            assert isinstance(state, _AttentionState)
+            if plan.mode == "lockstep":
+                step = plan.lockstep_step
+                state.keys[:, :, step : step + 1].copy_(k)
+                state.values[:, :, step : step + 1].copy_(v)
+                keys, values = state.keys[:, :, : step + 1], state.values[:, :, : step + 1]
+            elif plan.mode == "write_first":
+                _write_ring(state, k, v, plan)
                 keys, values = state.keys, state.values
             else:
                 keys = torch.cat([state.keys, k], dim=2)
                 values = torch.cat([state.values, v], dim=2)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=plan.mask, is_causal=plan.is_causal)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal)
         if plan.mode == "concat":
-            assert isinstance(state, _AttentionState) and plan.write_index is not None
-            _write_ring(state, k, v, plan.write_index)
+            assert isinstance(state, _AttentionState)
+            _write_ring(state, k, v, plan)
         out = out.transpose(1, 2).reshape(B, T, D)
         return _per_step_linear(out, self.out_proj.weight, self.out_proj.bias, D, weight_indices)
 
 
-def _write_ring(state: _AttentionState, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> None:
-    """Write the last W new entries of `k`, `v` `[B, H, T, Dh]` at ring slots `index [B, W]`."""
-    B, H, T, Dh = k.shape
-    W = index.shape[1]
-    gather = index.view(B, 1, W, 1).expand(B, H, W, Dh)
-    state.keys.scatter_(2, gather, k[:, :, T - W :].to(state.keys.dtype))
-    state.values.scatter_(2, gather, v[:, :, T - W :].to(state.values.dtype))
+def _write_ring(state: _AttentionState, k: torch.Tensor, v: torch.Tensor, plan: _AttentionPlan) -> None:
+    """Write the last W new entries of `k`, `v` `[B, H, T, Dh]` at ring slots `plan.write_index`."""
+    assert plan.write_gather is not None
+    T, W = k.shape[2], plan.write_gather.shape[2]
+    if W != T:
+        k, v = k[:, :, T - W :], v[:, :, T - W :]
+    if k.dtype != state.keys.dtype:
+        k, v = k.to(state.keys.dtype), v.to(state.values.dtype)
+    state.keys.scatter_(2, plan.write_gather, k)
+    state.values.scatter_(2, plan.write_gather, v)
 
 
 def _stack_attention_keys(state_dict: dict, prefix: str) -> None:
@@ -370,23 +396,28 @@ class _TransformerState(StreamingState):
 
     `host_step` counts steps on the host for per-step weights (Kyutai's depformer, where
     all slots move in lockstep and are reset together); it never reads device memory.
+    `lockstep` is True while every slot is known to be at step `host_step` (since the
+    start or `reset_all`, with no reset of some slots only).
     """
 
     def __init__(self, offsets: torch.Tensor, cache_positions: torch.Tensor) -> None:
         self.offsets = offsets  # [B] long
         self.cache_positions = cache_positions  # [B, capacity] long
         self.host_step = 0
+        self.lockstep = True
 
     def reset(self, slots: torch.Tensor) -> None:
         self.offsets.masked_fill_(slots, 0)
         self.cache_positions.masked_fill_(slots[:, None], -1)
         self.host_step = 0
+        self.lockstep = False
 
     def reset_all(self) -> None:
         """Every slot back to step 0 with device ops only (safe inside a CUDA graph capture)."""
         self.offsets.zero_()
         self.cache_positions.fill_(-1)
         self.host_step = 0
+        self.lockstep = True
 
 
 def sin_embedding(
@@ -456,12 +487,30 @@ class StreamingTransformer(StreamingModule):
         delta = positions[0, :, None] - positions[0, None, :]  # query - key, [T, T]
         return _AttentionPlan("offline", positions, (delta >= 0) & (delta < context))
 
+    def _lockstep_plan(self, state: _TransformerState) -> _AttentionPlan | None:
+        """The maskless plan of one step when every slot is at step `host_step` (the depformer)."""
+        cfg = self.config
+        step = state.host_step
+        if not (cfg.weights_per_step and state.lockstep and step < state.cache_positions.shape[1]):
+            return None
+        if cfg.context is not None and step >= cfg.context:
+            return None
+        state.cache_positions[:, step].fill_(step)
+        return _AttentionPlan("lockstep", state.offsets[:, None], None, lockstep_step=step)
+
     def _streaming_plan(self, state: _TransformerState, T: int) -> _AttentionPlan:
-        steps = torch.arange(T, device=state.offsets.device)
-        positions = state.offsets[:, None] + steps  # [B, T]
+        if T == 1:
+            plan = self._lockstep_plan(state)
+            if plan is not None:
+                return plan
         capacity = state.cache_positions.shape[1]
-        W = min(T, capacity)
-        write_index = positions[:, T - W :] % capacity  # [B, W]
+        if T == 1:
+            positions = state.offsets[:, None]  # [B, 1]
+            write_index = positions & (capacity - 1) if capacity & (capacity - 1) == 0 else positions % capacity
+        else:
+            positions = state.offsets[:, None] + torch.arange(T, device=state.offsets.device)  # [B, T]
+            write_index = positions[:, T - min(T, capacity) :] % capacity  # [B, W]
+        W = write_index.shape[1]
         if T == 1:
             state.cache_positions.scatter_(1, write_index, positions)
             key_positions = state.cache_positions
@@ -475,7 +524,9 @@ class StreamingTransformer(StreamingModule):
             mask = mask & (delta < self.config.context)
         if mode == "concat":
             state.cache_positions.scatter_(1, write_index, positions[:, T - W :])
-        return _AttentionPlan(mode, positions, mask[:, None], write_index)
+        B, H, Dh = positions.shape[0], self.config.num_heads, self.config.head_dim
+        write_gather = write_index.view(B, 1, W, 1).expand(B, H, W, Dh)
+        return _AttentionPlan(mode, positions, mask[:, None], write_index, write_gather=write_gather)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x `[B, T, D]` -> `[B, T, D]`: the whole sequence, or the next T steps when streaming."""
@@ -492,9 +543,13 @@ class StreamingTransformer(StreamingModule):
                 raise ValueError(f"streaming batch size is {state.offsets.shape[0]}, got input with {B}")
             weight_indices = self._weight_indices(state.host_step, T)
             plan = self._streaming_plan(state, T)
-        if self.config.positional_embedding in ("sin", "sin_rope"):
-            emb = sin_embedding(plan.positions, self.config.d_model, self.config.max_period, x.dtype)
-            x = x + self.config.positional_scale * emb
+        cfg = self.config
+        if cfg.positional_embedding in ("sin", "sin_rope"):
+            emb = sin_embedding(plan.positions, cfg.d_model, cfg.max_period, x.dtype)
+            x = x + cfg.positional_scale * emb
+        if "rope" in cfg.positional_embedding:
+            cos, signed_sin = rope_tables(plan.positions, cfg.head_dim, cfg.max_period)
+            plan.rope = cos[:, :, None, None], signed_sin[:, :, None, None]
         for layer in self.layers:
             x = layer(x, plan, weight_indices)
         if state is not None:
