@@ -252,21 +252,38 @@ class MultistreamLM(StreamingModule):
         return hidden, self.text_linear(hidden)[:, None]
 
     # --- audio heads ------------------------------------------------------------------------
+    def _depformer_parts(self, k: int) -> tuple[nn.Module, nn.Module, nn.Module | None, nn.Module]:
+        """Codebook k's depformer modules: input projection, token embedding, norm, head.
+
+        Looked up once and kept in a plain list (the streaming step asks for them every
+        codebook of every frame; ModuleList indexing costs more than the tiny matmuls)."""
+        parts = self.__dict__.get("_depformer_parts_cache")
+        if parts is None:
+            c = self.config
+            assert self.depformer_text_emb is not None and self.depformer_emb is not None
+            parts = []
+            for q in range(c.dep_q):
+                index = 0
+                if c.depformer_multi_linear:
+                    schedule = c.depformer_weights_per_step_schedule
+                    index = schedule[q] if schedule is not None else q
+                embedding = self.depformer_text_emb if q == 0 else self.depformer_emb[q - 1]
+                norm = None if self.depformer_norms is None else self.depformer_norms[q]
+                if isinstance(norm, nn.Identity):
+                    norm = None
+                parts.append((self.depformer_in[index], embedding, norm, self.linears[q]))
+            self.__dict__["_depformer_parts_cache"] = parts
+        return parts[k]
+
     def _depformer_input(self, k: int, hidden: torch.Tensor, prev_tokens: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        assert self.depformer_text_emb is not None and self.depformer_emb is not None
-        index = 0
-        if c.depformer_multi_linear:
-            schedule = c.depformer_weights_per_step_schedule
-            index = schedule[k] if schedule is not None else k
-        projected = self.depformer_in[index](hidden)
-        token = self.depformer_text_emb(prev_tokens) if k == 0 else self.depformer_emb[k - 1](prev_tokens)
-        return projected + token
+        projection, embedding, _, _ = self._depformer_parts(k)
+        return projection(hidden) + embedding(prev_tokens)
 
     def _head(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        if self.depformer_norms is not None:
-            x = self.depformer_norms[k](x)
-        return self.linears[k](x)
+        _, _, norm, linear = self._depformer_parts(k)
+        if norm is not None:
+            x = norm(x)
+        return linear(x)
 
     def depformer_logits(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Teacher-forced depformer: hidden `[B, T, dim]`, the step's tokens `[B, 1+dep_q, T]`

@@ -337,8 +337,9 @@ class GatedFFN(nn.Module):
         self.linear_out = nn.Linear(hidden, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value = self.linear_in(x).unflatten(-1, (2, -1)).unbind(-2)
-        return self.linear_out(self.activation(gate) * value)
+        linear_in, linear_out = self.linear_in, self.linear_out
+        gate, value = F.linear(x, linear_in.weight, linear_in.bias).chunk(2, dim=-1)
+        return F.linear(self.activation(gate) * value, linear_out.weight, linear_out.bias)
 
 
 class StreamingTransformerLayer(nn.Module):
@@ -369,14 +370,21 @@ class StreamingTransformerLayer(nn.Module):
         else:
             self.layer_scale_1 = LayerScale(d, config.layer_scale)
             self.layer_scale_2 = LayerScale(d, config.layer_scale)
+        self._has_layer_scale = config.layer_scale is not None
+        # Plain tuple of the per-step FFNs: indexed every step, cheaper than ModuleList.
+        self._gating_sets: tuple[nn.Module, ...] = (
+            tuple(self.gating) if isinstance(self.gating, nn.ModuleList) else ()
+        )
 
     def _feed_forward(self, x: torch.Tensor, weight_indices: list[int] | None) -> torch.Tensor:
         if self.linear1 is not None and self.linear2 is not None:
             return self.linear2(F.gelu(self.linear1(x)))
-        if isinstance(self.gating, nn.ModuleList):
+        if self._gating_sets:
             assert weight_indices is not None
+            if len(weight_indices) == 1:  # one streaming step
+                return self._gating_sets[weight_indices[0]](x)
             return torch.cat(
-                [self.gating[i](x[:, t : t + 1]) for t, i in enumerate(weight_indices)], dim=1
+                [self._gating_sets[i](x[:, t : t + 1]) for t, i in enumerate(weight_indices)], dim=1
             )
         assert self.gating is not None
         return self.gating(x)
@@ -384,8 +392,10 @@ class StreamingTransformerLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, plan: _AttentionPlan, weight_indices: list[int] | None = None
     ) -> torch.Tensor:
-        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), plan, weight_indices))
-        return x + self.layer_scale_2(self._feed_forward(self.norm2(x), weight_indices))
+        update = self.self_attn(self.norm1(x), plan, weight_indices)
+        x = x + (self.layer_scale_1(update) if self._has_layer_scale else update)
+        update = self._feed_forward(self.norm2(x), weight_indices)
+        return x + (self.layer_scale_2(update) if self._has_layer_scale else update)
 
 
 # --- the transformer --------------------------------------------------------------------------
