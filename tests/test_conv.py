@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import stream_in_chunks
 
 from dsm.modules.conv import StreamingConv1d, StreamingConvTranspose1d
-
-
-def _stream(module: torch.nn.Module, x: torch.Tensor, chunk: int, reset_at: int | None = None,
-            reset_slot: int = 1) -> torch.Tensor:
-    """Feed `x` [B, C, T] in chunks of `chunk`; optionally reset one slot at step `reset_at`."""
-    outputs = []
-    with module.streaming(x.shape[0]):
-        for step, start in enumerate(range(0, x.shape[-1], chunk)):
-            if step == reset_at:
-                mask = torch.zeros(x.shape[0], dtype=torch.bool)
-                mask[reset_slot] = True
-                module.reset_slots(mask)
-            outputs.append(module(x[..., start:start + chunk]))
-    return torch.cat(outputs, dim=-1)
-
 
 CONV_CASES = [  # kernel, stride, dilation, pad_mode
     (1, 1, 1, "constant"), (3, 1, 1, "constant"), (7, 1, 1, "constant"), (3, 1, 2, "constant"),
@@ -36,7 +22,7 @@ def test_conv_streaming_equals_offline(kernel, stride, dilation, pad_mode, chunk
     x = torch.randn(3, 3, stride * 12)
     offline = conv(x)
     assert offline.shape == (3, 5, 12)
-    streamed = _stream(conv, x, chunk_frames * stride)
+    streamed = stream_in_chunks(conv, x, chunk_frames * stride)
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-5)
 
 
@@ -45,7 +31,7 @@ def test_conv_reset_slot_restarts_only_that_slot(kernel, stride, dilation, pad_m
     conv = StreamingConv1d(2, 4, kernel, stride, dilation=dilation, pad_mode=pad_mode)
     x = torch.randn(3, 2, stride * 10)
     split = 4 * stride  # reset slot 1 when chunk 4 starts (chunks of one stride)
-    streamed = _stream(conv, x, stride, reset_at=4)
+    streamed = stream_in_chunks(conv, x, stride, reset_at=4)
     offline = conv(x)
     fresh = conv(x[1:2, :, split:])  # slot 1 as if its stream began at the reset
     for slot in (0, 2):
@@ -82,14 +68,14 @@ def test_conv_transpose_streaming_equals_offline(kernel, stride, chunk):
     x = torch.randn(3, 4, 10)
     offline = convtr(x)
     assert offline.shape == (3, 3, 10 * stride)
-    streamed = _stream(convtr, x, chunk)
+    streamed = stream_in_chunks(convtr, x, chunk)
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-5)
 
 
 def test_conv_transpose_grouped_reset_slot():
     convtr = StreamingConvTranspose1d(4, 4, 4, 2, groups=4, bias=False)
     x = torch.randn(3, 4, 8)
-    streamed = _stream(convtr, x, 1, reset_at=3, reset_slot=2)
+    streamed = stream_in_chunks(convtr, x, 1, reset_at=3, reset_slot=2)
     offline = convtr(x)
     fresh = convtr(x[2:3, :, 3:])
     torch.testing.assert_close(streamed[:2], offline[:2], atol=1e-5, rtol=1e-5)
@@ -123,7 +109,7 @@ def test_fast_paths_equal_torch_kernels(kernel, stride):
     x = torch.randn(2, 6, stride * 8 + kernel - stride)
     torch.testing.assert_close(conv._conv(x), conv.conv(x), atol=1e-5, rtol=1e-5)
     long = torch.randn(2, 6, stride * 100)  # > SMALL_OUTPUT_FRAMES: torch's conv offline
-    streamed = _stream(conv, long, stride * 2)  # linear path step by step
+    streamed = stream_in_chunks(conv, long, stride * 2)  # linear path step by step
     torch.testing.assert_close(streamed, conv(long), atol=1e-5, rtol=1e-5)
     if stride > 1:
         convtr = StreamingConvTranspose1d(5, 6, 2 * stride, stride)

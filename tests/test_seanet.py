@@ -4,23 +4,12 @@ numbers as moshi's SEANet for the same weights."""
 from __future__ import annotations
 
 import torch
+from helpers import stream_in_chunks
 
 from dsm.codecs.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
 SMALL = SEANetConfig(dimension=16, n_filters=4, ratios=[4, 2], n_residual_layers=2,
                      true_skip=False)
-
-
-def _stream(module, x, chunk, reset_at=None, slot=1):
-    outs = []
-    with module.streaming(x.shape[0]):
-        for step, start in enumerate(range(0, x.shape[-1], chunk)):
-            if step == reset_at:
-                mask = torch.zeros(x.shape[0], dtype=torch.bool)
-                mask[slot] = True
-                module.reset_slots(mask)
-            outs.append(module(x[..., start:start + chunk]))
-    return torch.cat(outs, dim=-1)
 
 
 def test_shapes():
@@ -35,7 +24,7 @@ def test_encoder_streaming_equals_offline_with_reset():
     encoder = SEANetEncoder(SMALL)
     wav = torch.randn(3, 1, 8 * 10)
     offline = encoder(wav)
-    streamed = _stream(encoder, wav, 8, reset_at=4)
+    streamed = stream_in_chunks(encoder, wav, 8, reset_at=4)
     torch.testing.assert_close(streamed[[0, 2]], offline[[0, 2]], atol=1e-5, rtol=1e-5)
     fresh = encoder(wav[1:2, :, 32:])
     torch.testing.assert_close(streamed[1, :, 4:], fresh[0], atol=1e-5, rtol=1e-5)
@@ -46,7 +35,7 @@ def test_decoder_streaming_equals_offline_with_reset():
     decoder = SEANetDecoder(SMALL)
     latent = torch.randn(3, 16, 9)
     offline = decoder(latent)
-    streamed = _stream(decoder, latent, 1, reset_at=5, slot=0)
+    streamed = stream_in_chunks(decoder, latent, 1, reset_at=5, reset_slot=0)
     torch.testing.assert_close(streamed[1:], offline[1:], atol=1e-5, rtol=1e-5)
     fresh = decoder(latent[0:1, :, 5:])
     torch.testing.assert_close(streamed[0, :, 40:], fresh[0], atol=1e-5, rtol=1e-5)
