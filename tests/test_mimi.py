@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import feed_in_chunks, stream_in_chunks
 from safetensors.torch import save_file
 
 from dsm.codecs import Mimi, MimiConfig, load_codec, save_codec
 from dsm.codecs.mimi import CodecTransformer
 from dsm.codecs.seanet import SEANetConfig
+from dsm.codecs.testing import randomize_codebooks
 from dsm.modules.transformer import TransformerConfig
 
 # A small Mimi: 4 kHz, hop 20 (200 Hz) then stride 2 -> 100 Hz frames of 40 samples;
@@ -38,33 +40,14 @@ SMALL = MimiConfig(
 )
 
 
-def _randomize_moshi(model: torch.nn.Module, layer_scale: float | None) -> None:
-    """Give a fresh moshi Mimi usable codebooks (and, optionally, bigger layer scales)."""
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith("embedding_sum"):
-                buffer.copy_(torch.randn_like(buffer))
-            elif name.endswith("cluster_usage"):
-                buffer.copy_(torch.rand_like(buffer) + 0.5)
-            elif name.endswith("_initialized"):
-                buffer.fill_(1.0)
-        if layer_scale is not None:
+def _randomize(model: torch.nn.Module, layer_scale: float | None) -> torch.nn.Module:
+    """Usable codebooks (ours or moshi's) and, optionally, bigger layer scales; eval mode."""
+    randomize_codebooks(model)
+    if layer_scale is not None:
+        with torch.no_grad():
             for name, param in model.named_parameters():
                 if "layer_scale" in name:
                     param.fill_(layer_scale)
-    model.eval()
-
-
-def _randomize_ours(model: Mimi) -> Mimi:
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith("embedding_sum"):
-                buffer.copy_(torch.randn_like(buffer))
-            elif name.endswith("cluster_usage"):
-                buffer.copy_(torch.rand_like(buffer) + 0.5)
-        for name, param in model.named_parameters():
-            if "layer_scale" in name:
-                param.fill_(0.5)
     return model.eval()
 
 
@@ -72,8 +55,7 @@ def _moshi_mimi(config: dict | None, num_codebooks: int, layer_scale: float | No
     from moshi.models import loaders
 
     model = loaders.get_mimi(None, config, num_codebooks=num_codebooks)
-    _randomize_moshi(model, layer_scale)
-    return model
+    return _randomize(model, layer_scale)
 
 
 def _save(model: torch.nn.Module, path: Path, kyutai_names: bool = False) -> Path:
@@ -85,29 +67,6 @@ def _save(model: torch.nn.Module, path: Path, kyutai_names: bool = False) -> Pat
         state[key] = value.contiguous()
     save_file(state, str(path))
     return path
-
-
-def _stream_encode(codec, wav: torch.Tensor, reset: tuple[int, int] | None = None):
-    frame = codec.frame_size
-    codes = []
-    for step, start in enumerate(range(0, wav.shape[-1], frame)):
-        if reset is not None and step == reset[0]:
-            mask = torch.zeros(wav.shape[0], dtype=torch.bool)
-            mask[reset[1]] = True
-            codec.reset_slots(mask)
-        codes.append(codec.encode_step(wav[..., start:start + frame]))
-    return torch.cat(codes, dim=-1)
-
-
-def _stream_decode(codec, codes: torch.Tensor, reset: tuple[int, int] | None = None):
-    out = []
-    for step in range(codes.shape[-1]):
-        if reset is not None and step == reset[0]:
-            mask = torch.zeros(codes.shape[0], dtype=torch.bool)
-            mask[reset[1]] = True
-            codec.reset_slots(mask)
-        out.append(codec.decode_step(codes[..., step:step + 1]))
-    return torch.cat(out, dim=-1)
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +94,8 @@ def test_small_config_matches_moshi_offline_and_streaming(small_pair):
 
         wav = torch.nn.functional.pad(wav, (0, 31 * 40 - wav.shape[-1]))  # whole frames
         with ours.streaming(2):
-            stream_codes = _stream_encode(ours, wav)
-            stream_audio = _stream_decode(ours, codes)
+            stream_codes = feed_in_chunks(ours.encode_step, ours, wav, ours.frame_size)
+            stream_audio = feed_in_chunks(ours.decode_step, ours, codes, 1)
         # streaming equals moshi's offline result over the whole sequence ...
         assert torch.equal(stream_codes, ref_codes)
         torch.testing.assert_close(stream_audio, ref_audio, atol=1e-4, rtol=0)
@@ -183,8 +142,8 @@ def test_full_config_matches_moshi(tmp_path):
             ref_stream = [(reference.encode(wav[..., 1920 * t:1920 * (t + 1)]),
                            reference.decode(ref_codes[..., t:t + 1])) for t in range(frames)]
         with ours.streaming(2):
-            stream_codes = _stream_encode(ours, wav)
-            stream_audio = _stream_decode(ours, codes)
+            stream_codes = feed_in_chunks(ours.encode_step, ours, wav, ours.frame_size)
+            stream_audio = feed_in_chunks(ours.decode_step, ours, codes, 1)
     assert torch.equal(stream_codes, torch.cat([c for c, _ in ref_stream], dim=-1))
     torch.testing.assert_close(stream_audio, torch.cat([a for _, a in ref_stream], dim=-1),
                                atol=1e-4, rtol=0)
@@ -196,15 +155,17 @@ def test_full_config_matches_moshi(tmp_path):
 
 def test_streaming_equals_offline_with_slot_reset():
     torch.manual_seed(3)
-    codec = _randomize_ours(Mimi(SMALL))
+    codec = _randomize(Mimi(SMALL), layer_scale=0.5)
     wav = 0.3 * torch.randn(3, 1, 40 * 24)
     codes = codec.encode(wav)
     audio = codec.decode(codes)
     reset_step, slot = 9, 1
     with codec.streaming(3):
-        stream_codes = _stream_encode(codec, wav, reset=(reset_step, slot))
+        stream_codes = feed_in_chunks(codec.encode_step, codec, wav, codec.frame_size,
+                                      reset_at=reset_step, reset_slot=slot)
     with codec.streaming(3):
-        stream_audio = _stream_decode(codec, codes, reset=(reset_step, slot))
+        stream_audio = feed_in_chunks(codec.decode_step, codec, codes, 1, reset_at=reset_step,
+                                      reset_slot=slot)
     others = [0, 2]
     assert torch.equal(stream_codes[others], codes[others])
     torch.testing.assert_close(stream_audio[others], audio[others], atol=1e-5, rtol=0)
@@ -224,20 +185,14 @@ def test_codec_transformer_streaming_equals_offline_with_reset():
     x = torch.randn(3, 32, 16)
     with torch.no_grad():
         offline = block(x)
-        outs = []
-        with block.streaming(3):
-            for step in range(8):
-                if step == 5:
-                    block.reset_slots(torch.tensor([False, False, True]))
-                outs.append(block(x[..., 2 * step:2 * step + 2]))
-        streamed = torch.cat(outs, dim=-1)
+        streamed = stream_in_chunks(block, x, 2, reset_at=5, reset_slot=2)
         fresh = block(x[2:, :, 10:])
     torch.testing.assert_close(streamed[:2], offline[:2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(streamed[2, :, 10:], fresh[0], atol=1e-5, rtol=1e-5)
 
 
 def test_save_and_load_directory_round_trip(tmp_path):
-    codec = _randomize_ours(Mimi(SMALL))
+    codec = _randomize(Mimi(SMALL), layer_scale=0.5)
     codec.set_num_codebooks(3)
     save_codec(codec, tmp_path / "codec")
     assert {p.name for p in (tmp_path / "codec").iterdir()} == {"config.json",
@@ -266,7 +221,7 @@ def test_training_pass_learns_codebooks():
 
 @pytest.fixture(scope="module")
 def small_codec():
-    return _randomize_ours(Mimi(SMALL))
+    return _randomize(Mimi(SMALL), layer_scale=0.5)
 
 
 def test_bad_audio_is_named(small_codec):

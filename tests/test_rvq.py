@@ -11,6 +11,7 @@ from dsm.codecs.quantization import (
     SplitResidualVectorQuantizer,
     kmeans,
 )
+from dsm.codecs.testing import randomize_codebooks
 
 
 def _ready_codebook(bins: int = 8, dim: int = 4, **options) -> Codebook:
@@ -162,13 +163,7 @@ def test_split_rvq_matches_moshi():
     from moshi.quantization import SplitResidualVectorQuantizer as MoshiSplit
 
     ref = MoshiSplit(dimension=8, n_q=5, bins=32, input_dimension=12, output_dimension=12)
-    for name, buffer in ref.named_buffers():
-        if name.endswith("embedding_sum"):
-            buffer.copy_(torch.randn_like(buffer))
-        elif name.endswith("cluster_usage"):
-            buffer.copy_(torch.rand_like(buffer) + 0.5)
-        elif name.endswith("_initialized"):
-            buffer.fill_(1.0)
+    randomize_codebooks(ref)
     ref.eval()
     ours = SplitResidualVectorQuantizer(dimension=8, n_q=5, bins=32, input_dimension=12,
                                         output_dimension=12).eval()

@@ -78,15 +78,10 @@ def _random_moshi_mimi(device: torch.device) -> torch.nn.Module:
             "dsm bench codec needs the `moshi` package as the reference "
             "(pip install moshi --no-deps)"
         ) from error
+    from dsm.codecs.testing import randomize_codebooks
+
     model = loaders.get_mimi(None, num_codebooks=32, device=device)
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith("embedding_sum"):
-                buffer.copy_(torch.randn_like(buffer))
-            elif name.endswith("cluster_usage"):
-                buffer.copy_(torch.rand_like(buffer) + 0.5)
-            elif name.endswith("_initialized"):
-                buffer.fill_(1.0)
+    randomize_codebooks(model)
     return model.eval()
 
 
