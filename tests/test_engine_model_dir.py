@@ -11,44 +11,14 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from helpers import keep_text_pieces
 
 from dsm import cli
-from dsm.codecs import Mimi, MimiConfig
-from dsm.codecs.seanet import SEANetConfig
+from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm, preset
-from dsm.modules.transformer import TransformerConfig
 from dsm.streaming.events import EndWordEvent, WordEvent
 from dsm.streaming.model_dir import ModelDirError, load_model_dir, write_model_dir
 from dsm.streams.testing import train_tiny_tokenizer
-
-TINY_MIMI = MimiConfig(
-    seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[8, 6, 5, 4]),
-    transformer=TransformerConfig(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64,
-                                  context=20, layer_scale=0.01),
-    codebook_dim=16, n_q=4, bins=64,
-)
-
-
-def _codec() -> Mimi:
-    torch.manual_seed(1)
-    codec = Mimi(TINY_MIMI)
-    with torch.no_grad():  # usable codebooks (a fresh one maps everything alike)
-        for name, buffer in codec.named_buffers():
-            if name.endswith("embedding_sum"):
-                buffer.copy_(torch.randn_like(buffer))
-            elif name.endswith("cluster_usage"):
-                buffer.copy_(torch.rand_like(buffer) + 0.5)
-    return codec.eval()
-
-
-def _talkative(lm) -> None:
-    """Random text heads rarely end a word: keep pad, word start and a few pieces."""
-    with torch.no_grad():
-        weight = lm.text_linear.weight
-        keep = torch.zeros(weight.shape[0], dtype=torch.bool)
-        keep[[0, 3, *range(20, 26)]] = True
-        weight[~keep] = 0.0
-        weight[keep] *= 20.0
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +29,21 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     asr = build_lm(preset("tiny-stt", num_layers=2, dim=64, text_card=vocab, card=64, n_q=4,
                           delays=[0] * 5, extra_heads_num_heads=1, extra_heads_dim=3)).eval()
-    _talkative(asr)
+    keep_text_pieces(asr, range(20, 26))
     tts = build_lm(preset("tiny-tts", num_layers=2, dim=64, text_card=vocab, card=64, n_q=4,
                           dep_q=4, delays=[0, 0, 2, 2, 2], depformer_dim=32)).eval()
     translation = build_lm(preset("tiny-tts", num_layers=2, dim=64, text_card=vocab, card=64,
                                   n_q=6, dep_q=3, delays=[0, 0, 1, 1, 0, 0, 0],
                                   depformer_dim=32)).eval()
-    _talkative(translation)
+    keep_text_pieces(translation, range(20, 26))
     model = root / "tok" / "tiny.model"
     return {
-        "asr": write_model_dir(root / "asr", asr, _codec(), model, "asr", text_delay_s=0.24),
-        "tts": write_model_dir(root / "tts", tts, _codec(), model, "tts", audio_delay_s=0.16),
-        "translation": write_model_dir(root / "translation", translation, _codec(), model,
-                                       "translation", text_delay_s=0.16),
+        "asr": write_model_dir(root / "asr", asr, tiny_random_mimi(1), model, "asr",
+                               text_delay_s=0.24),
+        "tts": write_model_dir(root / "tts", tts, tiny_random_mimi(1), model, "tts",
+                               audio_delay_s=0.16),
+        "translation": write_model_dir(root / "translation", translation, tiny_random_mimi(1),
+                                       model, "translation", text_delay_s=0.16),
     }
 
 

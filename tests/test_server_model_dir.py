@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 import torch
 import websockets
+from helpers import keep_text_pieces
 
-from dsm.codecs import Mimi, MimiConfig
-from dsm.codecs.seanet import SEANetConfig
+from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm, preset
-from dsm.modules.transformer import TransformerConfig
 from dsm.streaming import clients, cmd_serve
 from dsm.streaming.events import EndWordEvent, MarkerEvent, WordEvent
 from dsm.streaming.model_dir import ModelDirError, write_model_dir
@@ -32,23 +31,9 @@ from dsm.streaming.server import ServerConfig, StreamingServer
 from dsm.streaming.service import load_engine_service
 from dsm.streams.testing import train_tiny_tokenizer
 
-TINY_MIMI = MimiConfig(
-    seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[8, 6, 5, 4]),
-    transformer=TransformerConfig(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64,
-                                  context=20, layer_scale=0.01),
-    codebook_dim=16, n_q=4, bins=64,
-)
-
 
 def _write_model_dir(directory: Path, tokenizer_dir: Path, kind: str) -> Path:
-    torch.manual_seed(5 if kind == "asr" else 6)
-    codec = Mimi(TINY_MIMI)
-    with torch.no_grad():  # usable codebooks (a fresh one maps everything alike)
-        for name, buffer in codec.named_buffers():
-            if name.endswith("embedding_sum"):
-                buffer.copy_(torch.randn_like(buffer))
-            elif name.endswith("cluster_usage"):
-                buffer.copy_(torch.rand_like(buffer) + 0.5)
+    codec = tiny_random_mimi(5 if kind == "asr" else 6)
     tokenizer = train_tiny_tokenizer(tokenizer_dir)
     if kind == "asr":
         config = preset("tiny-stt", num_layers=2, dim=64, text_card=tokenizer.vocab_size,
@@ -59,14 +44,9 @@ def _write_model_dir(directory: Path, tokenizer_dir: Path, kind: str) -> Path:
                         card=64, n_q=4, dep_q=4, delays=[0, 0, 2, 2, 2], depformer_dim=32)
     torch.manual_seed(0)
     lm = build_lm(config).eval()
-    if kind == "asr":  # random text heads rarely end a word: keep pad, word start, 6 pieces
-        with torch.no_grad():
-            weight = lm.text_linear.weight
-            keep = torch.zeros(weight.shape[0], dtype=torch.bool)
-            keep[[0, 3, *range(20, 26)]] = True
-            weight[~keep] = 0.0
-            weight[keep] *= 20.0
-    write_model_dir(directory, lm, codec.eval(), tokenizer_dir / "tiny.model", kind,
+    if kind == "asr":
+        keep_text_pieces(lm, range(20, 26))
+    write_model_dir(directory, lm, codec, tokenizer_dir / "tiny.model", kind,
                     text_delay_s=0.24, audio_delay_s=0.24)
     return directory
 

@@ -13,12 +13,12 @@ import pytest
 import sacrebleu
 import soundfile
 import torch
+from helpers import keep_text_pieces
 
 from dsm import cli
-from dsm.codecs import Mimi, MimiConfig, save_codec
-from dsm.codecs.seanet import SEANetConfig
+from dsm.codecs import save_codec
+from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm
-from dsm.modules.transformer import TransformerConfig
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.manifest import read_manifest
 from dsm.recipes.synth_corpus import synthesize_corpus
@@ -27,32 +27,13 @@ from dsm.recipes.translation_task import TranslationTask, source_manifest_for, t
 from dsm.streaming.model_dir import load_model_dir, read_audio, write_model_dir
 from dsm.streams.tokenizer import train_tokenizer
 
-TINY_MIMI = MimiConfig(
-    seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[8, 6, 5, 4]),
-    transformer=TransformerConfig(d_model=32, num_heads=4, num_layers=1, dim_feedforward=64,
-                                  context=20, layer_scale=0.01),
-    codebook_dim=16, n_q=4, bins=64,
-)
-
-
-def _tiny_codec() -> Mimi:
-    torch.manual_seed(1)
-    codec = Mimi(TINY_MIMI)
-    with torch.no_grad():  # usable codebooks (a fresh one maps everything alike)
-        for name, buffer in codec.named_buffers():
-            if name.endswith("embedding_sum"):
-                buffer.copy_(torch.randn_like(buffer))
-            elif name.endswith("cluster_usage"):
-                buffer.copy_(torch.rand_like(buffer) + 0.5)
-    return codec.eval()
-
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny EN→FR corpus (5 pairs), a tiny random Mimi dir and a French tokenizer."""
     root = tmp_path_factory.mktemp("translation")
     synthesize_corpus(root / "enfr", parallel=True, hours=20 / 3600, seed=2, progress=False)
-    save_codec(_tiny_codec(), root / "codec")
+    save_codec(tiny_random_mimi(1), root / "codec")
     french = [row.text for row in read_manifest(root / "enfr" / "train.fr.jsonl")[0]]
     words = sorted({w for line in french for w in line.split()})
     lines = french + [" ".join(words[i:] + words[:i]) for i in range(0, len(words), 3)]
@@ -188,12 +169,7 @@ def _talkative_model(parts: dict[str, Path], directory: Path) -> Path:
                        norm="rms_norm_f32", gating="silu", positional_embedding="rope",
                        card=64, n_q=4, dep_q=0, text_card=tokenizer_vocab, delays=[0] * 5)
     lm = build_lm(task_config).eval()
-    with torch.no_grad():
-        weight = lm.text_linear.weight
-        keep = torch.zeros(weight.shape[0], dtype=torch.bool)
-        keep[[0, 3, *range(270, 280)]] = True
-        weight[~keep] = 0.0
-        weight[keep] *= 20.0
+    keep_text_pieces(lm, range(270, 280))
     from dsm.codecs import load_codec
 
     return write_model_dir(directory, lm, load_codec(parts["codec"]), parts["tokenizer"],
