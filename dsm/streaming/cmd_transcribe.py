@@ -16,6 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from dsm.streaming.engine import BatchedEngine, Session
+    from dsm.streaming.events import Event
+    from dsm.streaming.model_dir import ModelDir
 
 HELP = "transcribe an audio file (streaming ASR), printing words as they come"
 
@@ -38,37 +46,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.server:
         return _remote(args)
-    import torch
+    from dsm.streaming.model_dir import ModelDirError
 
-    from dsm.streaming.events import EndWordEvent, WordEvent
-    from dsm.streaming.model_dir import ModelDirError, load_model_dir, read_audio, resolve_model
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model = load_model_dir(resolve_model(args.model, "asr"), device=device)
-        if model.task not in ("asr", "translation"):
-            raise ModelDirError(f"{model.path} is a {model.task} model, not a speech-to-text one")
-        pcm = read_audio(args.file, model.codec.sample_rate)
+        model, pcm = load_model_and_audio(args.model, "asr", ("asr", "translation"),
+                                          "speech-to-text", args.file, args.device)
     except (ModelDirError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    words: list[dict[str, object]] = []
     with model.engine(1, cuda_graph=not args.no_cuda_graph) as engine:
         session = model.asr_session()
         engine.attach(session)
         session.push_pcm(pcm)
         session.end()
-        while engine.ready():
-            for event in engine.step().get(session, []):
-                if isinstance(event, WordEvent):
-                    words.append({"word": event.text, "start": round(event.start_time, 3)})
-                    if not args.json:
-                        print(f"{event.start_time:8.2f}  {event.text}", flush=True)
-                elif isinstance(event, EndWordEvent) and words and "end" not in words[-1]:
-                    words[-1]["end"] = round(event.stop_time, 3)
+        words, _ = run_to_end(engine, session, echo=not args.json)
     if args.json:
         print(json.dumps(words, ensure_ascii=False, indent=1))
     return 0
+
+
+def load_model_and_audio(model: str | None, default: str, tasks: tuple[str, ...], what: str,
+                         file: str, device: str | None) -> tuple[ModelDir, np.ndarray]:
+    """The model directory `model` (None: the shipped `default`) on `device` (None: cuda
+    if present), which must do one of `tasks` (else "not a `what` one"), and `file` read
+    as mono float32 at its codec's rate. Raises ModelDirError, ValueError or
+    FileNotFoundError with a message for the user."""
+    import torch
+
+    from dsm.streaming.model_dir import ModelDirError, load_model_dir, read_audio, resolve_model
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model_dir = load_model_dir(resolve_model(model, default), device=device)
+    if model_dir.task not in tasks:
+        raise ModelDirError(f"{model_dir.path} is a {model_dir.task} model, not a {what} one")
+    return model_dir, read_audio(file, model_dir.codec.sample_rate)
+
+
+def run_to_end(engine: BatchedEngine, session: Session, echo: bool
+               ) -> tuple[list[dict[str, object]], list[Event]]:
+    """Step `engine` until it is done; returns `session`'s words as the `--json` rows
+    {word, start, end} (each printed as it comes when `echo`) and its other events."""
+    from dsm.streaming.events import EndWordEvent, WordEvent
+
+    words: list[dict[str, object]] = []
+    others: list[Event] = []
+    while engine.ready():
+        for event in engine.step().get(session, []):
+            if isinstance(event, WordEvent):
+                words.append({"word": event.text, "start": round(event.start_time, 3)})
+                if echo:
+                    print_word(event.start_time, event.text)
+            elif isinstance(event, EndWordEvent):
+                if words and "end" not in words[-1]:
+                    words[-1]["end"] = round(event.stop_time, 3)
+            else:
+                others.append(event)
+    return words, others
+
+
+def print_word(start_time: float, text: str) -> None:
+    """One word as the commands print it while streaming: its start time, then the word."""
+    print(f"{start_time:8.2f}  {text}", flush=True)
 
 
 def _remote(args: argparse.Namespace) -> int:
@@ -76,7 +114,7 @@ def _remote(args: argparse.Namespace) -> int:
 
     def show(word: object) -> None:
         if not args.json:
-            print(f"{word.start_time:8.2f}  {word.text}", flush=True)  # type: ignore[attr-defined]
+            print_word(word.start_time, word.text)  # type: ignore[attr-defined]
 
     try:
         words = clients.transcribe_remote(args.server, args.file, rtf=args.rtf,

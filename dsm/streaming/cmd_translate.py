@@ -30,22 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import numpy as np
     import soundfile
-    import torch
 
-    from dsm.streaming.events import AudioEvent, EndWordEvent, WordEvent
-    from dsm.streaming.model_dir import ModelDirError, load_model_dir, read_audio, resolve_model
+    from dsm.streaming.cmd_transcribe import load_model_and_audio, run_to_end
+    from dsm.streaming.events import AudioEvent
+    from dsm.streaming.model_dir import ModelDirError
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model = load_model_dir(resolve_model(args.model, "translation"), device=device)
-        if model.task != "translation":
-            raise ModelDirError(f"{model.path} is a {model.task} model, not a translation one")
-        pcm = read_audio(args.file, model.codec.sample_rate)
+        model, pcm = load_model_and_audio(args.model, "translation", ("translation",),
+                                          "translation", args.file, args.device)
     except (ModelDirError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    words: list[dict[str, object]] = []
-    frames: list[np.ndarray] = []
     with model.engine(1, cuda_graph=not args.no_cuda_graph) as engine:
         session = model.translation_session(audio_out=args.out is not None)
         engine.attach(session)
@@ -55,16 +50,8 @@ def main(args: argparse.Namespace) -> int:
         rate = model.codec.sample_rate
         session.push_pcm(np.zeros(max(rate, pcm.size // 2), dtype=np.float32))
         session.end()
-        while engine.ready():
-            for event in engine.step().get(session, []):
-                if isinstance(event, WordEvent):
-                    words.append({"word": event.text, "start": round(event.start_time, 3)})
-                    if not args.json:
-                        print(f"{event.start_time:8.2f}  {event.text}", flush=True)
-                elif isinstance(event, EndWordEvent) and words and "end" not in words[-1]:
-                    words[-1]["end"] = round(event.stop_time, 3)
-                elif isinstance(event, AudioEvent):
-                    frames.append(event.pcm)
+        words, others = run_to_end(engine, session, echo=not args.json)
+    frames = [event.pcm for event in others if isinstance(event, AudioEvent)]
     if args.json:
         print(json.dumps(words, ensure_ascii=False, indent=1))
     if args.out is not None:
