@@ -81,6 +81,19 @@ def _run_tts_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Ou
 RUNNERS["tts"] = _run_tts_model
 
 
+def _run_codec_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
+    """Codec outputs: each row's audio encoded and decoded by --model (codec_eval)."""
+    from dsm.recipes.codec_eval import run_codec_model
+
+    try:
+        return run_codec_model(args, rows)
+    except (ValueError, OSError) as error:  # not a codec directory, unreadable audio, ...
+        raise EvalError(f"--model {args.model}: {error}") from None
+
+
+RUNNERS["codec"] = _run_codec_model
+
+
 class EvalError(ValueError):
     """Outputs or references are unusable; the message names the file and the row."""
 
