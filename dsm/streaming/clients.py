@@ -31,6 +31,7 @@ from dsm.streaming.protocol import (
     SAMPLE_RATE,
     ErrorOut,
     ReadyOut,
+    ServerMessage,
     decode_server_message,
     encode_audio_in,
     encode_eos_in,
@@ -91,6 +92,22 @@ def load_audio(path: str | Path) -> np.ndarray:
 # --- ASR -------------------------------------------------------------------------------
 
 
+def _take_asr_message(data: bytes | str, words: list[TimedWord],
+                      on_word: Callable[[TimedWord], None] | None) -> ServerMessage:
+    """Decode one frame from an ASR server: an `Error` raises RemoteError, a `Word` joins
+    `words` (and goes to `on_word`), an `EndWord` ends the last word; returns the message."""
+    message = decode_server_message(data)
+    if isinstance(message, ErrorOut):
+        raise RemoteError(f"server error: {message.message}")
+    if isinstance(message, WordEvent):
+        words.append(TimedWord(message.text, message.start_time))
+        if on_word is not None:
+            on_word(words[-1])
+    elif isinstance(message, EndWordEvent) and words:
+        words[-1].stop_time = message.stop_time
+    return message
+
+
 async def stream_pcm_asr(url: str, pcm: np.ndarray, rtf: float | None = None,
                          api_key: str | None = None,
                          on_word: Callable[[TimedWord], None] | None = None,
@@ -121,16 +138,8 @@ async def stream_pcm_asr(url: str, pcm: np.ndarray, rtf: float | None = None,
 
         async def receive() -> None:
             async for data in ws:
-                message = decode_server_message(data)
-                if isinstance(message, ErrorOut):
-                    raise RemoteError(f"server error: {message.message}")
-                if isinstance(message, WordEvent):
-                    words.append(TimedWord(message.text, message.start_time))
-                    if on_word is not None:
-                        on_word(words[-1])
-                elif isinstance(message, EndWordEvent) and words:
-                    words[-1].stop_time = message.stop_time
-                elif isinstance(message, MarkerEvent) and message.id == marker_id:
+                message = _take_asr_message(data, words, on_word)
+                if isinstance(message, MarkerEvent) and message.id == marker_id:
                     marker_seen.set()
                     return
             raise RemoteError(f"the server closed the stream (code {ws.close_code}, "
@@ -294,6 +303,9 @@ async def _mic_stream(url: str, device: int | str | None, api_key: str | None,
     frames: asyncio.Queue[np.ndarray] = asyncio.Queue(maxsize=200)
     words: list[TimedWord] = []
 
+    def show(word: TimedWord) -> None:
+        print(word.text, end=" ", flush=True, file=out)  # type: ignore[call-overload]
+
     def captured(indata: np.ndarray, _frames: int, _time: object, _status: object) -> None:
         loop.call_soon_threadsafe(_put_nowait, frames, indata[:, 0].copy())
 
@@ -306,14 +318,7 @@ async def _mic_stream(url: str, device: int | str | None, api_key: str | None,
 
         async def receive() -> None:
             async for data in ws:
-                message = decode_server_message(data)
-                if isinstance(message, ErrorOut):
-                    raise RemoteError(f"server error: {message.message}")
-                if isinstance(message, WordEvent):
-                    words.append(TimedWord(message.text, message.start_time))
-                    print(message.text, end=" ", flush=True, file=out)  # type: ignore[call-overload]
-                elif isinstance(message, EndWordEvent) and words:
-                    words[-1].stop_time = message.stop_time
+                _take_asr_message(data, words, show)
 
         with sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32",
                             blocksize=FRAME_SIZE, device=device, callback=captured):
