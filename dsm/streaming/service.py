@@ -39,9 +39,8 @@ from dsm.streaming.events import (
     TextEvent,
     WordEvent,
 )
+from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
 
-SAMPLE_RATE = 24_000
-FRAME_SIZE = 1920
 log = logging.getLogger("dsm.serve")
 
 
