@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +46,16 @@ def all_tokens(words: list[Word], tokenizer: TextTokenizer) -> list[int]:
     return [t for w in words for t in tokenizer.encode(w.word)]
 
 
+def assert_words_come_back(stream: torch.Tensor, words: list[Word], tokenizer: TextTokenizer,
+                           delay: int) -> None:
+    """Reading `stream` gives `words` back, each start and end within half a frame."""
+    decoded = stream_to_words(stream, tokenizer, FRAME_RATE, delay=delay)
+    assert [w.word for w in decoded] == [w.word for w in words]
+    for original, back in zip(words, decoded):
+        assert abs(back.start - original.start) <= HALF
+        assert abs(back.end - original.end) <= HALF
+
+
 word_texts = st.lists(st.sampled_from(TEST_WORDS), min_size=1, max_size=25)
 HYPOTHESIS = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -68,11 +79,7 @@ def test_sparse_speech_round_trip_within_half_a_frame(
     assert stats.shifted_words == 0 and stats.late_ends == 0
     assert stats.num_tokens == len(all_tokens(words, tokenizer))
     assert text_tokens(stream.tolist(), tokenizer) == all_tokens(words, tokenizer)
-    decoded = stream_to_words(stream, tokenizer, FRAME_RATE, delay=delay)
-    assert [w.word for w in decoded] == texts
-    for original, back in zip(words, decoded):
-        assert abs(back.start - original.start) <= HALF
-        assert abs(back.end - original.end) <= HALF
+    assert_words_come_back(stream, words, tokenizer, delay)
 
 
 @HYPOTHESIS
@@ -97,11 +104,7 @@ def test_crowded_speech_back_to_back_words_round_trip(
     assert stats.shifted_words == 0 and stats.late_ends == 0
     body = stream.tolist()[time_to_frame(words[0].start, FRAME_RATE) - 1 + delay:]
     assert tokenizer.pad_id not in body  # fully crowded: every frame carries a token
-    decoded = stream_to_words(stream, tokenizer, FRAME_RATE, delay=delay)
-    assert [w.word for w in decoded] == texts
-    for original, back in zip(words, decoded):
-        assert abs(back.start - original.start) <= HALF
-        assert abs(back.end - original.end) <= HALF
+    assert_words_come_back(stream, words, tokenizer, delay)
 
 
 @HYPOTHESIS
