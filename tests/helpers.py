@@ -1,11 +1,22 @@
-"""Helpers shared by several test files: chunked streaming with a slot reset, and random
-LMs whose text head says something. Import explicitly: `from helpers import ...`."""
+"""Helpers shared by several test files: chunked streaming with a slot reset, random LMs
+whose text head says something, a server for the length of a block, and the local run a
+protocol client is compared with. Import explicitly: `from helpers import ...`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from dsm.streaming.asr import ASRSession
+    from dsm.streaming.engine import BatchedEngine
+    from dsm.streaming.events import Event
+    from dsm.streaming.server import StreamingServer
+    from dsm.streaming.service import ModelService
 
 
 def feed_in_chunks(step: Callable[[torch.Tensor], torch.Tensor], module: torch.nn.Module,
@@ -41,3 +52,38 @@ def keep_text_pieces(lm: torch.nn.Module, pieces: Iterable[int]) -> None:
         keep[[0, 3, *pieces]] = True
         weight[~keep] = 0.0
         weight[keep] *= 20.0
+
+
+@asynccontextmanager
+async def serving(asr: ModelService | None = None, tts: ModelService | None = None,
+                  **config: Any) -> AsyncIterator[StreamingServer]:
+    """A started `StreamingServer` (`ServerConfig(**config)`, port 0 unless given) serving
+    `asr` / `tts`, shut down when the block ends."""
+    from dsm.streaming.server import ServerConfig, StreamingServer
+
+    config.setdefault("port", 0)
+    server = StreamingServer(ServerConfig(**config), asr, tts)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.shutdown()
+
+
+def run_until_marker(engine: BatchedEngine, session: ASRSession, pcm: np.ndarray
+                     ) -> list[Event]:
+    """What a protocol client gets, run locally: `pcm`, a marker, then silence frames until
+    the marker is back; the events before the marker. Closes `engine`."""
+    from dsm.streaming.events import MarkerEvent
+    from dsm.streaming.protocol import FRAME_SIZE
+
+    engine.attach(session)
+    session.push_pcm(pcm)
+    session.marker(1)
+    events: list[Event] = []
+    while not any(isinstance(e, MarkerEvent) for e in events):
+        if not engine.ready():
+            session.push_pcm(np.zeros(FRAME_SIZE, dtype=np.float32))
+        events.extend(engine.step().get(session, []))
+    engine.close()
+    return events[:-1]

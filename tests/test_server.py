@@ -19,6 +19,7 @@ import msgpack
 import numpy as np
 import pytest
 import websockets
+from helpers import serving
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from dsm.streaming import clients
@@ -43,14 +44,9 @@ def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
 
 @asynccontextmanager
 async def scripted_server(capacity: int = 8, **config: Any) -> AsyncIterator[StreamingServer]:
-    config.setdefault("port", 0)
-    server = StreamingServer(ServerConfig(**config), ScriptedASRService(SCRIPT, capacity),
-                             ScriptedTTSService(capacity))
-    await server.start()
-    try:
+    async with serving(ScriptedASRService(SCRIPT, capacity), ScriptedTTSService(capacity),
+                       **config) as server:
         yield server
-    finally:
-        await server.shutdown()
 
 
 def speech(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
@@ -459,10 +455,9 @@ def test_bench_serve_command_reports_latency_and_checks(capsys: pytest.CaptureFi
 
 def test_client_that_stops_reading_is_cut_off_and_frees_its_slot() -> None:
     async def main() -> tuple[int, list[str]]:
-        server = StreamingServer(ServerConfig(port=0), ScriptedASRService(SCRIPT, 2),
-                                 ScriptedTTSService(2, frames_per_word=3, max_pending_events=40))
-        await server.start()
-        try:
+        async with serving(ScriptedASRService(SCRIPT, 2),
+                           ScriptedTTSService(2, frames_per_word=3, max_pending_events=40)
+                           ) as server:
             url = server.url + "/api/tts_streaming?format=PcmMessagePack"
             async with websockets.connect(url, max_queue=1) as stuck:
                 await stuck.send(encode_text_in(" ".join(["word"] * 2000)))
@@ -472,8 +467,6 @@ def test_client_that_stops_reading_is_cut_off_and_frees_its_slot() -> None:
                 words = await witness(server, rtf=None)
                 stuck.transport.abort()
             return server.tts.active, words
-        finally:
-            await server.shutdown()
 
     active, words = run(main())
     assert active == 0 and words == WORDS

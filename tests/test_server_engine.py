@@ -15,8 +15,7 @@ Models, all on CPU and small:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -24,12 +23,13 @@ import numpy as np
 import pytest
 import torch
 import websockets
+from helpers import run_until_marker, serving
 
 from dsm.models import build_lm, preset
 from dsm.streaming import clients
 from dsm.streaming.asr import ASRSession
 from dsm.streaming.engine import BatchedEngine, Session
-from dsm.streaming.events import AudioEvent, EndWordEvent, MarkerEvent, TextEvent, WordEvent
+from dsm.streaming.events import AudioEvent, EndWordEvent, TextEvent, WordEvent
 from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
 from dsm.streaming.server import ServerConfig, StreamingServer
 from dsm.streaming.service import EngineService
@@ -53,17 +53,6 @@ def run(coro: Any, timeout: float = 120.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-@asynccontextmanager
-async def engine_server(asr: EngineService | None = None, tts: EngineService | None = None
-                        ) -> AsyncIterator[StreamingServer]:
-    server = StreamingServer(ServerConfig(port=0), asr, tts)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.shutdown()
-
-
 def local_run(engine: BatchedEngine, session: Session, feed: Callable[[Session], None]) -> list:
     """What `dsm transcribe` / `dsm speak` do: one session, stepped until it finishes."""
     engine.attach(session)
@@ -74,20 +63,6 @@ def local_run(engine: BatchedEngine, session: Session, feed: Callable[[Session],
     assert session.finished
     engine.close()
     return events
-
-
-def local_run_until_marker(engine: BatchedEngine, session: ASRSession, pcm: np.ndarray) -> list:
-    """What a protocol client gets: audio, a marker, then silence until the marker is back."""
-    engine.attach(session)
-    session.push_pcm(pcm)
-    session.marker(1)
-    events: list = []
-    while not any(isinstance(e, MarkerEvent) for e in events):
-        if not engine.ready():
-            session.push_pcm(np.zeros(FRAME_SIZE, dtype=np.float32))
-        events.extend(engine.step().get(session, []))
-    engine.close()
-    return events[:-1]
 
 
 def asr_session_factory(tokenizer: Any, step_events: bool) -> Callable[[], ASRSession]:
@@ -160,7 +135,7 @@ def test_kyutai_client_gets_the_aligned_words_through_the_engine(tokenizer) -> N
 
     async def main() -> list[tuple[list[tuple], list[dict]]]:
         service = EngineService("asr", engine(3), asr_session_factory(tokenizer, True))
-        async with engine_server(asr=service) as server:
+        async with serving(asr=service) as server:
             return await asyncio.gather(*[kyutai_asr_client(server.url, pcm) for _ in range(2)])
 
     for words, steps in run(main()):
@@ -186,7 +161,7 @@ def test_random_model_words_through_the_server_equal_local_runs(tokenizer) -> No
     rng = np.random.default_rng(1)
     audios = [(0.3 * rng.standard_normal(int(1.6 * SAMPLE_RATE))).astype(np.float32)
               for _ in range(3)]
-    expected = [words_of(local_run_until_marker(engine(1), asr_session_factory(tokenizer, False)(),
+    expected = [words_of(run_until_marker(engine(1), asr_session_factory(tokenizer, False)(),
                                                 pcm)) for pcm in audios]
     assert sum(len(words) for words in expected) > 0, "the random model said nothing"
 
@@ -194,7 +169,7 @@ def test_random_model_words_through_the_server_equal_local_runs(tokenizer) -> No
         # no starvation padding here even on a crowded machine: this checks exactness
         service = EngineService("asr", engine(4), asr_session_factory(tokenizer, True),
                                 starve_after_s=10.0)
-        async with engine_server(asr=service) as server:
+        async with serving(asr=service) as server:
             async def client(i: int, pcm: np.ndarray) -> list[clients.TimedWord]:
                 await asyncio.sleep(0.15 * i)  # join while the others are mid-stream
                 return await clients.stream_pcm_asr(server.url, pcm, rtf=4.0)
@@ -244,7 +219,7 @@ def test_kyutai_tts_client_gets_every_word_and_the_local_audio(tokenizer) -> Non
 
     async def main() -> list[tuple[list[dict], int | None]]:
         service = EngineService("tts", engine(2), make)
-        async with engine_server(tts=service) as server:
+        async with serving(tts=service) as server:
             return await asyncio.gather(kyutai_tts(server.url), kyutai_tts(server.url))
 
     for messages, code in run(main()):
@@ -270,7 +245,7 @@ def test_engine_service_frees_slots_when_clients_vanish(tokenizer) -> None:
     async def main() -> tuple[list[str], int, int]:
         service = EngineService("asr", engine, asr_session_factory(tokenizer, True),
                                 starve_after_s=0.2)
-        async with engine_server(asr=service) as server:
+        async with serving(asr=service) as server:
             gone = await websockets.connect(server.url + "/api/asr-streaming")
             await gone.recv()
             await gone.send(msgpack.packb({"type": "Audio", "pcm": [0.0] * FRAME_SIZE}))

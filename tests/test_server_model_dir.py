@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 import websockets
-from helpers import keep_text_pieces
+from helpers import keep_text_pieces, run_until_marker, serving
 
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm, preset
 from dsm.streaming import clients, cmd_serve
-from dsm.streaming.events import EndWordEvent, MarkerEvent, WordEvent
+from dsm.streaming.events import EndWordEvent, WordEvent
 from dsm.streaming.model_dir import ModelDirError, write_model_dir
 from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
 from dsm.streaming.server import ServerConfig, StreamingServer
@@ -63,16 +63,7 @@ def _local_words_until_marker(directory: Path, pcm: np.ndarray) -> list[tuple[st
     silence until the marker is back."""
     service = load_engine_service("asr", directory, 1, device="cpu", cuda_graph=False)
     session = service.make_session()  # type: ignore[operator]
-    engine = service.engine
-    engine.attach(session)
-    session.push_pcm(pcm)
-    session.marker(1)
-    events: list[Any] = []
-    while not any(isinstance(e, MarkerEvent) for e in events):
-        if not engine.ready():
-            session.push_pcm(np.zeros(FRAME_SIZE, dtype=np.float32))
-        events.extend(engine.step().get(session, []))
-    engine.close()
+    events = run_until_marker(service.engine, session, pcm)
     words = [(e.text, e.start_time) for e in events if isinstance(e, WordEvent)]
     assert any(isinstance(e, EndWordEvent) for e in events) or not words
     return words
@@ -98,14 +89,10 @@ def test_dsm_serve_model_dirs_match_local_runs(model_dirs: dict[str, Path]) -> N
             return [msgpack.unpackb(m) async for m in ws], ws.close_code
 
     async def main() -> tuple[list[Any], tuple[list[dict], int | None]]:
-        server = StreamingServer(ServerConfig(port=0), asr, tts)
-        await server.start()
-        try:
+        async with serving(asr, tts) as server:
             asr_results = await asyncio.gather(*[clients.stream_pcm_asr(server.url, pcm, rtf=None)
                                                  for pcm in audios])
             tts_result = await tts_client(server.url, "the cat sat on the mat")
-        finally:
-            await server.shutdown()
         return asr_results, tts_result
 
     asr_results, (messages, code) = asyncio.run(asyncio.wait_for(main(), 120))
