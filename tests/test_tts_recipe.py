@@ -23,6 +23,7 @@ from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.trainer import Trainer, read_metrics
 from dsm.recipes.tts_task import (
     TTSTask,
+    export_checkpoint,
     session_text_inputs,
     silence_codes,
     synthesize,
@@ -153,6 +154,11 @@ def test_tiny_tts_run_learns_checkpoints_resumes_and_exports(
     model = load_model_dir(tmp_path / "full" / "model")
     assert model.task == "tts" and model.audio_delay == 4
     assert model.sampling == {"temp": 0.7, "top_k": 50, "temp_text": 0.0, "top_k_text": 1}
+    # A checkpoint exports to the same model directory (how an unfinished run is tried).
+    again = load_model_dir(export_checkpoint(
+        tmp_path / "full" / "checkpoints" / "step_00000012.pt", tmp_path / "again"))
+    for (name, a), b in zip(model.lm.state_dict().items(), again.lm.state_dict().values()):
+        assert torch.equal(a, b), name
     speech = synthesize(model, ["the cat sat", "river"], batch_size=2)
     for spoken in speech:
         assert spoken.pcm.size > 0 and spoken.pcm.size % model.codec.frame_size == 0

@@ -363,6 +363,22 @@ def export_model_dir(lm: MultistreamLM, codec: Any, config: TTSTaskConfig, direc
         lm.train(was_training)
 
 
+def export_checkpoint(checkpoint: str | Path, directory: str | Path) -> Path:
+    """A model directory from a trainer checkpoint of a TTS run (e.g. to try or ship the
+    newest checkpoint of a run that has not finished)."""
+    from dsm.recipes.config import recipe_from_dict
+    from dsm.recipes.trainer import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    if state.get("kind") != "tts":
+        raise RecipeError(f"{checkpoint}: a {state.get('kind')!r} checkpoint, not a TTS one")
+    task = TTSTask(recipe_from_dict(state["recipe"], str(checkpoint)))
+    lm = MultistreamLM(task.lm_config())
+    lm.load_state_dict(state["models"]["lm"])
+    return export_model_dir(lm, task.codec, task.config, Path(directory),
+                            task.audio_delay / float(task.codec.frame_rate))
+
+
 def ship_model_dir(source: str | Path, destination: str | Path, codec: str = "../codec") -> Path:
     """Copy a model directory without its codec, naming `codec` (relative to the copy):
     how dsm/assets/tts shares dsm/assets/codec."""
