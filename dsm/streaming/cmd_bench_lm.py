@@ -4,7 +4,11 @@ For each batch size, both generators step the same model (an LM preset with rand
 weights, loaded into moshi's LMModel and into dsm's MultistreamLM from one safetensors
 file) on random input tokens with the same sampling settings (moshi's defaults:
 temperature 0.8 / 0.7, top-k 250 / 25). Prints steps/s of each, their ratio, and on a GPU
-how many real-time streams (12.5 steps/s each) the batch sustains.
+how many real-time streams (12.5 steps/s each) the batch sustains. On CPU it also prints
+the ratio of CPU time per step (process CPU seconds, all threads): on a shared machine
+wall-clock rates move with the neighbours' load, CPU time much less. CPU runs use one
+torch thread unless --threads says otherwise (thread stalls on a busy machine swamp what
+is measured).
 
 Example: dsm bench lm --preset tiny-stt --batch 1,8,32
          dsm bench lm --preset stt-1b --batch 64,256,512 --device cuda --steps 100
@@ -37,19 +41,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights dtype (default float32 on CPU, bfloat16 on CUDA)")
     parser.add_argument("--no-cuda-graph", action="store_true", help="run dsm's step eagerly")
     parser.add_argument("--no-moshi", action="store_true", help="measure dsm only")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1 on CPU, torch's own on CUDA)")
 
 
-def _time_steps(step, inputs: torch.Tensor, steps: int, device: torch.device) -> float:
-    """Steps per second of `steps` calls (wall clock, device work included)."""
+def _time_steps(step, inputs: torch.Tensor, steps: int,
+                device: torch.device) -> tuple[float, float]:
+    """Steps per second of `steps` calls: by the wall clock (device work included) and per
+    second of this process's CPU time."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for t in range(steps):
         step(inputs[t % inputs.shape[0]])
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return steps / wall, steps / max(cpu, 1e-9)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,9 +66,10 @@ def main(args: argparse.Namespace) -> int:
     from dsm.models import load_lm, preset
     from dsm.streaming.streamer import LMStreamer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    threads = args.threads or (1 if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA device is available")
         return 2
@@ -99,6 +108,8 @@ def main(args: argparse.Namespace) -> int:
           f"threads {torch.get_num_threads()}; best of {args.rounds} alternating rounds of "
           f"{args.steps} steps each")
     header = f"{'batch':>6} {'dsm steps/s':>12} {'moshi steps/s':>14} {'ratio':>6}"
+    if device.type == "cpu":
+        header += f" {'CPU-time ratio':>15}"
     if device.type == "cuda":
         header += f" {'dsm RT streams':>15} {'moshi RT streams':>17}"
     print(header)
@@ -122,16 +133,19 @@ def main(args: argparse.Namespace) -> int:
                 streamer.step(inputs[t])
                 if generator_ref is not None:
                     generator_ref.step(inputs[t])
-            ours_rate, moshi_rate = 0.0, None
+            ours_rate, ours_cpu, moshi_rate, moshi_cpu = 0.0, 0.0, None, 0.0
             for _ in range(max(1, args.rounds)):
-                rate = _time_steps(streamer.step, inputs, args.steps, device)
-                ours_rate = max(ours_rate, rate)
+                rate, cpu_rate = _time_steps(streamer.step, inputs, args.steps, device)
+                ours_rate, ours_cpu = max(ours_rate, rate), max(ours_cpu, cpu_rate)
                 if generator_ref is not None:
-                    rate = _time_steps(generator_ref.step, inputs, args.steps, device)
+                    rate, cpu_rate = _time_steps(generator_ref.step, inputs, args.steps, device)
                     moshi_rate = max(moshi_rate or 0.0, rate)
+                    moshi_cpu = max(moshi_cpu, cpu_rate)
         ratio = f"{ours_rate / moshi_rate:6.2f}" if moshi_rate else "   n/a"
         moshi_text = f"{moshi_rate:14.1f}" if moshi_rate else f"{'n/a':>14}"
         line = f"{batch:>6} {ours_rate:12.1f} {moshi_text} {ratio}"
+        if device.type == "cpu":
+            line += f" {ours_cpu / moshi_cpu:15.2f}" if moshi_rate else f" {'n/a':>15}"
         if device.type == "cuda":
             ours_rt = batch * min(1.0, ours_rate / REAL_TIME_STEPS_PER_S)
             moshi_rt = batch * min(1.0, moshi_rate / REAL_TIME_STEPS_PER_S) if moshi_rate else 0
