@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,10 @@ from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.trainer import Trainer, read_metrics
 from dsm.recipes.tts_task import (
     TTSTask,
+    check_codec,
     export_checkpoint,
     session_text_inputs,
+    ship_model_dir,
     silence_codes,
     synthesize,
     text_loss_targets,
@@ -164,6 +167,19 @@ def test_tiny_tts_run_learns_checkpoints_resumes_and_exports(
         assert spoken.pcm.size > 0 and spoken.pcm.size % model.codec.frame_size == 0
         assert np.isfinite(spoken.pcm).all() and spoken.first_audio_s > 0
     assert [w for w, _, _ in speech[0].words] == ["the", "cat", "sat"]
+
+    # Shipped beside a shared codec ("../codec"): loads, and a swapped codec is caught.
+    shipped = ship_model_dir(tmp_path / "full" / "model", tmp_path / "assets" / "tts")
+    shutil.copytree(tmp_path / "full" / "model" / "codec", tmp_path / "assets" / "codec")
+    assert not (shipped / "codec").exists()
+    check_codec(load_model_dir(shipped))
+    other = load_codec(tmp_path / "assets" / "codec")
+    with torch.no_grad():
+        next(iter(other.parameters())).add_(0.01)
+    shutil.rmtree(tmp_path / "assets" / "codec")
+    save_codec(other, tmp_path / "assets" / "codec")
+    with pytest.raises(ValueError, match="not the one the model was trained with"):
+        check_codec(load_model_dir(shipped))
 
     # `dsm eval tts --model DIR --asr-model DIR` runs it end to end (a random ASR model here:
     # the figures are garbage, the wiring and the table are what is checked).

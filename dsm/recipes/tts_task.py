@@ -51,7 +51,7 @@ from torch.utils.data import Dataset
 from dsm.models.config import LMConfig
 from dsm.models.lm import MultistreamLM
 from dsm.recipes.config import RecipeError
-from dsm.recipes.dataset import AlignedDataset, AlignedItem, collate
+from dsm.recipes.dataset import AlignedDataset, AlignedItem, codec_fingerprint, collate
 from dsm.recipes.tasks import Metrics, Split, Task, register_task
 from dsm.streams.alignment import delay_frames, time_to_frame
 from dsm.streams.tokenizer import TextTokenizer
@@ -381,15 +381,30 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path) -> Path:
 
 def ship_model_dir(source: str | Path, destination: str | Path, codec: str = "../codec") -> Path:
     """Copy a model directory without its codec, naming `codec` (relative to the copy):
-    how dsm/assets/tts shares dsm/assets/codec."""
+    how dsm/assets/tts shares dsm/assets/codec. config.json keeps `codec_fingerprint`, the
+    weights fingerprint of the codec the model was trained with, so that a shared codec
+    swapped for another one is caught (`check_codec`) instead of speaking noise."""
+    from dsm.codecs import load_codec
+    from dsm.streaming.model_dir import codec_spec
+
     source, destination = Path(source), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     raw = json.loads((source / "config.json").read_text())
+    raw["codec_fingerprint"] = codec_fingerprint(load_codec(codec_spec(source, raw)))
     raw["codec"] = codec
     for name in ("model.safetensors", str(raw.get("tokenizer_name", "tokenizer.model"))):
         shutil.copy(source / name, destination / name)
     (destination / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
     return destination
+
+
+def check_codec(model: Any) -> None:
+    """Raise unless a loaded model directory's codec is the one its LM was trained with
+    (when config.json records `codec_fingerprint`)."""
+    expected = model.lm.config.extras.get("codec_fingerprint")
+    if expected is not None and codec_fingerprint(model.codec) != expected:
+        raise ValueError(f"{model.path}: its codec is not the one the model was trained with "
+                         f"(codec_fingerprint {expected[:12]}...)")
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -496,6 +511,7 @@ def run_tts_model(args: argparse.Namespace, rows: Sequence[Any]) -> list[dict[st
     tts_model = load_model_dir(args.model)
     if tts_model.task != "tts":
         raise ValueError(f"{args.model} is a {tts_model.task} model, not a TTS one")
+    check_codec(tts_model)
     asr_model = load_model_dir(resolve_model(getattr(args, "asr_model", None), "asr"))
     if asr_model.task != "asr":
         raise ValueError(f"{asr_model.path} is a {asr_model.task} model, not an ASR one")
