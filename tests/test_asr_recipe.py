@@ -246,3 +246,24 @@ def test_bad_asr_recipes_fail_before_training(assets, tmp_path: Path) -> None:
     recipe.data.train_manifest = str(empty)
     with pytest.raises(RecipeError, match="no usable row|empty"):
         Trainer(recipe, tmp_path / "out3")
+
+
+def test_input_dropout_hides_inputs_only_while_training(assets) -> None:
+    recipe = load_recipe(_recipe(assets, name="drop.toml"),
+                         ["task.audio_dropout=0.5", "task.text_dropout=0.25"])
+    task = ASRTask(recipe)
+    codes = torch.randint(0, 60, (4, 5, 400))
+    torch.manual_seed(0)
+    hidden = task._hide_inputs(codes)
+    audio_share = (hidden[:, 1:] == -1).float().mean().item()
+    text_share = (hidden[:, 0] == -1).float().mean().item()
+    assert 0.45 < audio_share < 0.55 and 0.2 < text_share < 0.3
+    kept = hidden != -1
+    assert torch.equal(hidden[kept], codes[kept])
+    model = task.build_models()["model"]
+    batch = {"codes": codes[..., :30], "mask": torch.ones(4, 5, 30, dtype=torch.bool)}
+    model.eval()
+    with torch.no_grad():
+        first, _ = task.compute_loss({"model": model}, batch)
+        second, _ = task.compute_loss({"model": model}, batch)
+    assert first == second  # no hiding outside training: validation is deterministic

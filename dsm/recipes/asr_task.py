@@ -65,6 +65,8 @@ class ASRTaskConfig:
     context: int | None = None              # attention window, frames
     text_card: int | None = None
     extra_heads_num_heads: int = 0          # VAD heads (untrained by this recipe: 0)
+    audio_dropout: float = 0.0              # training: share of input audio codes hidden (-1)
+    text_dropout: float = 0.0               # training: share of input text tokens hidden (-1)
     init_from: str | None = None            # start from these LM weights: a model directory
                                             # or a `dsm train` checkpoint of the same shapes
 
@@ -75,6 +77,8 @@ class ASRTaskConfig:
             raise ValueError("max_frames must be >= 2")
         if not 0 <= self.pad_weight <= 1:
             raise ValueError("pad_weight must be in [0, 1]")
+        if not (0 <= self.audio_dropout < 1 and 0 <= self.text_dropout < 1):
+            raise ValueError("audio_dropout and text_dropout must be in [0, 1)")
         if self.num_codebooks is not None and self.num_codebooks < 1:
             raise ValueError("num_codebooks must be >= 1")
         if self.extra_heads_num_heads < 0:
@@ -257,11 +261,26 @@ class ASRTask(Task):
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:
         codes: Tensor = batch["codes"]                       # [B, 1 + K, T]
-        output = models["model"](codes)
+        model = models["model"]
+        inputs = self._hide_inputs(codes) if model.training else codes
+        output = model(inputs)
         logits = output.text_logits[:, 0]                    # [B, T, text_card]
         loss, metrics = text_loss(logits, codes[:, 0], output.text_mask[:, 0],
                                   self.tokenizer.pad_id, self.config.pad_weight)
         return loss, dict(metrics)
+
+    def _hide_inputs(self, codes: Tensor) -> Tensor:
+        """Training inputs with random cells set to -1 (zero embedding): audio codes with
+        probability `audio_dropout`, text tokens with `text_dropout`, so the model cannot
+        lean on every code of a voice or on its own text history alone. Targets stay whole.
+        Draws come from torch's RNG, which the trainer seeds and checkpoints."""
+        config: ASRTaskConfig = self.config
+        if config.audio_dropout == 0 and config.text_dropout == 0:
+            return codes
+        rates = torch.full(codes.shape[:2], config.audio_dropout, device=codes.device)
+        rates[:, 0] = config.text_dropout
+        hidden = torch.rand(codes.shape, device=codes.device) < rates[..., None]
+        return torch.where(hidden, torch.full_like(codes, -1), codes)
 
     def export(self, models: Mapping[str, nn.Module], directory: Path) -> None:
         from dsm.streaming.model_dir import write_model_dir
