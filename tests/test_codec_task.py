@@ -76,7 +76,7 @@ log_every = 1
 checkpoint_every = 100
 progress = false
 [optim]
-lr = 3e-3
+lr = 1e-2
 """ + TINY_TASK.format(adversarial_start=adversarial_start) + extra
     path = root / "codec.toml"
     path.write_text(text)

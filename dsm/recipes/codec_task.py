@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from dsm.codecs.init import unit_gain_init
 from dsm.codecs.loading import save_codec
 from dsm.codecs.mimi import Mimi, MimiConfig
 from dsm.recipes.balancer import Balancer
@@ -93,6 +94,7 @@ class CodecTaskConfig:
     )
     discriminator_filters: int = 32
     adversarial_start: int = 0              # reconstruction-only steps before the GAN starts
+    init: str = "unit_gain"                 # conv init: "unit_gain" (dsm.codecs.init) | "torch"
 
     def __post_init__(self) -> None:
         if not self.segment_seconds > 0:
@@ -110,6 +112,8 @@ class CodecTaskConfig:
                              "mel_bands >= 1")
         if not self.discriminator_resolutions:
             raise ValueError("discriminator_resolutions must not be empty")
+        if self.init not in ("unit_gain", "torch"):
+            raise ValueError(f"init must be 'unit_gain' or 'torch', got {self.init!r}")
 
     def segment_samples(self) -> int:
         frame_size = round(self.codec.sample_rate / self.codec.frame_rate)
@@ -231,6 +235,8 @@ class CodecTask(Task):
         config: CodecTaskConfig = self.config
         # The task does quantizer dropout itself (reproducibly); the codec never does.
         codec = Mimi(dataclasses.replace(config.codec, q_dropout=False))
+        if config.init == "unit_gain":
+            unit_gain_init(codec)  # torch's default init stalls training (see dsm.codecs.init)
         # Built even without GAN losses (it then never steps), so every codec run has the
         # same optimizers and checkpoints.
         discriminator = MultiScaleSTFTDiscriminator(
