@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from dsm.recipes import metrics as M
-from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest, summarize_skipped
+from dsm.recipes.manifest import (
+    ManifestError,
+    ManifestRow,
+    jsonl_objects,
+    read_manifest,
+    summarize_skipped,
+)
 
 HELP = "evaluate ASR / TTS / codec / translation outputs (WER, latency, BLEU, SI-SNR, STOI)"
 KINDS = ("asr", "tts", "codec", "translation")
@@ -130,18 +136,9 @@ def read_outputs(path: str | os.PathLike[str]) -> list[Output]:
     if not path.is_file():
         raise EvalError(f"outputs file not found: {path}")
     outputs = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvalError(f"{path}:{number}: not JSON: {error}") from None
-            if not isinstance(row, dict):
-                raise EvalError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            row["_line"], row["_base"] = number, str(path.parent)
-            outputs.append(row)
+    for number, row in jsonl_objects(path, EvalError):
+        row["_line"], row["_base"] = number, str(path.parent)
+        outputs.append(row)
     return outputs
 
 

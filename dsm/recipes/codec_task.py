@@ -21,7 +21,6 @@ the number that should go down. `export` writes `OUT/codec`, a directory `load_c
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from dsm.recipes.discriminator import (
     generator_hinge_loss,
 )
 from dsm.recipes.losses import MultiScaleMelLoss, MultiScaleSTFTLoss, waveform_l1_loss
+from dsm.recipes.manifest import jsonl_objects
 from dsm.recipes.tasks import Metrics, Split, StepContext, Task, register_task
 
 RECONSTRUCTION_LOSSES = ("l1", "mel", "stft")
@@ -129,24 +129,17 @@ def manifest_audio_paths(manifest: str | Path) -> list[Path]:
     manifest's directory (or the current one when only that exists). Each must exist."""
     manifest = Path(manifest)
     paths = []
-    with manifest.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecipeError(f"{manifest}:{number}: not a JSON object: {error}") from None
-            audio = row.get("audio") if isinstance(row, dict) else None
-            if not isinstance(audio, str) or not audio:
-                raise RecipeError(f"{manifest}:{number}: row has no string 'audio' path")
-            path = Path(audio)
-            if not path.is_absolute():
-                beside = manifest.parent / path
-                path = beside if beside.exists() or not path.exists() else path
-            if not path.is_file():
-                raise RecipeError(f"{manifest}:{number}: audio file {audio!r} not found ({path})")
-            paths.append(path)
+    for number, row in jsonl_objects(manifest, RecipeError):
+        audio = row.get("audio")
+        if not isinstance(audio, str) or not audio:
+            raise RecipeError(f"{manifest}:{number}: row has no string 'audio' path")
+        path = Path(audio)
+        if not path.is_absolute():
+            beside = manifest.parent / path
+            path = beside if beside.exists() or not path.exists() else path
+        if not path.is_file():
+            raise RecipeError(f"{manifest}:{number}: audio file {audio!r} not found ({path})")
+        paths.append(path)
     return paths
 
 

@@ -26,7 +26,7 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,22 +107,38 @@ def read_manifest(
         raise ManifestError(f"manifest not found: {manifest}")
     rows: list[ManifestRow] = []
     skipped: list[SkippedRow] = []
-    with manifest.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    for number, raw in jsonl_objects(manifest, ManifestError):
+        _check_fields(manifest, number, raw)
+        audio = _resolve_audio(manifest, raw["audio"])
+        try:
+            rows.append(_validate(manifest, number, raw, audio, require_words, check_audio))
+        except _Skip as skip:
+            entry = SkippedRow(number, skip.reason, skip.detail, audio)
+            if strict:
+                raise ManifestError(
+                    f"{manifest}:{number}: {skip.reason}: {skip.detail}"
+                ) from None
+            skipped.append(entry)
+    return rows, skipped
+
+
+def jsonl_objects(
+    path: str | os.PathLike[str], error: type[Exception] = ValueError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL file; a line that is not a
+    JSON object raises `error` naming the file and line."""
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            raw = _parse_line(manifest, number, line)
-            audio = _resolve_audio(manifest, raw["audio"])
             try:
-                rows.append(_validate(manifest, number, raw, audio, require_words, check_audio))
-            except _Skip as skip:
-                entry = SkippedRow(number, skip.reason, skip.detail, audio)
-                if strict:
-                    raise ManifestError(
-                        f"{manifest}:{number}: {skip.reason}: {skip.detail}"
-                    ) from None
-                skipped.append(entry)
-    return rows, skipped
+                row = json.loads(line)
+            except json.JSONDecodeError as problem:
+                raise error(f"{path}:{number}: not valid JSON: {problem}") from None
+            if not isinstance(row, dict):
+                raise error(f"{path}:{number}: a row must be a JSON object, "
+                            f"got {type(row).__name__}")
+            yield number, row
 
 
 def summarize_skipped(skipped: Sequence[SkippedRow]) -> str:
@@ -163,14 +179,8 @@ def write_manifest(path: str | os.PathLike[str], rows: Iterable[ManifestRow]) ->
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _parse_line(manifest: Path, number: int, line: str) -> dict[str, Any]:
+def _check_fields(manifest: Path, number: int, raw: dict[str, Any]) -> None:
     where = f"{manifest}:{number}"
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ManifestError(f"{where}: not valid JSON: {error}") from error
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{where}: a row must be a JSON object, got {type(raw).__name__}")
     for key in ("audio", "text"):
         if key not in raw:
             raise ManifestError(f"{where}: missing required key {key!r}")
@@ -191,7 +201,6 @@ def _parse_line(manifest: Path, number: int, line: str) -> dict[str, Any]:
             raise ManifestError(f"{where}: words[{index}].word must be a string")
         if not (_is_number(word["start"]) and _is_number(word["end"])):
             raise ManifestError(f"{where}: words[{index}] start/end must be numbers")
-    return raw
 
 
 def _is_number(value: Any) -> bool:

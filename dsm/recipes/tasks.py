@@ -41,7 +41,6 @@ end to end without the real models, and is what tests and `configs/toy.toml` use
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
 from dsm.recipes.config import Recipe, RecipeError
+from dsm.recipes.manifest import jsonl_objects
 
 Split = Literal["train", "valid"]
 Metrics = dict[str, "Tensor | float"]
@@ -210,18 +210,11 @@ def manifest_byte_windows(path: str, seq_len: int) -> Tensor:
     """The `text` of every JSONL row as UTF-8 bytes, rows joined by newlines, cut into
     `[N, seq_len]` windows (N may be 0: an empty corpus)."""
     data = bytearray()
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecipeError(f"{path}:{number}: not a JSON object: {error}") from None
-            text = row.get("text") if isinstance(row, dict) else None
-            if not isinstance(text, str):
-                raise RecipeError(f"{path}:{number}: row has no string 'text'")
-            data += text.encode("utf-8") + b"\n"
+    for number, row in jsonl_objects(path, RecipeError):
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise RecipeError(f"{path}:{number}: row has no string 'text'")
+        data += text.encode("utf-8") + b"\n"
     count = len(data) // seq_len
     flat = torch.tensor(list(data[: count * seq_len]), dtype=torch.long)
     return flat.view(count, seq_len)
