@@ -19,6 +19,8 @@ from torch import nn
 def unit_gain_init(model: nn.Module) -> nn.Module:
     """Re-draw every Conv1d / ConvTranspose1d of `model` for unit signal gain; zero biases."""
     for module in model.modules():
+        if getattr(module, "keep_init", False):
+            continue  # a fixed transform's basis (dsm.codecs.spectral)
         if isinstance(module, nn.ConvTranspose1d):
             in_channels, _, kernel = module.weight.shape  # [in, out / groups, k]
             # each output sample sums kernel / stride taps of each input channel in its group

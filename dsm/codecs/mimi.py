@@ -26,9 +26,13 @@ from torch import nn
 from dsm.codecs.base import Codec
 from dsm.codecs.quantization import QuantizerOutput, SplitResidualVectorQuantizer
 from dsm.codecs.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+from dsm.codecs.spectral import SpectralConfig, SpectralDecoder, SpectralEncoder
 from dsm.modules.conv import StreamingConv1d, StreamingConvTranspose1d
 from dsm.modules.streaming import StreamingModule
 from dsm.modules.transformer import StreamingTransformer, TransformerConfig
+
+
+FRONTENDS = ("seanet", "spectral")
 
 
 def _default_transformer() -> TransformerConfig:
@@ -52,10 +56,27 @@ class MimiConfig:
     bins: int = 2048
     n_q_semantic: int = 1
     q_dropout: bool = False
+    # "seanet" (Kyutai's layout) or "spectral" (dsm.codecs.spectral: learns much faster
+    # from scratch; made for codecs trained on a CPU). `spectral` is read only then.
+    frontend: str = "seanet"
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
+
+    def __post_init__(self) -> None:
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"frontend must be one of {FRONTENDS}, got {self.frontend!r}")
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per latent step of the encoder / decoder front end."""
+        return self.spectral.hop_length if self.frontend == "spectral" else self.seanet.hop_length
+
+    @property
+    def latent_dimension(self) -> int:
+        return self.spectral.dimension if self.frontend == "spectral" else self.seanet.dimension
 
     @property
     def encoder_frame_rate(self) -> float:
-        return self.sample_rate / self.seanet.hop_length
+        return self.sample_rate / self.hop_length
 
     @property
     def resample_stride(self) -> int:
@@ -79,6 +100,8 @@ class MimiConfig:
             raise ValueError(f"unknown Mimi config fields: {unknown}")
         if "seanet" in data:
             data["seanet"] = SEANetConfig(**data["seanet"])
+        if "spectral" in data:
+            data["spectral"] = SpectralConfig(**data["spectral"])
         if "transformer" in data:
             data["transformer"] = TransformerConfig(**data["transformer"])
         return cls(**data)
@@ -129,10 +152,16 @@ class Mimi(Codec):
             raise ValueError("sample_rate / frame_rate must be a whole number of samples")
         self.frame_size = int(frame_size)
         self.cardinality = config.bins
-        dimension = config.seanet.dimension
+        dimension = config.latent_dimension
         stride = config.resample_stride
-        self.encoder = SEANetEncoder(config.seanet)
-        self.decoder = SEANetDecoder(config.seanet)
+        self.encoder: SEANetEncoder | SpectralEncoder
+        self.decoder: SEANetDecoder | SpectralDecoder
+        if config.frontend == "spectral":
+            self.encoder = SpectralEncoder(config.spectral)
+            self.decoder = SpectralDecoder(config.spectral)
+        else:
+            self.encoder = SEANetEncoder(config.seanet)
+            self.decoder = SEANetDecoder(config.seanet)
         self.encoder_transformer = CodecTransformer(dimension, config.transformer)
         self.decoder_transformer = CodecTransformer(dimension, config.transformer)
         self.downsample: StreamingConv1d | None = None

@@ -1,0 +1,82 @@
+"""The spectral codec front end (dsm.codecs.spectral) and a Mimi built on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import feed_in_chunks, stream_in_chunks
+
+from dsm.codecs import load_codec, save_codec
+from dsm.codecs.init import unit_gain_init
+from dsm.codecs.mimi import Mimi, MimiConfig
+from dsm.codecs.spectral import SpectralConfig, SpectralDecoder, SpectralEncoder
+from dsm.codecs.testing import randomize_codebooks
+from dsm.modules.transformer import TransformerConfig
+
+SMALL_SPECTRAL = MimiConfig(
+    frontend="spectral",
+    spectral=SpectralConfig(dimension=24, hop_length=240, hidden=16, n_residual_layers=2),
+    transformer=TransformerConfig(d_model=24, num_heads=4, num_layers=1, dim_feedforward=48,
+                                  context=12, layer_scale=0.5),
+    codebook_dim=8, n_q=4, bins=32,
+)
+
+
+def test_transforms_start_as_a_perfect_reconstruction_one_hop_late():
+    config = SpectralConfig(hop_length=60)
+    encoder, decoder = SpectralEncoder(config), SpectralDecoder(config)
+    unit_gain_init(torch.nn.ModuleList([encoder, decoder]))  # must leave the bases alone
+    wav = torch.randn(2, 1, 60 * 20)
+    with torch.no_grad():
+        back = decoder.synthesis(encoder.analysis(wav))
+    torch.testing.assert_close(back[..., 60:], wav[..., :-60], atol=1e-5, rtol=0)
+    # the encoder reads log power: a louder input gives larger features, not NaN
+    with torch.no_grad():
+        quiet, loud = encoder(torch.zeros(1, 1, 600)), encoder(torch.ones(1, 1, 600))
+    assert torch.isfinite(quiet).all() and not torch.allclose(quiet, loud)
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_front_end_streaming_equals_offline_with_slot_reset(part):
+    torch.manual_seed(0)
+    config = SpectralConfig(dimension=12, hop_length=48, hidden=16, n_residual_layers=2)
+    if part == "encoder":
+        module, x, chunk, shift = SpectralEncoder(config).eval(), torch.randn(3, 1, 48 * 12), 96, 48
+    else:
+        module, x, chunk, shift = SpectralDecoder(config).eval(), torch.randn(3, 12, 12), 2, 1
+    with torch.no_grad():
+        offline = module(x)
+        streamed = stream_in_chunks(module, x, chunk, reset_at=3, reset_slot=1)
+        fresh = module(x[1:2, :, 3 * chunk:])
+    torch.testing.assert_close(streamed[[0, 2]], offline[[0, 2]], atol=1e-5, rtol=1e-5)
+    start = 3 * chunk // shift * (1 if part == "encoder" else 48)
+    torch.testing.assert_close(streamed[1, :, start:], fresh[0], atol=1e-5, rtol=1e-5)
+
+
+def test_spectral_mimi_streams_like_offline_and_round_trips_through_a_directory(tmp_path):
+    torch.manual_seed(1)
+    codec = Mimi(SMALL_SPECTRAL).eval()
+    randomize_codebooks(codec)
+    assert codec.config.encoder_frame_rate == 100 and codec.config.resample_stride == 8
+    wav = 0.3 * torch.randn(2, 1, 1920 * 6)
+    with torch.no_grad():
+        codes = codec.encode(wav)
+        audio = codec.decode(codes)
+        with codec.streaming(2):
+            stream_codes = feed_in_chunks(codec.encode_step, codec, wav, codec.frame_size)
+        with codec.streaming(2):
+            stream_audio = feed_in_chunks(codec.decode_step, codec, codes, 1)
+    assert codes.shape == (2, 4, 6) and audio.shape == wav.shape
+    assert torch.equal(stream_codes, codes)
+    torch.testing.assert_close(stream_audio, audio, atol=1e-5, rtol=0)
+
+    save_codec(codec, tmp_path / "codec")
+    loaded = load_codec(tmp_path / "codec")
+    assert isinstance(loaded, Mimi) and loaded.config == codec.config
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(wav), codes)
+
+
+def test_unknown_front_end_is_named():
+    with pytest.raises(ValueError, match="frontend must be one of"):
+        MimiConfig(frontend="wavelet")
