@@ -22,14 +22,16 @@ SMALL_SPECTRAL = MimiConfig(
 )
 
 
-def test_transforms_start_as_a_perfect_reconstruction_one_hop_late():
-    config = SpectralConfig(hop_length=60)
+def test_transforms_start_as_a_perfect_reconstruction_a_crossfade_late():
+    config = SpectralConfig(hop_length=60, crossfade=6)
     encoder, decoder = SpectralEncoder(config), SpectralDecoder(config)
     unit_gain_init(torch.nn.ModuleList([encoder, decoder]))  # must leave the bases alone
     wav = torch.randn(2, 1, 60 * 20)
     with torch.no_grad():
         back = decoder.synthesis(encoder.analysis(wav))
-    torch.testing.assert_close(back[..., 60:], wav[..., :-60], atol=1e-5, rtol=0)
+    torch.testing.assert_close(back[..., 6:], wav[..., :-6], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="crossfade"):
+        SpectralConfig(hop_length=60, crossfade=0)
     # the encoder reads log power: a louder input gives larger features, not NaN
     with torch.no_grad():
         quiet, loud = encoder(torch.zeros(1, 1, 600)), encoder(torch.ones(1, 1, 600))

@@ -4,15 +4,18 @@ A drop-in for the SEANet encoder/decoder (same shapes, same streaming contract) 
 learns far faster from scratch, which is what a codec trained on a CPU needs:
 
 - encoder: audio `[B, 1, N]` -> windowed DFT frames (a strided conv whose weights start as
-  a sqrt-Hann DFT basis, hop `hop_length`, window 2 x hop) -> log power -> causal conv
-  residual blocks at the frame rate -> latents `[B, dimension, N / hop]`.
+  a DFT basis; hop `hop_length`, window 2 x hop) -> log power -> causal conv residual
+  blocks at the frame rate -> latents `[B, dimension, N / hop]`.
 - decoder: latents -> causal conv residual blocks -> per frequency a log magnitude and a
-  phase -> real and imaginary parts -> overlap-add through a strided transposed conv whose
-  weights start as the matching inverse DFT basis -> audio `[B, 1, T * hop]`.
+  phase -> real and imaginary parts -> a strided transposed conv, starting as the inverse
+  DFT of the frame's last `hop + crossfade` samples -> audio `[B, 1, T * hop]`.
 
-Both transforms are causal: analysis frame t covers the samples up to the end of hop t,
-and synthesis frame t writes hop t and the start of hop t + 1 (held in streaming state),
-so the decoder's output lags its input by at most one hop (10 ms at 24 kHz).
+Latency is what a streaming codec evaluated sample by sample needs to keep small (STOI
+drops from 1.0 to 0.88 for a 10 ms shift): the analysis window rises to 1 at its newest
+sample (a half sine), and each synthesis frame writes its hop plus a `crossfade`-sample
+tail into the next hop, so decoder output lags the encoder input by `crossfade` samples
+(1 ms at 24 kHz), not by a hop. At initialisation synthesis(analysis(x)) is x delayed by
+exactly that.
 """
 
 from __future__ import annotations
@@ -40,44 +43,62 @@ class SpectralConfig:
     n_residual_layers: int = 3
     kernel_size: int = 3
     dilation_base: int = 2
+    crossfade: int = 24           # samples each synthesis frame overlaps the next one
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crossfade <= self.hop_length:
+            raise ValueError(f"crossfade must be in (0, hop_length], got {self.crossfade}")
 
     @property
     def window_length(self) -> int:
         return 2 * self.hop_length
 
     @property
+    def synthesis_length(self) -> int:
+        return self.hop_length + self.crossfade
+
+    @property
     def frequencies(self) -> int:
         return self.hop_length + 1
 
 
-def _sqrt_hann(length: int) -> torch.Tensor:
-    """sqrt of a periodic Hann window: its square overlap-adds to 1 at 50 % overlap."""
-    return torch.hann_window(length, periodic=True, dtype=torch.float64).sqrt()
+def analysis_window(length: int) -> torch.Tensor:
+    """A half sine rising to 1 at the newest sample: the recent past weighs most."""
+    n = torch.arange(length, dtype=torch.float64)
+    return torch.sin(0.5 * math.pi * (n + 1) / length)
+
+
+def _dft_angles(window_length: int) -> torch.Tensor:
+    n = torch.arange(window_length, dtype=torch.float64)
+    k = torch.arange(window_length // 2 + 1, dtype=torch.float64)
+    return 2 * math.pi * k[:, None] * n[None, :] / window_length  # [F, L]
 
 
 def dft_analysis_basis(window_length: int) -> torch.Tensor:
     """`[2F, 1, L]` conv weight: rows 0..F-1 give Re X_k, rows F..2F-1 give Im X_k of the
-    sqrt-Hann windowed frame."""
-    n = torch.arange(window_length, dtype=torch.float64)
-    k = torch.arange(window_length // 2 + 1, dtype=torch.float64)
-    angle = 2 * math.pi * k[:, None] * n[None, :] / window_length  # [F, L]
-    window = _sqrt_hann(window_length)
-    basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window
+    windowed frame."""
+    angle = _dft_angles(window_length)
+    basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * analysis_window(window_length)
     return basis[:, None, :].float()
 
 
-def dft_synthesis_basis(window_length: int) -> torch.Tensor:
-    """`[2F, 1, L]` transposed-conv weight: the inverse real DFT of (Re, Im), windowed, so
-    that synthesis(analysis(x)) is x delayed by one hop."""
-    n = torch.arange(window_length, dtype=torch.float64)
-    frequencies = window_length // 2 + 1
-    k = torch.arange(frequencies, dtype=torch.float64)
-    angle = 2 * math.pi * k[:, None] * n[None, :] / window_length
-    weight = torch.full((frequencies, 1), 2.0, dtype=torch.float64)
+def dft_synthesis_basis(window_length: int, hop_length: int, crossfade: int) -> torch.Tensor:
+    """`[2F, 1, hop + crossfade]` transposed-conv weight: the inverse real DFT of (Re, Im)
+    at the frame's last hop + crossfade samples, unwindowed, times a crossfade window
+    (sine-squared ramps over `crossfade` samples at both ends, whose overlaps add to 1)."""
+    length = hop_length + crossfade
+    positions = torch.arange(window_length - length, window_length)
+    angle = _dft_angles(window_length)[:, positions]
+    weight = torch.full((window_length // 2 + 1, 1), 2.0, dtype=torch.float64)
     weight[0] = weight[-1] = 1.0  # DC and Nyquist appear once in the spectrum
-    window = _sqrt_hann(window_length)
-    basis = torch.cat([torch.cos(angle) * weight, -torch.sin(angle) * weight]) * window
-    return (basis / window_length)[:, None, :].float()
+    fade = torch.ones(length, dtype=torch.float64)
+    ramp = torch.sin(0.5 * math.pi * (torch.arange(crossfade, dtype=torch.float64) + 0.5)
+                     / crossfade) ** 2
+    fade[:crossfade] = ramp
+    fade[length - crossfade:] = 1.0 - ramp
+    scale = fade / analysis_window(window_length)[positions] / window_length
+    basis = torch.cat([torch.cos(angle) * weight, -torch.sin(angle) * weight]) * scale
+    return basis[:, None, :].float()
 
 
 def _blocks(config: SpectralConfig) -> list[nn.Module]:
@@ -135,9 +156,10 @@ class SpectralDecoder(StreamingModule):
             StreamingConv1d(config.hidden, 2 * config.frequencies, 1),
         )
         self.synthesis = StreamingConvTranspose1d(
-            2 * config.frequencies, 1, config.window_length, stride=config.hop_length,
+            2 * config.frequencies, 1, config.synthesis_length, stride=config.hop_length,
             bias=False)
-        _fixed_transform(self.synthesis, dft_synthesis_basis(config.window_length))
+        _fixed_transform(self.synthesis, dft_synthesis_basis(
+            config.window_length, config.hop_length, config.crossfade))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         log_magnitude, phase = self.model(z).chunk(2, dim=1)   # [B, F, T] each
