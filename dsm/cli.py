@@ -22,6 +22,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("mic",): "dsm.streaming.cmd_mic",
     ("train",): "dsm.recipes.cmd_train",
     ("eval",): "dsm.recipes.cmd_eval",
+    ("ship",): "dsm.recipes.ship",
     ("data", "synth"): "dsm.recipes.cmd_synth",
     ("data", "tokenizer"): "dsm.streams.cmd_tokenizer",
     ("bench", "codec"): "dsm.codecs.cmd_bench",

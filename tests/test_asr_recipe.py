@@ -16,10 +16,11 @@ from dsm import cli
 from dsm.codecs import Mimi, MimiConfig, save_codec
 from dsm.codecs.seanet import SEANetConfig
 from dsm.modules.transformer import TransformerConfig
-from dsm.recipes.asr_task import ASRTask, ship_model_dir, transcribe_pcms
+from dsm.recipes.asr_task import ASRTask, transcribe_pcms
 from dsm.recipes.cmd_eval import evaluate_asr
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.manifest import read_manifest
+from dsm.recipes.ship import ship_model_dir
 from dsm.recipes.trainer import Trainer, read_metrics
 from dsm.streaming.model_dir import ModelDir, load_model_dir
 from dsm.streaming.testing import ScriptedLMForTests

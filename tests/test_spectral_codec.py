@@ -78,6 +78,17 @@ def test_spectral_mimi_streams_like_offline_and_round_trips_through_a_directory(
     with torch.no_grad():
         assert torch.equal(loaded.encode(wav), codes)
 
+    # stored in float16 (how the shipped codec saves space): half the bytes, float32 again
+    # once loaded, and the same audio up to float16 rounding
+    save_codec(codec, tmp_path / "half", dtype=torch.float16)
+    full_bytes = (tmp_path / "codec" / "model.safetensors").stat().st_size
+    half_bytes = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half_bytes < 0.6 * full_bytes
+    half = load_codec(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(half.decode(codes), audio, atol=2e-2, rtol=0)
+
 
 def test_unknown_front_end_is_named():
     with pytest.raises(ValueError, match="frontend must be one of"):

@@ -21,13 +21,13 @@ from dsm.models import build_lm, preset
 from dsm.modules.transformer import TransformerConfig
 from dsm.recipes import cmd_eval
 from dsm.recipes.config import RecipeError, load_recipe
+from dsm.recipes.ship import ship_model_dir
 from dsm.recipes.trainer import Trainer, read_metrics
 from dsm.recipes.tts_task import (
     TTSTask,
     check_codec,
     export_checkpoint,
     session_text_inputs,
-    ship_model_dir,
     silence_codes,
     synthesize,
     text_loss_targets,

@@ -47,8 +47,10 @@ def load_codec(spec: str | Path, *, config: MimiConfig | None = None,
     )
 
 
-def save_codec(codec: Codec, directory: str | Path) -> Path:
-    """Write `codec` as a directory that `load_codec(directory)` reads back."""
+def save_codec(codec: Codec, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write `codec` as a directory that `load_codec(directory)` reads back. `dtype`
+    (e.g. torch.float16, half the bytes: how the shipped default codec is stored) casts
+    the floating-point weights; loading casts them back to the model's float32."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -62,6 +64,10 @@ def save_codec(codec: Codec, directory: str | Path) -> Path:
     else:
         raise TypeError(f"save_codec does not know how to save a {type(codec).__name__}")
     state = {key: value.detach().contiguous().cpu() for key, value in codec.state_dict().items()}
+    if dtype is not None:
+        state = {key: value.to(dtype) if value.is_floating_point() else value
+                 for key, value in state.items()}
+        meta["weights_dtype"] = str(dtype).removeprefix("torch.")
     save_file(state, str(directory / WEIGHTS_FILE))
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return directory

@@ -31,7 +31,6 @@ from dsm.modules.conv import StreamingConv1d, StreamingConvTranspose1d
 from dsm.modules.streaming import StreamingModule
 from dsm.modules.transformer import StreamingTransformer, TransformerConfig
 
-
 FRONTENDS = ("seanet", "spectral")
 
 

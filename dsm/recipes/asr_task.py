@@ -16,15 +16,13 @@ by `pad_weight` (they are most positions; a lower weight keeps the rare word tok
 being drowned, as Kyutai's fine-tuning code does with its text padding weight).
 
 `export` writes `OUT/model`, a model directory (`dsm.streaming.model_dir`) that
-`dsm transcribe --model` and `dsm eval asr --model` read. `ship_model_dir` copies one to
+`dsm transcribe --model` and `dsm eval asr --model` read; `dsm ship asr` copies one to
 a place where the codec is shared (`dsm/assets/asr` with `"codec": "../codec"`).
 """
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,23 +287,6 @@ class ASRTask(Task):
         lm = getattr(lm, "module", lm)  # unwrap DDP
         write_model_dir(Path(directory) / MODEL_DIR, lm, self.codec, self.config.tokenizer, "asr",
                         text_delay_s=self.config.text_delay_s)
-
-
-def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../codec") -> Path:
-    """Copy the model directory `source` to `target` without its codec/ folder; the config
-    names `codec` instead (a spec or a path relative to `target`, e.g. the shared
-    dsm/assets/codec as "../codec"). Files in `target` that a model directory holds are
-    replaced; nothing else there is touched."""
-    source, target = Path(source), Path(target)
-    raw = json.loads((source / "config.json").read_text())
-    target.mkdir(parents=True, exist_ok=True)
-    weights = str(raw.get("moshi_name", "model.safetensors"))
-    tokenizer = str(raw.get("tokenizer_name", "tokenizer.model"))
-    for name in (weights, tokenizer):
-        shutil.copy(source / name, target / name)
-    raw["codec"] = codec
-    (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
-    return target
 
 
 # ------------------------------------------------------------------------------ transcribing

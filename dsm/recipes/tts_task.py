@@ -26,8 +26,8 @@ token first, then codebook 0, 1, ...; acoustic codebooks lag codebook 0 by
 the first (semantic) codebook and the other codebooks separately.
 
 `export` writes OUT/model, a model directory (`dsm.streaming.model_dir`) with the
-sampling defaults in `lm_gen_config`; `ship_model_dir` copies one into dsm/assets/tts with
-`"codec": "../codec"` (the shared codec). `synthesize` / `transcribe` / `run_tts_model`
+sampling defaults in `lm_gen_config`; `dsm ship tts` (dsm.recipes.ship) copies one into
+dsm/assets/tts with `"codec": "../codec"` (the shared codec). `synthesize` / `transcribe` / `run_tts_model`
 are the evaluation: speak each text through the streaming engine, transcribe the audio
 with an independent ASR model, and time the first audio frame.
 """
@@ -35,8 +35,6 @@ with an independent ASR model, and time the first audio frame.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -377,25 +375,6 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path) -> Path:
     lm.load_state_dict(state["models"]["lm"])
     return export_model_dir(lm, task.codec, task.config, Path(directory),
                             task.audio_delay / float(task.codec.frame_rate))
-
-
-def ship_model_dir(source: str | Path, destination: str | Path, codec: str = "../codec") -> Path:
-    """Copy a model directory without its codec, naming `codec` (relative to the copy):
-    how dsm/assets/tts shares dsm/assets/codec. config.json keeps `codec_fingerprint`, the
-    weights fingerprint of the codec the model was trained with, so that a shared codec
-    swapped for another one is caught (`check_codec`) instead of speaking noise."""
-    from dsm.codecs import load_codec
-    from dsm.streaming.model_dir import codec_spec
-
-    source, destination = Path(source), Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    raw = json.loads((source / "config.json").read_text())
-    raw["codec_fingerprint"] = codec_fingerprint(load_codec(codec_spec(source, raw)))
-    raw["codec"] = codec
-    for name in ("model.safetensors", str(raw.get("tokenizer_name", "tokenizer.model"))):
-        shutil.copy(source / name, destination / name)
-    (destination / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
-    return destination
 
 
 def check_codec(model: Any) -> None:

@@ -1,0 +1,58 @@
+"""`dsm ship`: codecs and model directories copied into the default-model layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dsm.cli import main as dsm_main
+from dsm.codecs import load_codec, save_codec
+from dsm.codecs.testing import tiny_random_mimi
+from dsm.models import build_lm, preset
+from dsm.recipes.dataset import codec_fingerprint
+from dsm.streaming.model_dir import load_model_dir, write_model_dir
+from dsm.streams.testing import train_tiny_tokenizer
+
+
+def test_ship_codec_in_float16_and_a_model_sharing_it(tmp_path: Path, capsys) -> None:
+    codec = tiny_random_mimi(3)
+    save_codec(codec, tmp_path / "run" / "codec")
+    assets = tmp_path / "assets"
+    assert dsm_main(["ship", "codec", str(tmp_path / "run" / "codec"), str(assets / "codec"),
+                     "--dtype", "float16"]) == 0
+    assert "codec written to" in capsys.readouterr().out
+    shipped = load_codec(assets / "codec")
+    meta = json.loads((assets / "codec" / "config.json").read_text())
+    assert meta["weights_dtype"] == "float16"
+    wav = 0.3 * torch.randn(1, 1, 1920 * 4)
+    with torch.no_grad():
+        torch.testing.assert_close(shipped.decode(codec.encode(wav)),
+                                   codec.decode(codec.encode(wav)), atol=2e-2, rtol=0)
+
+    # an ASR model trained on the shipped codec, shipped next to it
+    tokenizer = train_tiny_tokenizer(tmp_path / "tok")
+    config = preset("tiny-stt", num_layers=1, dim=32, text_card=tokenizer.vocab_size, card=64,
+                    n_q=4, delays=[0] * 5, extra_heads_num_heads=0, extra_heads_dim=0)
+    write_model_dir(tmp_path / "run" / "model", build_lm(config), shipped,
+                    tmp_path / "tok" / "tiny.model", "asr", text_delay_s=0.24)
+    assert dsm_main(["ship", "asr", str(tmp_path / "run" / "model"), str(assets / "asr")]) == 0
+    assert sorted(p.name for p in (assets / "asr").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.model"]
+    raw = json.loads((assets / "asr" / "config.json").read_text())
+    assert raw["codec"] == "../codec"
+    assert raw["codec_fingerprint"] == codec_fingerprint(shipped)
+    model = load_model_dir(assets / "asr")
+    assert model.task == "asr" and codec_fingerprint(model.codec) == raw["codec_fingerprint"]
+
+
+def test_ship_refuses_what_it_cannot_do(tmp_path: Path, capsys) -> None:
+    assert dsm_main(["ship", "asr", str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "not a model directory" in capsys.readouterr().err
+    assert dsm_main(["ship", "codec", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
+    assert "dsm ship: error" in capsys.readouterr().err
+    assert dsm_main(["ship", "tts", str(tmp_path), str(tmp_path / "out"),
+                     "--dtype", "float16"]) == 2
+    assert "codec only" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
