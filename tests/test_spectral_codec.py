@@ -18,7 +18,7 @@ SMALL_SPECTRAL = MimiConfig(
     spectral=SpectralConfig(dimension=24, hop_length=240, hidden=16, n_residual_layers=2),
     transformer=TransformerConfig(d_model=24, num_heads=4, num_layers=1, dim_feedforward=48,
                                   context=12, layer_scale=0.5),
-    codebook_dim=8, n_q=4, bins=32,
+    codebook_dim=8, n_q=4, bins=32, dense_upsample=True,
 )
 
 
@@ -60,6 +60,7 @@ def test_spectral_mimi_streams_like_offline_and_round_trips_through_a_directory(
     codec = Mimi(SMALL_SPECTRAL).eval()
     randomize_codebooks(codec)
     assert codec.config.encoder_frame_rate == 100 and codec.config.resample_stride == 8
+    assert codec.upsample is not None and codec.upsample.convtr.groups == 1  # dense
     wav = 0.3 * torch.randn(2, 1, 1920 * 6)
     with torch.no_grad():
         codes = codec.encode(wav)

@@ -59,6 +59,10 @@ class MimiConfig:
     # from scratch; made for codecs trained on a CPU). `spectral` is read only then.
     frontend: str = "seanet"
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
+    # Kyutai's upsampling to the encoder rate is depthwise (each latent channel stretched
+    # on its own); dense gives every sub-step its own map of the whole latent, which a codec
+    # trained briefly needs to put detail back inside a 80 ms frame.
+    dense_upsample: bool = False
 
     def __post_init__(self) -> None:
         if self.frontend not in FRONTENDS:
@@ -169,7 +173,8 @@ class Mimi(Codec):
             self.downsample = StreamingConv1d(
                 dimension, dimension, 2 * stride, stride, bias=False, pad_mode="replicate")
             self.upsample = StreamingConvTranspose1d(
-                dimension, dimension, 2 * stride, stride, groups=dimension, bias=False)
+                dimension, dimension, 2 * stride, stride,
+                groups=1 if config.dense_upsample else dimension, bias=False)
         self.quantizer = SplitResidualVectorQuantizer(
             config.codebook_dim, config.n_q, config.bins,
             input_dimension=dimension, output_dimension=dimension,
