@@ -206,3 +206,47 @@ def test_bad_recipes_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="empty corpus"):
         Trainer(recipe, tmp_path / "out_empty")
     assert not (tmp_path / "out_empty" / "checkpoints").exists()
+
+
+def test_decoder_only_run_keeps_the_codes_and_their_fingerprint(tmp_path: Path) -> None:
+    """train_part = "decoder": from a finished run, only the decoder side learns; the
+    encoder, the codebooks and so the codes (and the fingerprint models are trained
+    against) stay exactly as they were."""
+    from dsm.recipes.dataset import codec_fingerprint
+
+    manifest = _corpus(tmp_path)
+    Trainer(load_recipe(_recipe(tmp_path, manifest, max_steps=4)), tmp_path / "first").fit()
+    before = load_codec(tmp_path / "first" / "codec")
+    text = _recipe(tmp_path, manifest, max_steps=6).read_text().replace(
+        "segment_seconds = 0.2",
+        f'segment_seconds = 0.2\ninit_from = "{tmp_path / "first" / "codec"}"\n'
+        'train_part = "decoder"')
+    (tmp_path / "decoder.toml").write_text(text)
+    Trainer(load_recipe(tmp_path / "decoder.toml"), tmp_path / "second").fit()
+    after = load_codec(tmp_path / "second" / "codec")
+
+    old, new = before.state_dict(), after.state_dict()
+    side = tuple(f"{name}." for name in ("encoder", "encoder_transformer", "downsample",
+                                         "quantizer"))
+    assert all(torch.equal(old[k], new[k]) for k in old if k.startswith(side))
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
+    assert codec_fingerprint(after) == codec_fingerprint(before)
+    wav = torch.from_numpy(sf.read(tmp_path / "utt1.wav", dtype="float32")[0][:1600])[None, None]
+    with torch.no_grad():
+        assert torch.equal(after.encode(wav), before.encode(wav))
+        assert not torch.equal(after.decode(before.encode(wav)), before.decode(before.encode(wav)))
+
+    # a checkpoint of a codec run is a valid start too; anything else is named
+    checkpoint = next((tmp_path / "first" / "checkpoints").iterdir())
+    ok = text.replace(str(tmp_path / "first" / "codec"), str(checkpoint))
+    (tmp_path / "from_ckpt.toml").write_text(ok)
+    assert CodecTask(load_recipe(tmp_path / "from_ckpt.toml")).build_models()
+    for bad, match in ((str(tmp_path / "nowhere"), "does not exist"),
+                       (str(manifest), "not a codec run's checkpoint")):
+        (tmp_path / "bad.toml").write_text(text.replace(str(tmp_path / "first" / "codec"), bad))
+        with pytest.raises(RecipeError, match=match):
+            CodecTask(load_recipe(tmp_path / "bad.toml")).build_models()
+    no_start = text.replace(f'init_from = "{tmp_path / "first" / "codec"}"\n', "")
+    (tmp_path / "no_start.toml").write_text(no_start)
+    with pytest.raises(RecipeError, match="needs init_from"):
+        load_recipe(tmp_path / "no_start.toml")

@@ -193,6 +193,21 @@ class Mimi(Codec):
         """Use the first `n` codebooks (1 semantic + n-1 acoustic) from now on."""
         self.quantizer.set_num_codebooks(n)
 
+    def encoder_side(self) -> list[nn.Module]:
+        """The modules that decide the codes and what each code means (a decoder trained
+        alone leaves these as they are)."""
+        side: list[nn.Module] = [self.encoder, self.encoder_transformer, self.quantizer]
+        if self.downsample is not None:
+            side.append(self.downsample)
+        return side
+
+    def fingerprint_state(self) -> dict[str, torch.Tensor]:
+        """The weights that define the code space: `codec_fingerprint` hashes these, so a
+        codec whose decoder was trained further keeps the fingerprint of its codes."""
+        prefixes = tuple(f"{name}." for name, module in self.named_children()
+                         if any(module is side for side in self.encoder_side()))
+        return {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
+
     # --- stages ------------------------------------------------------------------------------
     def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
         """wav `[B, 1, N]` (N a multiple of frame_size) -> latent `[B, D, N / frame_size]`."""

@@ -48,6 +48,7 @@ from dsm.recipes.manifest import jsonl_objects
 from dsm.recipes.tasks import Metrics, Split, StepContext, Task, register_task
 
 RECONSTRUCTION_LOSSES = ("l1", "mel", "stft")
+TRAIN_PARTS = ("all", "decoder")
 GAN_LOSSES = ("adversarial", "feature")
 
 
@@ -95,6 +96,11 @@ class CodecTaskConfig:
     discriminator_filters: int = 32
     adversarial_start: int = 0              # reconstruction-only steps before the GAN starts
     init: str = "unit_gain"                 # conv init: "unit_gain" (dsm.codecs.init) | "torch"
+    init_from: str | None = None            # start from this codec: a directory or a checkpoint
+    # "all", or "decoder": the encoder side (encoder, its transformer, downsampling,
+    # quantizer with its codebooks) is frozen, so the codes stay what they are while the
+    # decoder keeps learning. Models trained on the codes stay valid (same fingerprint).
+    train_part: str = "all"
 
     def __post_init__(self) -> None:
         if not self.segment_seconds > 0:
@@ -114,6 +120,10 @@ class CodecTaskConfig:
             raise ValueError("discriminator_resolutions must not be empty")
         if self.init not in ("unit_gain", "torch"):
             raise ValueError(f"init must be 'unit_gain' or 'torch', got {self.init!r}")
+        if self.train_part not in TRAIN_PARTS:
+            raise ValueError(f"train_part must be one of {TRAIN_PARTS}, got {self.train_part!r}")
+        if self.train_part == "decoder" and self.init_from is None:
+            raise ValueError("train_part = 'decoder' needs init_from (the codec whose codes to keep)")
 
     def segment_samples(self) -> int:
         frame_size = round(self.codec.sample_rate / self.codec.frame_rate)
@@ -230,6 +240,11 @@ class CodecTask(Task):
         codec = Mimi(dataclasses.replace(config.codec, q_dropout=False))
         if config.init == "unit_gain":
             unit_gain_init(codec)  # torch's default init stalls training (see dsm.codecs.init)
+        if config.init_from is not None:
+            codec.load_state_dict(self._initial_weights(config.init_from, codec))
+        if config.train_part == "decoder":
+            for module in codec.encoder_side():
+                module.requires_grad_(False)
         # Built even without GAN losses (it then never steps), so every codec run has the
         # same optimizers and checkpoints.
         discriminator = MultiScaleSTFTDiscriminator(
@@ -244,9 +259,32 @@ class CodecTask(Task):
         )
         return models
 
+    def _initial_weights(self, source: str, codec: Mimi) -> dict[str, Tensor]:
+        """Codec weights from a codec directory or a codec run's trainer checkpoint."""
+        from dsm.codecs import load_codec
+        from dsm.codecs.mimi import check_state_dict
+
+        where = f"{self.recipe.source}: key 'task.init_from'"
+        path = Path(source)
+        if path.is_dir():
+            state = load_codec(path).state_dict()
+        elif path.is_file():
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+                state = checkpoint["models"]["generator"]
+            except Exception:  # not a torch file, or a checkpoint of another kind of run
+                raise RecipeError(f"{where}: {path} is not a codec run's checkpoint") from None
+        else:
+            raise RecipeError(f"{where}: {path} does not exist")
+        try:
+            check_state_dict(codec, state, f"{where} ({path})")
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
+        return state
+
     def optimizer_parameters(self, models: Mapping[str, nn.Module]) -> dict[str, list[nn.Parameter]]:
         return {
-            "generator": list(models["generator"].parameters()),
+            "generator": [p for p in models["generator"].parameters() if p.requires_grad],
             "discriminator": list(models["discriminator"].parameters()),
         }
 
@@ -300,6 +338,9 @@ class CodecTask(Task):
         wav = batch.float()                                  # [B, 1, N]
         codec: Mimi = ctx.raw_models["generator"]            # type: ignore[assignment]
         balancer: Balancer = ctx.raw_models["balancer"]      # type: ignore[assignment]
+        if config.train_part == "decoder":
+            for module in codec.encoder_side():
+                module.eval()  # codebooks keep their centroids: no EMA, no dead-code swaps
         num_codebooks = self._num_codebooks(codec, ctx.step, ctx.micro_batch)
         codec.set_num_codebooks(num_codebooks)
         self._schedule_dead_code_checks(codec, ctx.step, ctx.micro_batch)

@@ -77,7 +77,9 @@ class AlignedItem:
 
 
 def codec_fingerprint(codec: Any) -> str:
-    """A hex digest that changes when the codec's kind, settings or weights change."""
+    """A hex digest that changes when the codec's kind, settings or code space change:
+    all its weights, or for a codec with `fingerprint_state()` (Mimi) those that decide
+    the codes and their meaning, so improving a decoder alone keeps the fingerprint."""
     digest = hashlib.sha1()
     header = (
         f"{type(codec).__module__}.{type(codec).__qualname__}|{codec.sample_rate}|"
@@ -88,7 +90,8 @@ def codec_fingerprint(codec: Any) -> str:
     if custom is not None:
         digest.update(str(custom() if callable(custom) else custom).encode())
     if isinstance(codec, torch.nn.Module):
-        for name, tensor in sorted(codec.state_dict().items()):
+        state_of = getattr(codec, "fingerprint_state", codec.state_dict)
+        for name, tensor in sorted(state_of().items()):
             digest.update(name.encode())
             digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
             flat = tensor.detach().cpu().contiguous().reshape(-1)
