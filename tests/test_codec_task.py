@@ -250,3 +250,13 @@ def test_decoder_only_run_keeps_the_codes_and_their_fingerprint(tmp_path: Path) 
     (tmp_path / "no_start.toml").write_text(no_start)
     with pytest.raises(RecipeError, match="needs init_from"):
         load_recipe(tmp_path / "no_start.toml")
+
+
+def test_losses_compare_with_the_input_the_codec_s_declared_delay_earlier(tmp_path: Path) -> None:
+    task = _task(tmp_path, adversarial_start=0)
+    wav = 0.3 * torch.randn(2, 1, 1600)
+    late = torch.nn.functional.pad(wav, (40, 0))[..., :1600]  # the input, 40 samples late
+    aligned = task._reconstruction_losses(late, wav, delay=40)
+    unaligned = task._reconstruction_losses(late, wav)
+    assert all(float(value) < 1e-5 for value in aligned.values()), aligned
+    assert float(unaligned["mel"]) > 0.1

@@ -10,6 +10,10 @@ returns the codes `[B, K, 1]` of that frame and `decode_step(codes [B, K, 1])` r
 `[B, 1, frame_size]` samples; both keep their own state, and `reset_slots(mask [B])` starts
 the chosen slots afresh. Frame-by-frame results equal the offline ones.
 
+`delay_samples`: decode(encode(x)) reconstructs x delayed by this many samples (an
+algorithmic delay fixed by the codec's design; 0 for Mimi and EnCodec). Training losses
+and evaluation compare the output with the input shifted by it.
+
 Inputs are checked here, once, so that every codec reports bad input the same way.
 """
 
@@ -27,6 +31,7 @@ class Codec(StreamingModule):
     frame_rate: float
     frame_size: int
     cardinality: int
+    delay_samples: int = 0
 
     @property
     def num_codebooks(self) -> int:

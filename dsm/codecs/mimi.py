@@ -162,6 +162,7 @@ class Mimi(Codec):
         if config.frontend == "spectral":
             self.encoder = SpectralEncoder(config.spectral)
             self.decoder = SpectralDecoder(config.spectral)
+            self.delay_samples = config.spectral.delay_samples
         else:
             self.encoder = SEANetEncoder(config.seanet)
             self.decoder = SEANetDecoder(config.seanet)

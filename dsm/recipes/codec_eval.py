@@ -1,7 +1,8 @@
 """`dsm eval codec --model DIR`: pass each manifest row's audio through a codec.
 
 Each utterance is read at the codec's sample rate, zero-padded to whole frames, encoded
-to codes `[1, K, T]` and decoded back; the decoded audio, cut to the input's length, is
+to codes `[1, K, T]` and decoded back; the decoded audio, advanced by the codec's declared
+`delay_samples` (a design constant, 0 for Mimi) and cut to the input's length, is
 written as a 16-bit wav at the same rate and scored by `dsm eval codec` against the row's
 audio (SI-SNR, mel distance, STOI). The decoded files go to a temporary folder that is
 removed when the process exits.
@@ -38,15 +39,18 @@ def read_mono(path: str | Path, sample_rate: int) -> np.ndarray:
 
 @torch.inference_mode()
 def reconstruct(codec: Codec, samples: np.ndarray) -> np.ndarray:
-    """Encode then decode mono `samples` `[N]` (at the codec's rate); returns `[N]`."""
+    """Encode then decode mono `samples` `[N]` (at the codec's rate); returns the `[N]`
+    samples that reconstruct them (the output `delay_samples` later, for a codec that
+    declares a delay)."""
     if samples.ndim != 1 or samples.size == 0:
         raise ValueError(f"expected non-empty mono samples, got shape {samples.shape}")
-    frames = -(-samples.size // codec.frame_size)
+    delay = codec.delay_samples
+    frames = -(-(samples.size + delay) // codec.frame_size)
     wav = torch.zeros(1, 1, frames * codec.frame_size)        # [1, 1, N padded]
     wav[0, 0, : samples.size] = torch.from_numpy(samples)
     codes = codec.encode(wav)                                  # [1, K, T]
     decoded = codec.decode(codes)                              # [1, 1, T * frame_size]
-    return decoded[0, 0, : samples.size].float().numpy()
+    return decoded[0, 0, delay: delay + samples.size].float().numpy()
 
 
 def run_codec_model(args: argparse.Namespace, rows: Sequence[Any]) -> list[dict[str, Any]]:

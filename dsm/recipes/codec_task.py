@@ -313,8 +313,13 @@ class CodecTask(Task):
             due = micro_batch == 0 and step % every == every - 1
             layer._steps_to_check = 1 if due else 1 << 30
 
-    def _reconstruction_losses(self, fake: Tensor, wav: Tensor) -> dict[str, Tensor]:
+    def _reconstruction_losses(self, fake: Tensor, wav: Tensor, delay: int = 0
+                               ) -> dict[str, Tensor]:
+        """Losses of `fake` against `wav`; a codec that declares `delay` samples of delay
+        is compared with the input that many samples earlier."""
         weights: CodecLossWeights = self.config.weights
+        if delay:
+            fake, wav = fake[..., delay:], wav[..., : wav.shape[-1] - delay]
         self.mel_loss.to(wav.device)
         losses: dict[str, Tensor] = {}
         if weights.l1 > 0:
@@ -359,7 +364,7 @@ class CodecTask(Task):
             ctx.update("discriminator", d_loss)
             metrics["d_loss"] = d_loss.detach()
 
-        losses = self._reconstruction_losses(fake, wav)
+        losses = self._reconstruction_losses(fake, wav, codec.delay_samples)
         if gan_on:
             # The updated discriminator judges the fake; its own gradients stay untouched.
             discriminator = ctx.raw_models["discriminator"]
@@ -389,9 +394,10 @@ class CodecTask(Task):
     @torch.no_grad()
     def valid_step(self, models: Mapping[str, nn.Module], batch: Tensor) -> Metrics:
         wav = batch.float()
-        out = models["generator"](wav)
+        codec = models["generator"]
+        out = codec(wav)
         fake = out.audio.float()
-        losses = self._reconstruction_losses(fake, wav)
+        losses = self._reconstruction_losses(fake, wav, getattr(codec, "delay_samples", 0))
         metrics: dict[str, Tensor | float] = {"loss": self._weighted_reconstruction(losses, wav)}
         metrics.update({name: value.detach() for name, value in losses.items()})
         return metrics
