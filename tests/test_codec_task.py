@@ -15,6 +15,7 @@ import torch
 from dsm.codecs import load_codec
 from dsm.recipes.codec_task import CodecTask
 from dsm.recipes.config import RecipeError, load_recipe
+from dsm.recipes.ship import ship_codec
 from dsm.recipes.trainer import Trainer, read_metrics
 
 SR = 8000
@@ -236,8 +237,12 @@ def test_decoder_only_run_keeps_the_codes_and_their_fingerprint(tmp_path: Path) 
         assert torch.equal(after.encode(wav), before.encode(wav))
         assert not torch.equal(after.decode(before.encode(wav)), before.decode(before.encode(wav)))
 
-    # a checkpoint of a codec run is a valid start too; anything else is named
+    # a checkpoint of a codec run is a valid start too (and `dsm ship codec` reads it: the
+    # final checkpoint holds the exported codec); anything else is named
     checkpoint = next((tmp_path / "first" / "checkpoints").iterdir())
+    ship_codec(checkpoint, tmp_path / "shipped")
+    shipped = load_codec(tmp_path / "shipped").state_dict()
+    assert all(torch.equal(shipped[k], old[k]) for k in old)
     ok = text.replace(str(tmp_path / "first" / "codec"), str(checkpoint))
     (tmp_path / "from_ckpt.toml").write_text(ok)
     assert CodecTask(load_recipe(tmp_path / "from_ckpt.toml")).build_models()

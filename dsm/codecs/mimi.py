@@ -63,6 +63,9 @@ class MimiConfig:
     # on its own); dense gives every sub-step its own map of the whole latent, which a codec
     # trained briefly needs to put detail back inside a 80 ms frame.
     dense_upsample: bool = False
+    # EMA decay of the codebooks: Kyutai's 0.99 suits long runs; at 12.5 Hz a small batch
+    # holds only ~100 latent vectors, and a short run learns its codebooks faster at 0.9
+    codebook_decay: float = 0.99
 
     def __post_init__(self) -> None:
         if self.frontend not in FRONTENDS:
@@ -180,6 +183,7 @@ class Mimi(Codec):
             config.codebook_dim, config.n_q, config.bins,
             input_dimension=dimension, output_dimension=dimension,
             n_q_semantic=config.n_q_semantic, q_dropout=config.q_dropout,
+            decay=config.codebook_decay,
         )
 
     @property

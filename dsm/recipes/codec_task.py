@@ -131,6 +131,30 @@ class CodecTaskConfig:
         return frames * frame_size
 
 
+def checkpoint_generator_state(path: str | Path) -> dict[str, Tensor]:
+    """The codec weights in a codec run's trainer checkpoint."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        if checkpoint.get("kind") != "codec":
+            raise KeyError("kind")
+        return checkpoint["models"]["generator"]
+    except Exception:  # not a torch file, or a checkpoint of another kind of run
+        raise ValueError(f"{path} is not a codec run's checkpoint") from None
+
+
+def codec_from_checkpoint(path: str | Path) -> Mimi:
+    """The codec of a codec run's trainer checkpoint (to ship or evaluate a run that has not
+    finished), in eval mode."""
+    from dsm.recipes.config import recipe_from_dict
+
+    state = checkpoint_generator_state(path)
+    raw = torch.load(path, map_location="cpu", weights_only=False)["recipe"]
+    config: CodecTaskConfig = recipe_from_dict(raw, str(path), check_paths=False).task
+    codec = Mimi(dataclasses.replace(config.codec, q_dropout=False))
+    codec.load_state_dict(state)
+    return codec.eval()
+
+
 # ------------------------------------------------------------------------------ data
 
 
@@ -270,10 +294,9 @@ class CodecTask(Task):
             state = load_codec(path).state_dict()
         elif path.is_file():
             try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-                state = checkpoint["models"]["generator"]
-            except Exception:  # not a torch file, or a checkpoint of another kind of run
-                raise RecipeError(f"{where}: {path} is not a codec run's checkpoint") from None
+                state = checkpoint_generator_state(path)
+            except ValueError as error:
+                raise RecipeError(f"{where}: {error}") from None
         else:
             raise RecipeError(f"{where}: {path} does not exist")
         try:

@@ -179,8 +179,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...],
     return set_keys
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str, set_keys: set[str] | None = None) -> Recipe:
-    """Check a loaded recipe dict against the schema and the task it names."""
+def recipe_from_dict(raw: dict[str, Any], source: str, set_keys: set[str] | None = None,
+                     check_paths: bool = True) -> Recipe:
+    """Check a loaded recipe dict against the schema and the task it names (and, unless
+    `check_paths` is False, e.g. for a checkpoint's recipe, that its manifests exist)."""
     from dsm.recipes.tasks import get_task_class  # tasks imports this module
 
     set_keys = set_keys or set()
@@ -208,7 +210,8 @@ def recipe_from_dict(raw: dict[str, Any], source: str, set_keys: set[str] | None
         kind=kind, source=source, seed=seed, out_dir=out_dir, data=data, train=train,
         optim=optim, task=task_config, raw=raw,
     )
-    check_manifests(recipe, task_class.needs_manifest)
+    if check_paths:
+        check_manifests(recipe, task_class.needs_manifest)
     return recipe
 
 

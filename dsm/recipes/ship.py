@@ -1,6 +1,7 @@
 """`dsm ship`: copy trained models into the layout of dsm/assets (the default models).
 
   dsm ship codec RUN/codec dsm/assets/codec --dtype float16
+  dsm ship codec RUN/checkpoints/step_00000800.pt dsm/assets/codec   (a run in progress)
   dsm ship asr RUN/model dsm/assets/asr          (also tts, translation)
 
 A codec is re-saved (optionally in float16: half the bytes). A model directory is copied
@@ -27,10 +28,15 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def ship_codec(source: str | Path, target: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Re-save the codec `source` (any `load_codec` spec) as the directory `target`."""
+    """Re-save the codec `source` (any `load_codec` spec, or a codec run's trainer
+    checkpoint `.pt`) as the directory `target`."""
     from dsm.codecs import load_codec, save_codec
+    from dsm.recipes.codec_task import codec_from_checkpoint
 
-    return save_codec(load_codec(source), target, dtype=dtype)  # replaces its two files
+    source_path = Path(source)
+    codec = (codec_from_checkpoint(source_path) if source_path.is_file()
+             and source_path.suffix == ".pt" else load_codec(source))
+    return save_codec(codec, target, dtype=dtype)  # replaces its two files
 
 
 def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../codec") -> Path:
@@ -62,8 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n", 1)[1] if __doc__ else None
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("kind", choices=KINDS, help="what SOURCE holds")
-    parser.add_argument("source", help="a codec directory (or spec), or a model directory "
-                        "written by `dsm train` (RUN/model)")
+    parser.add_argument("source", help="a codec directory (or spec) or a codec run's "
+                        "checkpoint (RUN/checkpoints/step_N.pt); or a model directory written "
+                        "by `dsm train` (RUN/model)")
     parser.add_argument("target", help="the directory to write, e.g. dsm/assets/asr")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="codec only: store the weights in this type (default: as trained)")
