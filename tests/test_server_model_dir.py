@@ -106,7 +106,8 @@ def test_dsm_serve_model_dirs_match_local_runs(model_dirs: dict[str, Path]) -> N
     assert np.isfinite(np.asarray(frames, dtype=np.float32)).all()
 
 
-def test_model_dir_errors_are_clear(tmp_path: Path, model_dirs: dict[str, Path]) -> None:
+def test_model_dir_errors_are_clear(tmp_path: Path, model_dirs: dict[str, Path],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelDirError, match="no config.json"):
         load_engine_service("asr", tmp_path, 1, device="cpu")
     broken = tmp_path / "nocodec"
@@ -118,8 +119,27 @@ def test_model_dir_errors_are_clear(tmp_path: Path, model_dirs: dict[str, Path])
         load_engine_service("asr", model_dirs["tts"], 1, device="cpu")
     parser = argparse.ArgumentParser()
     cmd_serve.add_arguments(parser)
-    with pytest.raises(ValueError, match="nothing to serve"):
+    monkeypatch.setattr("dsm.streaming.model_dir.DEFAULT_MODELS", tmp_path / "no-assets")
+    with pytest.raises(ValueError, match="nothing to serve: no default model is installed"):
         cmd_serve.build_services(parser.parse_args([]))
+
+
+def test_dsm_serve_without_model_arguments_serves_the_default_models(
+        tmp_path: Path, model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    assets = tmp_path / "assets"
+    shutil.copytree(model_dirs["asr"], assets / "asr")
+    monkeypatch.setattr("dsm.streaming.model_dir.DEFAULT_MODELS", assets)
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_arguments(parser)
+    asr, tts = cmd_serve.build_services(parser.parse_args(["--device", "cpu"]))
+    assert asr is not None and tts is None  # only what is installed
+    shutil.copytree(model_dirs["tts"], assets / "tts")
+    asr, tts = cmd_serve.build_services(parser.parse_args(["--device", "cpu"]))
+    assert asr is not None and tts is not None
+    # naming one model serves that one only
+    asr, tts = cmd_serve.build_services(parser.parse_args(["--tts", str(model_dirs["tts"]),
+                                                           "--device", "cpu"]))
+    assert asr is None and tts is not None
 
 
 def test_dsm_transcribe_local_and_through_dsm_serve_give_the_same_words(

@@ -6,6 +6,7 @@ Audio, Text, Error out), /api/health (JSON), and the browser demo at /.
 Clients written for Kyutai's server work unchanged.
 
 Examples:
+  dsm serve                               # the default models shipped in dsm/assets
   dsm serve --asr models/stt --tts models/tts --port 8080 --api-key public_token
   dsm serve --scripted-asr words.json     # a test double: no model, answers with a script
 
@@ -34,7 +35,8 @@ HELP = "serve streaming ASR / TTS over websockets (Kyutai's protocol) and the br
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--asr", type=Path, metavar="DIR", help="ASR model directory")
+    parser.add_argument("--asr", type=Path, metavar="DIR", help="ASR model directory (with "
+                        "neither --asr nor --tts: the shipped default models)")
     parser.add_argument("--tts", type=Path, metavar="DIR", help="TTS model directory")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
@@ -93,18 +95,25 @@ def build_services(args: argparse.Namespace) -> tuple[ModelService | None, Model
         asr = ScriptedASRService(read_script(args.scripted_asr), args.max_streams)
     if args.scripted_tts:
         tts = ScriptedTTSService(args.max_streams)
-    if args.asr or args.tts:
+    asr_dir, tts_dir = args.asr, args.tts
+    if not (asr_dir or tts_dir or asr or tts):  # nothing named: the shipped default models
+        from dsm.streaming.model_dir import DEFAULT_MODELS
+
+        installed = {task: DEFAULT_MODELS / task for task in ("asr", "tts")
+                     if (DEFAULT_MODELS / task / "config.json").is_file()}
+        asr_dir, tts_dir = installed.get("asr"), installed.get("tts")
+    if asr_dir or tts_dir:
         from dsm.streaming.service import load_engine_service
 
-        if args.asr:
-            asr = load_engine_service("asr", args.asr, args.max_streams, device=args.device,
+        if asr_dir:
+            asr = load_engine_service("asr", asr_dir, args.max_streams, device=args.device,
                                       cuda_graph=not args.no_cuda_graph)
-        if args.tts:
-            tts = load_engine_service("tts", args.tts, args.max_streams, device=args.device,
+        if tts_dir:
+            tts = load_engine_service("tts", tts_dir, args.max_streams, device=args.device,
                                       cuda_graph=not args.no_cuda_graph)
     if asr is None and tts is None:
-        raise ValueError("nothing to serve: give --asr DIR and/or --tts DIR "
-                         "(or a scripted test double)")
+        raise ValueError("nothing to serve: no default model is installed in dsm/assets; "
+                         "give --asr DIR and/or --tts DIR (or a scripted test double)")
     return asr, tts
 
 
