@@ -87,3 +87,47 @@ def run_until_marker(engine: BatchedEngine, session: ASRSession, pcm: np.ndarray
         events.extend(engine.step().get(session, []))
     engine.close()
     return events[:-1]
+
+
+async def kyutai_asr_client(url: str, pcm: np.ndarray, api_key: str = "public_token"
+                            ) -> tuple[list[tuple], list[dict]]:
+    """A client written to Kyutai's published protocol (msgpack, 1920-sample frames,
+    a Marker, then silence until the marker echo)."""
+    import asyncio
+
+    import msgpack
+    import websockets
+
+    from dsm.streaming.protocol import FRAME_SIZE
+
+    async with websockets.connect(url + "/api/asr-streaming",
+                                  additional_headers={"kyutai-api-key": api_key}) as ws:
+        async def send() -> None:
+            for i in range(0, len(pcm), FRAME_SIZE):
+                await ws.send(msgpack.packb({"type": "Audio",
+                                             "pcm": [float(x) for x in pcm[i:i + FRAME_SIZE]]},
+                                            use_single_float=True))
+            await ws.send(msgpack.packb({"type": "Marker", "id": 0}))
+            for _ in range(35):
+                await ws.send(msgpack.packb({"type": "Audio", "pcm": [0.0] * FRAME_SIZE},
+                                            use_single_float=True))
+                await asyncio.sleep(0.005)
+
+        sender = asyncio.create_task(send())
+        words: list[list[Any]] = []
+        steps: list[dict] = []
+        async for message in ws:
+            data = msgpack.unpackb(message)
+            if data["type"] == "Word":
+                words.append([data["text"], data["start_time"], None])
+            elif data["type"] == "EndWord":
+                words[-1][2] = data["stop_time"]
+            elif data["type"] == "Step":
+                steps.append(data)
+            elif data["type"] == "Marker":
+                break
+            elif data["type"] == "Error":
+                raise AssertionError(data["message"])
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    return [tuple(w) for w in words], steps

@@ -6,9 +6,12 @@ words as captions, and speaks a text through `/api/tts_streaming`. The test driv
 page over the DevTools protocol (with the `websockets` package), reads the captions and
 the microphone level the page measured, and takes a screenshot that it decodes and checks.
 
-The server runs the scripted test doubles (`--scripted-asr`, `--scripted-tts`): captions
-are the script, so this checks the page, the audio path and the protocol, not a model.
-Skips only when Debian's `chromium` is not installed.
+Two runs. With the scripted test doubles (`--scripted-asr`, `--scripted-tts`) the
+captions are the script, which checks the page, the audio path (a tone whose level the
+page measures) and the protocol exactly. With the shipped default models (`dsm serve`
+with no model argument) the fake microphone plays the bundled sample, a sentence spoken by
+a voice held out of training, and the captions must be its words; the default TTS model
+speaks a sentence. Skips only when Debian's `chromium` is not installed.
 """
 
 from __future__ import annotations
@@ -137,8 +140,13 @@ PAGE_STATE = """JSON.stringify({
 })"""
 
 
-async def drive_page(devtools_port: int, page_url: str, shot: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
+async def drive_page(devtools_port: int, page_url: str, shot: Path, expected: list[str],
+                     timeout: float = 60) -> dict[str, Any]:
+    """Open the page and poll its state until the captions start with `expected` (words
+    compared normalized) and the speech is done, or `timeout`; then take a screenshot."""
+    from dsm.recipes.metrics import normalize_text
+
+    deadline = time.monotonic() + timeout
     targets = json.loads(await asyncio.to_thread(
         wait_http, f"http://127.0.0.1:{devtools_port}/json/list", deadline))
     page = next(t for t in targets if t["type"] == "page")
@@ -149,16 +157,69 @@ async def drive_page(devtools_port: int, page_url: str, shot: Path) -> dict[str,
                          deviceScaleFactor=1, mobile=False)
         await tools.call("Page.navigate", url=page_url)
         state: dict[str, Any] = {}
-        expected = [w["word"] for w in SCRIPT]
+        want = normalize_text(" ".join(expected))
         while time.monotonic() < deadline:
             await asyncio.sleep(0.25)
             text = await tools.evaluate(PAGE_STATE)
             state = json.loads(text) if text else {}
-            if state.get("captions", [])[:4] == expected and state.get("ttsDone"):
+            shown = normalize_text(" ".join(state.get("captions", [])[:len(expected)]))
+            if shown == want and state.get("ttsDone"):
                 break
         png = base64.b64decode((await tools.call("Page.captureScreenshot", format="png"))["data"])
         shot.write_bytes(png)
         return state
+
+
+def run_demo_page(tmp_path: Path, serve_args: list[str], mic_wav: Path, speak: str,
+                  expected: list[str], timeout: float = 60) -> tuple[dict[str, Any], str, int]:
+    """`dsm serve SERVE_ARGS` and headless Chromium whose fake microphone plays `mic_wav`
+    (looped) on the demo page, which also speaks `speak`. Returns the page's state, the
+    server's output and exit code; the screenshot is tmp_path/demo.png."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dsm.cli", "serve", *serve_args, "--port", str(port),
+         "--api-key", "demo-key", "--demo-dir", str(REPO / "demo")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    devtools_port = free_port()
+    profile = tmp_path / "profile"
+    browser = None
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/health", time.monotonic() + 120)
+        browser = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", "--use-fake-ui-for-media-stream",
+             "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic_wav}",
+             "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}",
+             f"--window-size={WIDTH},{HEIGHT}", f"--remote-debugging-port={devtools_port}",
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        page_url = (f"http://127.0.0.1:{port}/?auth_id=demo-key&autostart=1&speak="
+                    + "+".join(speak.split()))
+        shot = tmp_path / "demo.png"
+        state = asyncio.run(asyncio.wait_for(
+            drive_page(devtools_port, page_url, shot, expected, timeout), timeout + 30))
+    finally:
+        if browser is not None:
+            browser.terminate()
+            browser.wait(timeout=20)
+        server.terminate()  # SIGTERM: the server's graceful shutdown
+        server_output = server.communicate(timeout=30)[0].decode()
+    return state, server_output, server.returncode
+
+
+def check_screenshot(shot: Path) -> None:
+    image = decode_png(shot.read_bytes())
+    assert image.shape[:2] == (HEIGHT, WIDTH)
+    rgb = image[..., :3].reshape(-1, 3).astype(np.int32)
+    assert rgb.std(axis=0).max() > 20, "blank screenshot"
+    # the captions box is dark with yellow words: both must be on screen
+    dark = (rgb.max(axis=1) < 50).mean()
+    yellow = ((rgb[:, 0] > 200) & (rgb[:, 1] > 200) & (rgb[:, 2] < 80)).mean()
+    assert dark > 0.01 and yellow > 0.0005, (dark, yellow)
 
 
 def test_demo_page_shows_captions_and_plays_speech_in_headless_chromium(tmp_path: Path) -> None:
@@ -169,39 +230,9 @@ def test_demo_page_shows_captions_and_plays_speech_in_headless_chromium(tmp_path
     soundfile.write(wav, TONE_AMPLITUDE * np.sin(2 * np.pi * 440.0 * t), rate, subtype="PCM_16")
     words = tmp_path / "words.json"
     words.write_text(json.dumps(SCRIPT))
-
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dsm.cli", "serve", "--scripted-asr", str(words), "--scripted-tts",
-         "--port", str(port), "--api-key", "demo-key", "--demo-dir", str(REPO / "demo")],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    devtools_port = free_port()
-    profile = tmp_path / "profile"
-    browser = None
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/health", time.monotonic() + 60)
-        browser = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--use-fake-ui-for-media-stream",
-             "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}",
-             "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}",
-             f"--window-size={WIDTH},{HEIGHT}", f"--remote-debugging-port={devtools_port}",
-             "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        page_url = (f"http://127.0.0.1:{port}/?auth_id=demo-key&autostart=1"
-                    "&speak=streaming+speech+plays+now")
-        shot = tmp_path / "demo.png"
-        state = asyncio.run(asyncio.wait_for(drive_page(devtools_port, page_url, shot), 90))
-    finally:
-        if browser is not None:
-            browser.terminate()
-            browser.wait(timeout=20)
-        server.terminate()  # SIGTERM: the server's graceful shutdown
-        server_output = server.communicate(timeout=30)[0].decode()
+    state, server_output, exit_code = run_demo_page(
+        tmp_path, ["--scripted-asr", str(words), "--scripted-tts"], wav,
+        "streaming speech plays now", [w["word"] for w in SCRIPT])
 
     assert state["captions"][:4] == ["hello", "brave", "new", "world"], state
     assert state["micStatus"].startswith("listening"), state
@@ -211,13 +242,32 @@ def test_demo_page_shows_captions_and_plays_speech_in_headless_chromium(tmp_path
     assert abs(mic["lastRms"] - TONE_AMPLITUDE / np.sqrt(2)) < 0.05, mic
     assert state["spoken"] == ["streaming", "speech", "plays", "now"], state
     assert state["ttsStatus"].startswith("done: 12 frames"), state
-    assert "shutting down" in server_output and server.returncode == 0, server_output
+    assert "shutting down" in server_output and exit_code == 0, server_output
+    check_screenshot(tmp_path / "demo.png")
 
-    image = decode_png(shot.read_bytes())
-    assert image.shape[:2] == (HEIGHT, WIDTH)
-    rgb = image[..., :3].reshape(-1, 3).astype(np.int32)
-    assert rgb.std(axis=0).max() > 20, "blank screenshot"
-    # the captions box is dark with yellow words: both must be on screen
-    dark = (rgb.max(axis=1) < 50).mean()
-    yellow = ((rgb[:, 0] > 200) & (rgb[:, 1] > 200) & (rgb[:, 2] < 80)).mean()
-    assert dark > 0.01 and yellow > 0.0005, (dark, yellow)
+
+def test_demo_page_captions_real_speech_with_the_default_models(tmp_path: Path) -> None:
+    """The bundled sample (a held-out voice) through the browser's microphone path and
+    the default ASR model: the captions are the sentence's words."""
+    import soxr
+
+    from dsm.recipes.metrics import normalize_text
+
+    sample = json.loads((REPO / "dsm" / "assets" / "sample.json").read_text())
+    audio, rate = soundfile.read(REPO / "dsm" / "assets" / "sample.wav", dtype="float32")
+    # at 48 kHz like a microphone, with silence after it (the fake device loops the file)
+    mic = np.concatenate([soxr.resample(audio, rate, 48_000), np.zeros(2 * 48_000, np.float32)])
+    wav = tmp_path / "sample48k.wav"
+    soundfile.write(wav, mic, 48_000, subtype="PCM_16")
+    expected = sample["text"].split()
+    speak = "The weather is nice today."
+    state, server_output, exit_code = run_demo_page(tmp_path, [], wav, speak, expected,
+                                                    timeout=120)
+
+    shown = state.get("captions", [])[:len(expected)]
+    assert normalize_text(" ".join(shown)) == normalize_text(sample["text"]), state
+    assert state["micStatus"].startswith("listening"), state
+    assert normalize_text(" ".join(state["spoken"])) == normalize_text(speak), state
+    assert state["ttsDone"], state
+    assert "shutting down" in server_output and exit_code == 0, server_output
+    check_screenshot(tmp_path / "demo.png")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import websockets
-from helpers import run_until_marker, serving
+from helpers import kyutai_asr_client, run_until_marker, serving
 
 from dsm.models import build_lm, preset
 from dsm.streaming import clients
@@ -78,42 +78,6 @@ def words_of(events: list) -> list[tuple[str, float, float | None]]:
         elif isinstance(event, EndWordEvent) and words:
             words[-1][2] = event.stop_time
     return [tuple(w) for w in words]  # type: ignore[misc]
-
-
-async def kyutai_asr_client(url: str, pcm: np.ndarray) -> tuple[list[tuple], list[dict]]:
-    """A client written to Kyutai's published protocol (msgpack, 1920-sample frames,
-    a Marker, then silence until the marker echo)."""
-    async with websockets.connect(url + "/api/asr-streaming",
-                                  additional_headers={"kyutai-api-key": "public_token"}) as ws:
-        async def send() -> None:
-            for i in range(0, len(pcm), FRAME_SIZE):
-                await ws.send(msgpack.packb({"type": "Audio",
-                                             "pcm": [float(x) for x in pcm[i:i + FRAME_SIZE]]},
-                                            use_single_float=True))
-            await ws.send(msgpack.packb({"type": "Marker", "id": 0}))
-            for _ in range(35):
-                await ws.send(msgpack.packb({"type": "Audio", "pcm": [0.0] * FRAME_SIZE},
-                                            use_single_float=True))
-                await asyncio.sleep(0.005)
-
-        sender = asyncio.create_task(send())
-        words: list[list[Any]] = []
-        steps: list[dict] = []
-        async for message in ws:
-            data = msgpack.unpackb(message)
-            if data["type"] == "Word":
-                words.append([data["text"], data["start_time"], None])
-            elif data["type"] == "EndWord":
-                words[-1][2] = data["stop_time"]
-            elif data["type"] == "Step":
-                steps.append(data)
-            elif data["type"] == "Marker":
-                break
-            elif data["type"] == "Error":
-                raise AssertionError(data["message"])
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
-    return [tuple(w) for w in words], steps
 
 
 def test_kyutai_client_gets_the_aligned_words_through_the_engine(tokenizer) -> None:
