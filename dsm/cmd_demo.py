@@ -84,7 +84,8 @@ def _codec_step(out: Path) -> str:
         codec = tiny_random_mimi(0).eval()
     pcm = read_audio(SAMPLE, codec.sample_rate)
     frame_size = codec.frame_size
-    num_frames = -(-pcm.size // frame_size)
+    delay = codec.delay_samples  # the decoder's output is this much behind its input
+    num_frames = -(-(pcm.size + delay) // frame_size)
     padded = np.zeros(num_frames * frame_size, dtype=np.float32)
     padded[: pcm.size] = pcm
     frames = torch.from_numpy(padded).view(1, 1, num_frames, frame_size)
@@ -95,13 +96,14 @@ def _codec_step(out: Path) -> str:
             codes = codec.encode_step(frames[:, :, index])
             decoded.append(codec.decode_step(codes))
     elapsed = time.perf_counter() - started
-    audio = torch.cat(decoded, dim=-1)[0, 0, : pcm.size].numpy()
+    audio = torch.cat(decoded, dim=-1)[0, 0, delay: delay + pcm.size].numpy()
     path = out / "codec_roundtrip.wav"
     soundfile.write(path, audio, codec.sample_rate, subtype="PCM_16")
     seconds = pcm.size / codec.sample_rate
     print(f"{seconds:.2f} s of audio -> {num_frames} frames of {codec.num_codebooks} codes "
           f"({codec.frame_rate:g} Hz, {codec.cardinality} entries each), "
-          f"{elapsed / seconds:.3f}x real time on CPU")
+          f"{elapsed / seconds:.3f}x real time on CPU"
+          + (f", output {1000 * delay / codec.sample_rate:g} ms behind by design" if delay else ""))
     print(f"STOI {stoi(audio, pcm, codec.sample_rate):.3f}, "
           f"SI-SNR {si_snr(audio, pcm):.1f} dB; wrote {path}")
     return "ok" if codec_dir.is_dir() else "ok (random weights)"
