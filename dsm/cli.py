@@ -25,6 +25,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("ship",): "dsm.recipes.ship",
     ("data", "synth"): "dsm.recipes.cmd_synth",
     ("data", "tokenizer"): "dsm.streams.cmd_tokenizer",
+    ("data", "perturb"): "dsm.recipes.cmd_perturb",
     ("bench", "codec"): "dsm.codecs.cmd_bench",
     ("bench", "lm"): "dsm.streaming.cmd_bench_lm",
     ("bench", "serve"): "dsm.streaming.cmd_bench_serve",

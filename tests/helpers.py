@@ -131,3 +131,23 @@ async def kyutai_asr_client(url: str, pcm: np.ndarray, api_key: str = "public_to
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
     return [tuple(w) for w in words], steps
+
+
+HELD_OUT_SEED = 2026  # the shipped models' corpora were synthesized with seeds 0 and 1
+
+
+def held_out_utterances(count: int) -> list[Any]:
+    """`count` English utterances synthesized by dsm's corpus code with the eval split's
+    voices only (espeak variants m4 / f3 / klatt3 and flite rms, never in a training set),
+    from a seed no training corpus used, so the texts are new draws too. Checks both."""
+    from dsm.recipes.synth_corpus import ENGINES, Job, make_item, speakers
+
+    utterances = []
+    for index in range(count):
+        (utterance,) = make_item(Job(seed=HELD_OUT_SEED, index=index, lang="en", parallel=False,
+                                     engines=ENGINES, eval_fraction=1.0, sample_rate=24000))
+        utterances.append(utterance)
+    held_out = {s.id for s in speakers("en") if s.split == "eval"}
+    assert {u.speaker for u in utterances} <= held_out
+    assert len({u.speaker for u in utterances}) >= 3
+    return utterances
