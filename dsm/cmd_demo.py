@@ -139,7 +139,8 @@ def _tts_step(out: Path, text: str) -> str:
 
     _heading(f"TTS: speaking {text!r} (start, end, word as the audio streams)")
     if not (ASSETS / "tts" / "config.json").is_file():
-        print(f"no default TTS model is installed ({ASSETS / 'tts'})")
+        print(f"no default TTS model is installed ({ASSETS / 'tts'}): none ships yet (the "
+              "README's 'Default models' says why); `dsm speak TEXT --model DIR` speaks with yours")
         return "not installed"
     return "ok" if dsm_main(["speak", text, "-o", str(out / "speech.wav")]) == 0 else "failed"
 
