@@ -131,15 +131,15 @@ class CodecTaskConfig:
         return frames * frame_size
 
 
-def checkpoint_generator_state(path: str | Path) -> dict[str, Tensor]:
-    """The codec weights in a codec run's trainer checkpoint."""
+def load_codec_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A codec run's trainer checkpoint; ValueError for any other file."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        if checkpoint.get("kind") != "codec":
+        if checkpoint.get("kind") != "codec" or "generator" not in checkpoint["models"]:
             raise KeyError("kind")
-        return checkpoint["models"]["generator"]
     except Exception:  # not a torch file, or a checkpoint of another kind of run
         raise ValueError(f"{path} is not a codec run's checkpoint") from None
+    return checkpoint
 
 
 def codec_from_checkpoint(path: str | Path) -> Mimi:
@@ -147,11 +147,10 @@ def codec_from_checkpoint(path: str | Path) -> Mimi:
     finished), in eval mode."""
     from dsm.recipes.config import recipe_from_dict
 
-    state = checkpoint_generator_state(path)
-    raw = torch.load(path, map_location="cpu", weights_only=False)["recipe"]
-    config: CodecTaskConfig = recipe_from_dict(raw, str(path), check_paths=False).task
-    codec = Mimi(dataclasses.replace(config.codec, q_dropout=False))
-    codec.load_state_dict(state)
+    checkpoint = load_codec_checkpoint(path)
+    recipe = recipe_from_dict(checkpoint["recipe"], str(path), check_paths=False)
+    codec = Mimi(dataclasses.replace(recipe.task.codec, q_dropout=False))
+    codec.load_state_dict(checkpoint["models"]["generator"])
     return codec.eval()
 
 
@@ -294,7 +293,7 @@ class CodecTask(Task):
             state = load_codec(path).state_dict()
         elif path.is_file():
             try:
-                state = checkpoint_generator_state(path)
+                state = load_codec_checkpoint(path)["models"]["generator"]
             except ValueError as error:
                 raise RecipeError(f"{where}: {error}") from None
         else:
