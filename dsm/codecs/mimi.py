@@ -55,16 +55,16 @@ class MimiConfig:
     bins: int = 2048
     n_q_semantic: int = 1
     q_dropout: bool = False
-    # "seanet" (Kyutai's layout) or "spectral" (dsm.codecs.spectral: learns much faster
-    # from scratch; made for codecs trained on a CPU). `spectral` is read only then.
+    # "seanet" (Kyutai's layout) or "spectral" (dsm.codecs.spectral: learns faster from
+    # scratch, made for codecs trained on a CPU). `spectral` is read only then.
     frontend: str = "seanet"
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
     # Kyutai's upsampling to the encoder rate is depthwise (each latent channel stretched
-    # on its own); dense gives every sub-step its own map of the whole latent, which a codec
-    # trained briefly needs to put detail back inside a 80 ms frame.
+    # on its own); dense gives every sub-step its own map of the whole latent (the shipped
+    # spectral codec uses it; in short CPU runs it did about as well as depthwise).
     dense_upsample: bool = False
-    # EMA decay of the codebooks: Kyutai's 0.99 suits long runs; at 12.5 Hz a small batch
-    # holds only ~100 latent vectors, and a short run learns its codebooks faster at 0.9
+    # EMA decay of the codebooks (Kyutai's 0.99); lower values follow a moving encoder
+    # faster, an option for short runs where a batch holds only ~100 latent vectors
     codebook_decay: float = 0.99
 
     def __post_init__(self) -> None:
