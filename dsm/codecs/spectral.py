@@ -1,14 +1,15 @@
 """Spectral encoder and decoder: a codec front end that works on short-time spectra.
 
 A drop-in for the SEANet encoder/decoder (same shapes, same streaming contract) that
-learns far faster from scratch, which is what a codec trained on a CPU needs:
+learns faster from scratch, which is what a codec trained on a CPU needs (held-out STOI
+0.58 after 700 steps, where SEANet had 0.49 after 900):
 
 - encoder: audio `[B, 1, N]` -> windowed DFT frames (a strided conv whose weights start as
   a DFT basis; hop `hop_length`, window 2 x hop) -> log power -> causal conv residual
   blocks at the frame rate -> latents `[B, dimension, N / hop]`.
 - decoder: latents -> causal conv residual blocks -> per frequency a log magnitude and a
-  phase -> real and imaginary parts -> a strided transposed conv, starting as the inverse
-  DFT of the frame's last `hop + crossfade` samples -> audio `[B, 1, T * hop]`.
+  phase -> real and imaginary parts -> a strided transposed conv (overlap-add) whose
+  weights start as the matching inverse DFT -> audio `[B, 1, T * hop]`.
 
 Two window designs (`window`):
 - "half_sine": the analysis window rises to 1 at its newest sample and each synthesis
