@@ -4,10 +4,10 @@ the README names as the makers of the shipped default models describe those mode
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from dsm.codecs.mimi import MimiConfig
 from dsm.recipes.config import recipe_from_dict
