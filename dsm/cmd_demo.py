@@ -112,9 +112,10 @@ def _codec_step(out: Path) -> str:
 def _asr_step() -> str:
     from dsm.cli import main as dsm_main
     from dsm.recipes.metrics import corpus_cer, corpus_wer
+    from dsm.streaming.model_dir import installed_default
 
     _heading("ASR: streaming transcription of the bundled sample (start time, word)")
-    if not (ASSETS / "asr" / "config.json").is_file():
+    if installed_default("asr") is None:
         print(f"no default ASR model is installed ({ASSETS / 'asr'})")
         return "not installed"
     import contextlib
@@ -136,9 +137,10 @@ def _asr_step() -> str:
 
 def _tts_step(out: Path, text: str) -> str:
     from dsm.cli import main as dsm_main
+    from dsm.streaming.model_dir import installed_default
 
     _heading(f"TTS: speaking {text!r} (start, end, word as the audio streams)")
-    if not (ASSETS / "tts" / "config.json").is_file():
+    if installed_default("tts") is None:
         print(f"no default TTS model is installed ({ASSETS / 'tts'}): none ships yet (the "
               "README's 'Default models' says why); `dsm speak TEXT --model DIR` speaks with yours")
         return "not installed"

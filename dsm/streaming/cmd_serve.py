@@ -97,11 +97,9 @@ def build_services(args: argparse.Namespace) -> tuple[ModelService | None, Model
         tts = ScriptedTTSService(args.max_streams)
     asr_dir, tts_dir = args.asr, args.tts
     if not (asr_dir or tts_dir or asr or tts):  # nothing named: the shipped default models
-        from dsm.streaming.model_dir import DEFAULT_MODELS
+        from dsm.streaming.model_dir import installed_default
 
-        installed = {task: DEFAULT_MODELS / task for task in ("asr", "tts")
-                     if (DEFAULT_MODELS / task / "config.json").is_file()}
-        asr_dir, tts_dir = installed.get("asr"), installed.get("tts")
+        asr_dir, tts_dir = installed_default("asr"), installed_default("tts")
     if asr_dir or tts_dir:
         from dsm.streaming.service import load_engine_service
 

@@ -221,15 +221,21 @@ def write_model_dir(
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "assets"
 
 
+def installed_default(task: str) -> Path | None:
+    """The shipped default model directory for `task` (dsm/assets/<task>), if installed."""
+    default = DEFAULT_MODELS / task
+    return default if (default / "config.json").is_file() else None
+
+
 def resolve_model(path: str | Path | None, task: str) -> Path:
     """`--model DIR`, or the shipped default model for `task` (dsm/assets/<task>)."""
     if path is not None:
         return Path(path)
-    default = DEFAULT_MODELS / task
-    if not (default / "config.json").is_file():
+    default = installed_default(task)
+    if default is None:
         raise ModelDirError(
-            f"no default {task} model is installed ({default}); pass --model DIR "
-            "(a model directory: config.json, model.safetensors, tokenizer.model, codec)"
+            f"no default {task} model is installed ({DEFAULT_MODELS / task}); pass --model "
+            "DIR (a model directory: config.json, model.safetensors, tokenizer.model, codec)"
         )
     return default
 
