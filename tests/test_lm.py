@@ -142,6 +142,25 @@ def test_loss_ignores_masked_positions_and_weights_streams() -> None:
     assert lm.depformer_emb[0].weight.grad is not None  # type: ignore[index]
 
 
+def test_temporal_codes_change_only_what_the_temporal_transformer_reads() -> None:
+    lm = _random_lm(_config()).eval()
+    codes = _tokens(lm.config, 2, 8)
+    same = lm(codes, codes.clone())
+    plain = lm(codes)
+    torch.testing.assert_close(same.logits[same.mask], plain.logits[plain.mask])
+    noisy = codes.clone()
+    noisy[:, 1:, 3:] = (noisy[:, 1:, 3:] + 1) % lm.config.card
+    out = lm(codes, noisy)
+    # Steps up to the changed input are untouched (causal); later ones read the noise.
+    early = plain.mask[:, :, :3]
+    torch.testing.assert_close(out.logits[:, :, :3][early], plain.logits[:, :, :3][early])
+    assert not torch.allclose(out.text_logits[:, 0, 5:], plain.text_logits[:, 0, 5:])
+    # Same targets and masks: the loss is still against `codes`.
+    assert torch.equal(out.mask, plain.mask) and torch.equal(out.text_mask, plain.text_mask)
+    with pytest.raises(ValueError, match="temporal_codes"):
+        lm(codes, noisy[:, :, :4])
+
+
 def test_token_ids_out_of_range_are_named() -> None:
     lm = _random_lm(_config())
     codes = _tokens(lm.config, 1, 4)

@@ -27,6 +27,7 @@ from dsm.recipes.tts_task import (
     TTSTask,
     check_codec,
     export_checkpoint,
+    noisy_audio,
     session_text_inputs,
     silence_codes,
     synthesize,
@@ -131,7 +132,7 @@ depformer_num_layers = 1
 def test_tiny_tts_run_learns_checkpoints_resumes_and_exports(
     tmp_path: Path, assets: tuple[Path, Path, Path]
 ) -> None:
-    recipe_path = _recipe(tmp_path, assets)
+    recipe_path = _recipe(tmp_path, assets, extra="audio_noise = 0.2")  # noise resumes exactly too
     full = Trainer(load_recipe(recipe_path), tmp_path / "full").fit()
     assert full.step == 12
     rows = read_metrics(tmp_path / "full" / "metrics.csv")
@@ -253,6 +254,20 @@ def test_text_loss_only_where_the_session_listens() -> None:
     assert codes[0, 0, 8] == 0  # the batch itself is left untouched
 
 
+def test_audio_noise_replaces_audio_codes_only_at_its_rate() -> None:
+    torch.manual_seed(0)
+    codes = torch.randint(0, 64, (4, 5, 500))
+    codes[:, 0] = 3
+    codes[:, 2, :10] = -1
+    noisy = noisy_audio(codes, 0.3, card=64)
+    assert torch.equal(noisy[:, 0], codes[:, 0])            # text untouched
+    assert (noisy[:, 2, :10] == -1).all()                   # "no token" stays
+    assert noisy.min() >= -1 and noisy.max() < 64
+    changed = (noisy[:, 1:] != codes[:, 1:]).float().mean().item()
+    assert 0.25 < changed < 0.33                            # 0.3, less same-code draws
+    assert torch.equal(noisy_audio(codes, 0.0, card=64), codes)
+
+
 def test_speaker_filter_and_bad_recipes(tmp_path: Path, assets: tuple[Path, Path, Path]) -> None:
     task = _task(tmp_path, assets, extra='speakers = ["flite:"]')
     assert len(task.build_dataset("train")) == 3
@@ -260,6 +275,8 @@ def test_speaker_filter_and_bad_recipes(tmp_path: Path, assets: tuple[Path, Path
         _task(tmp_path, assets, extra='speakers = ["nobody"]').build_dataset("train")
     with pytest.raises(RecipeError, match="task.num_codebooks"):
         _task(tmp_path, assets, extra="num_codebooks = 9").build_models()
+    with pytest.raises(RecipeError, match="audio_noise"):
+        _task(tmp_path, assets, extra="audio_noise = 1.5")
     with pytest.raises(RecipeError, match="unknown|bogus"):
         _task(tmp_path, assets, extra="bogus = 1")
     recipe = load_recipe(_recipe(tmp_path, assets))

@@ -335,17 +335,30 @@ class MultistreamLM(StreamingModule):
         return [torch.softmax(head(hidden), dim=-1) for head in self.extra_heads]
 
     # --- training -------------------------------------------------------------------------
-    def forward(self, codes: torch.Tensor) -> LMOutput:
-        """Teacher forcing on undelayed codes `[B, K, T]` (see the module docstring)."""
+    def forward(self, codes: torch.Tensor, temporal_codes: torch.Tensor | None = None) -> LMOutput:
+        """Teacher forcing on undelayed codes `[B, K, T]` (see the module docstring).
+
+        `temporal_codes` (same shape, optional): what the temporal transformer reads instead
+        of `codes`, e.g. codes with noise against exposure bias; the depformer is still
+        teacher-forced with `codes` within each step.
+        """
         if self.is_streaming:
             raise RuntimeError("forward() is offline; use forward_temporal() while streaming")
         self.check_tokens(codes)
         B, K, T = codes.shape
         c = self.config
         initial = self.initial_tokens(codes.device)
-        delayed = delay_streams(codes, c.delays, initial)
-        delayed = torch.cat([initial.view(1, K, 1).expand(B, K, 1).to(codes.dtype), delayed], dim=2)
-        hidden, text_logits = self.forward_temporal(delayed[:, :, :-1])
+        first = initial.view(1, K, 1).expand(B, K, 1).to(codes.dtype)
+        delayed = torch.cat([first, delay_streams(codes, c.delays, initial)], dim=2)
+        temporal_inputs = delayed
+        if temporal_codes is not None:
+            if temporal_codes.shape != codes.shape:
+                raise ValueError(f"temporal_codes {tuple(temporal_codes.shape)} must have the "
+                                 f"shape of codes {tuple(codes.shape)}")
+            self.check_tokens(temporal_codes)
+            temporal_inputs = torch.cat(
+                [first, delay_streams(temporal_codes, c.delays, initial)], dim=2)
+        hidden, text_logits = self.forward_temporal(temporal_inputs[:, :, :-1])
         if c.dep_q == 0:
             audio_logits = hidden.new_zeros(B, 0, T, c.card)
         elif c.audio_heads == "parallel":

@@ -99,6 +99,8 @@ class TTSTaskConfig:
     text_weight: float = 1.0
     first_codebook_weight: float = 2.0
     audio_weight: float = 1.0
+    audio_noise: float = 0.0          # training: share of the past audio codes the temporal
+                                      # transformer reads replaced by random codes
     # sampling defaults written into the exported model directory (lm_gen_config)
     temp: float = 0.7
     top_k: int = 50
@@ -116,6 +118,8 @@ class TTSTaskConfig:
         weights = (self.text_weight, self.first_codebook_weight, self.audio_weight)
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError("loss weights must be >= 0 and not all 0")
+        if not 0 <= self.audio_noise < 1:
+            raise ValueError("audio_noise must be in [0, 1)")
         if self.temp < 0 or self.temp_text < 0 or self.top_k < 0 or self.top_k_text < 0:
             raise ValueError("temperatures and top-k must be >= 0")
 
@@ -295,7 +299,11 @@ class TTSTask(Task):
         model = models["lm"]
         lm: MultistreamLM = getattr(model, "module", model)   # unwrapped (DDP)
         pad, start = self.tokenizer.pad_id, self.tokenizer.word_start_id
-        output = model(session_text_inputs(codes, pad, start))
+        inputs = session_text_inputs(codes, pad, start)
+        noisy = None
+        if model.training and self.config.audio_noise > 0:
+            noisy = noisy_audio(inputs, self.config.audio_noise, lm.config.card)
+        output = model(inputs, noisy)
         targets = text_loss_targets(codes, pad, start)
         config: TTSTaskConfig = self.config
         losses = lm.compute_loss(
@@ -312,6 +320,19 @@ class TTSTask(Task):
         lm: MultistreamLM = getattr(models["lm"], "module", models["lm"])
         export_model_dir(lm, self.codec, self.config, Path(directory) / "model",
                          self.audio_delay / float(self.codec.frame_rate))
+
+
+def noisy_audio(codes: Tensor, rate: float, card: int) -> Tensor:
+    """`codes [B, 1 + K, T]` with each audio code (rows 1..K, -1 left alone) replaced by a
+    uniformly random one with probability `rate`: read as the past by the temporal
+    transformer, they teach it to go on from its own imperfect samples (exposure bias) and
+    to lean on the text. Draws come from torch's RNG, which the trainer checkpoints."""
+    audio = codes[:, 1:]
+    replace = (torch.rand(audio.shape, device=codes.device) < rate) & (audio >= 0)
+    random_codes = torch.randint_like(audio, card)
+    noisy = codes.clone()
+    noisy[:, 1:] = torch.where(replace, random_codes, audio)
+    return noisy
 
 
 def end_markers(text: Tensor, pad_id: int, word_start_id: int) -> Tensor:
