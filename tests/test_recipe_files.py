@@ -45,3 +45,17 @@ def test_asr_cpu_recipe_is_the_shipped_asr_model_s() -> None:
         task.dim, task.num_layers, task.num_heads, task.num_codebooks)
     assert shipped["stt_config"]["audio_delay_seconds"] == task.text_delay_s
     assert shipped["codec"] == "../codec"
+
+
+def test_tts_cpu_recipe_is_the_shipped_tts_model_s() -> None:
+    shipped = json.loads((ASSETS / "tts" / "config.json").read_text())
+    task = _recipe("tts-cpu.toml").task
+    model = task.model
+    assert (shipped["dim"], shipped["num_layers"], shipped["num_heads"], shipped["dep_q"]) == (
+        model.dim, model.num_layers, model.num_heads, task.num_codebooks)
+    assert (shipped["depformer_dim"], shipped["depformer_num_layers"]) == (
+        model.depformer_dim, model.depformer_num_layers)
+    assert shipped["tts_config"]["audio_delay"] == task.audio_delay_seconds
+    assert shipped["lm_gen_config"] == {"temp": task.temp, "top_k": task.top_k,
+                                        "temp_text": task.temp_text, "top_k_text": task.top_k_text}
+    assert shipped["codec"] == "../codec"

@@ -1,0 +1,59 @@
+"""The shipped TTS model (dsm/assets/tts): intelligibility, as the WER of the shipped ASR
+model (dsm/assets/asr, an independent model) on what it says.
+
+The sentences are new draws of dsm's English text generator (a seed no training corpus
+used), spoken through the streaming engine word by word as `dsm speak` does, with the
+model directory's own sampling settings and fixed seeds. Both models must be shipped: a
+missing one is a failure that names it, never a skip.
+
+The target for a shipped TTS model is an intelligibility WER of at most 15 %. The model
+shipped now (one voice, flite's slt; trained for 98 minutes on one CPU thread) measures
+0.273 on these sentences (0.291 on the 226 sentences of the corpus's eval split that it
+was not trained on): short of the target, reported as such in the README. This test holds
+it at `WER_CEILING`, a little above what it measures, so that a regression shows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from dsm.recipes import metrics
+from dsm.recipes.synth_text import sentence
+from dsm.recipes.tts_task import check_codec, intelligibility
+from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
+
+SENTENCES = 16
+SEED = 2026          # the training corpora used seeds 0, 1 and 2
+WER_CEILING = 0.35  # measured 0.273 (the target, 0.15, is not met)
+
+
+def _sentences() -> list[str]:
+    rng = np.random.default_rng(SEED)
+    return [sentence(rng, "en") for _ in range(SENTENCES)]
+
+
+def test_shipped_tts_files_are_small_and_share_the_codec() -> None:
+    directory = DEFAULT_MODELS / "tts"
+    size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    assert 0 < size <= 20 * 2**20, f"dsm/assets/tts holds {size / 2**20:.1f} MB"
+    config = json.loads((directory / "config.json").read_text())
+    assert config["codec"] == "../codec" and config["model_type"] == "tts"
+
+
+def test_shipped_tts_intelligibility_stays_at_its_measured_level() -> None:
+    tts = load_model_dir(resolve_model(None, "tts"))  # what `dsm speak TEXT -o OUT` loads
+    asr = load_model_dir(resolve_model(None, "asr"))
+    assert tts.task == "tts" and asr.task == "asr"
+    check_codec(tts)  # dsm/assets/codec is the codec the TTS model was trained with
+    texts = _sentences()
+    speech, transcripts = intelligibility(tts, asr, texts, seed=0, tts_batch=8, asr_batch=8)
+    for text, spoken in zip(texts, speech):  # every sentence spoken whole, not cut short
+        assert [w for w, _, _ in spoken.words] == text.split()
+        assert spoken.pcm.size > 0.15 * tts.codec.sample_rate * len(spoken.words)
+    counts = [metrics.word_errors(t, h) for t, h in zip(texts, transcripts)]
+    errors = sum(c.errors for c in counts)
+    words = sum(c.reference_length for c in counts)
+    shown = "\n".join(f"{t!r} -> {h!r}" for t, h in zip(texts, transcripts))
+    assert errors / words <= WER_CEILING, f"WER {errors / words:.3f} ({errors}/{words})\n{shown}"
