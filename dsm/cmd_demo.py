@@ -7,7 +7,8 @@
    with their start times as they come out, then the word error rate against the sample's
    reference text.
 3. TTS: a sentence is spoken by the shipped TTS model into OUT/speech.wav, words printing
-   with their times as the audio streams out.
+   with their times as the audio streams out; the shipped ASR model then says what it
+   hears in it (the sentence is one of the TTS corpus's kind: the model knows that lexicon).
 
 Each step says what it did. A default model that is not installed is reported as such
 and its step is left out (the codec step then runs a small random-weight Mimi, to show the
@@ -31,7 +32,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE = ASSETS / "sample.wav"
 SAMPLE_WORDS = ASSETS / "sample.json"
 SAMPLE_SEED = 2026
-TTS_TEXT = "hello from the streaming speech toolkit"
+TTS_TEXT = "It is thirty eight degrees in Lisbon tonight."  # the TTS knows its corpus's words
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,10 +142,27 @@ def _tts_step(out: Path, text: str) -> str:
 
     _heading(f"TTS: speaking {text!r} (start, end, word as the audio streams)")
     if installed_default("tts") is None:
-        print(f"no default TTS model is installed ({ASSETS / 'tts'}): none ships yet (the "
-              "README's 'Default models' says why); `dsm speak TEXT --model DIR` speaks with yours")
+        print(f"no default TTS model is installed ({ASSETS / 'tts'}); `dsm speak TEXT "
+              "--model DIR` speaks with yours")
         return "not installed"
-    return "ok" if dsm_main(["speak", text, "-o", str(out / "speech.wav")]) == 0 else "failed"
+    if dsm_main(["speak", text, "-o", str(out / "speech.wav")]) != 0:
+        return "failed"
+    if installed_default("asr") is not None:  # how intelligible it was, by the other model
+        import contextlib
+        import io
+
+        from dsm.recipes.metrics import corpus_wer
+
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            code = dsm_main(["transcribe", str(out / "speech.wav")])
+        if code != 0:
+            return "failed"
+        heard = " ".join(line.split(None, 1)[1] for line in buffer.getvalue().splitlines()
+                         if line.strip())
+        print(f"heard by the ASR model: {heard}")
+        print(f"WER {corpus_wer([text], [heard]):.1%}")
+    return "ok"
 
 
 class _Tee:

@@ -10,8 +10,8 @@ Two runs. With the scripted test doubles (`--scripted-asr`, `--scripted-tts`) th
 captions are the script, which checks the page, the audio path (a tone whose level the
 page measures) and the protocol exactly. With the shipped default ASR model the fake
 microphone plays the bundled sample, a sentence spoken by a voice held out of training,
-and the captions must be its words (no default TTS model ships yet: the scripted one
-answers the page's text box). Skips only when Debian's `chromium` is not installed.
+and the captions must be its words, while the default TTS model speaks the page's text
+box. Skips only when Debian's `chromium` is not installed.
 """
 
 from __future__ import annotations
@@ -255,9 +255,10 @@ def test_demo_page_shows_captions_and_plays_speech_in_headless_chromium(tmp_path
 def test_demo_page_captions_real_speech_with_the_default_asr_model(tmp_path: Path) -> None:
     """The bundled sample (a held-out voice) through the browser's microphone path (48 kHz
     capture, the page's worklet resampling to 24 kHz) and the default ASR model: the
-    captions are the sentence's words."""
+    captions are the sentence's words. The default TTS model speaks the text box."""
     import soxr
 
+    from dsm.cmd_demo import TTS_TEXT
     from dsm.recipes.metrics import normalize_text
 
     sample = json.loads((REPO / "dsm" / "assets" / "sample.json").read_text())
@@ -267,10 +268,11 @@ def test_demo_page_captions_real_speech_with_the_default_asr_model(tmp_path: Pat
     wav = tmp_path / "sample48k.wav"
     soundfile.write(wav, mic, 48_000, subtype="PCM_16")
     expected = sample["text"].split()
-    speak = "The weather is nice today."
-    asr_dir = REPO / "dsm" / "assets" / "asr"
+    speak = TTS_TEXT  # a sentence the default TTS model says well (`dsm demo`'s)
+    assets = REPO / "dsm" / "assets"
     state, server_output, exit_code = run_demo_page(
-        tmp_path, ["--asr", str(asr_dir), "--scripted-tts"], wav, speak, expected, timeout=120)
+        tmp_path, ["--asr", str(assets / "asr"), "--tts", str(assets / "tts")], wav, speak,
+        expected, timeout=120)
 
     # the sentence, word for word (the page drops microphone audio until its websocket is
     # open, like any live source, so the first pass may start mid-sentence; the fake device

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from dsm.cli import main
-from dsm.cmd_demo import ASSETS, SAMPLE, SAMPLE_WORDS
+from dsm.cmd_demo import ASSETS, SAMPLE, SAMPLE_WORDS, TTS_TEXT
 
 
 def test_bundled_sample_matches_its_reference_words() -> None:
@@ -46,3 +46,6 @@ def test_demo_streams_the_sample_through_the_codec(tmp_path: Path,
     if (ASSETS / "tts" / "config.json").is_file():
         speech, _ = soundfile.read(tmp_path / "speech.wav", dtype="float32")
         assert speech.size > 0
+        # the ASR model hears the default TTS model's sentence (seed 0) word for word
+        heard = [line for line in printed.splitlines() if line.startswith("heard by the ASR")]
+        assert heard == [f"heard by the ASR model: {TTS_TEXT}"], printed
