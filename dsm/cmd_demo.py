@@ -111,7 +111,6 @@ def _codec_step(out: Path) -> str:
 
 
 def _asr_step() -> str:
-    from dsm.cli import main as dsm_main
     from dsm.recipes.metrics import corpus_cer, corpus_wer
     from dsm.streaming.model_dir import installed_default
 
@@ -119,17 +118,10 @@ def _asr_step() -> str:
     if installed_default("asr") is None:
         print(f"no default ASR model is installed ({ASSETS / 'asr'})")
         return "not installed"
-    import contextlib
-    import io
-
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(_Tee(buffer)):
-        code = dsm_main(["transcribe", str(SAMPLE)])
-    if code != 0:
+    hypothesis = _transcript(SAMPLE, echo=True)
+    if hypothesis is None:
         return "failed"
-    words = [line.split(None, 1)[1] for line in buffer.getvalue().splitlines() if line.strip()]
     reference = json.loads(SAMPLE_WORDS.read_text())["text"]
-    hypothesis = " ".join(words)
     print(f"reference: {reference}")
     print(f"WER {corpus_wer([reference], [hypothesis]):.1%}, "
           f"CER {corpus_cer([reference], [hypothesis]):.1%}")
@@ -148,21 +140,31 @@ def _tts_step(out: Path, text: str) -> str:
     if dsm_main(["speak", text, "-o", str(out / "speech.wav")]) != 0:
         return "failed"
     if installed_default("asr") is not None:  # how intelligible it was, by the other model
-        import contextlib
-        import io
-
         from dsm.recipes.metrics import corpus_wer
 
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            code = dsm_main(["transcribe", str(out / "speech.wav")])
-        if code != 0:
+        heard = _transcript(out / "speech.wav", echo=False)
+        if heard is None:
             return "failed"
-        heard = " ".join(line.split(None, 1)[1] for line in buffer.getvalue().splitlines()
-                         if line.strip())
         print(f"heard by the ASR model: {heard}")
         print(f"WER {corpus_wer([text], [heard]):.1%}")
     return "ok"
+
+
+def _transcript(path: Path, echo: bool) -> str | None:
+    """The words `dsm transcribe PATH` prints (streamed to stdout too when `echo`), joined;
+    None when it fails."""
+    import contextlib
+    import io
+
+    from dsm.cli import main as dsm_main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(_Tee(buffer) if echo else buffer):
+        code = dsm_main(["transcribe", str(path)])
+    if code != 0:
+        return None
+    return " ".join(line.split(None, 1)[1] for line in buffer.getvalue().splitlines()
+                    if line.strip())
 
 
 class _Tee:
