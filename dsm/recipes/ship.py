@@ -2,10 +2,11 @@
 
   dsm ship codec RUN/codec dsm/assets/codec --dtype float16
   dsm ship codec RUN/checkpoints/step_00000800.pt dsm/assets/codec   (a run in progress)
-  dsm ship asr RUN/model dsm/assets/asr          (also tts, translation)
+  dsm ship asr RUN/model dsm/assets/asr --dtype float16   (also tts, translation)
 
-A codec is re-saved (optionally in float16: half the bytes). A model directory is copied
-without its own codec/ folder: its config.json names the shared codec instead
+A codec is re-saved, optionally in float16 (half the bytes; loading casts back to float32).
+A model directory is copied, its LM weights optionally cast the same way (config.json then
+records `weights_dtype`, and `load_model_dir` computes in float32), without its own codec/ folder: its config.json names the shared codec instead
 (`--codec`, relative to the target; default ../codec) and records `codec_fingerprint`, the
 weights fingerprint of the codec it was trained with, so that loading it with any other
 codec is caught instead of producing noise. Ship the codec first and train the models on
@@ -39,11 +40,15 @@ def ship_codec(source: str | Path, target: str | Path, dtype: torch.dtype | None
     return save_codec(codec, target, dtype=dtype)  # replaces its two files
 
 
-def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../codec") -> Path:
+def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../codec",
+                   dtype: torch.dtype | None = None) -> Path:
     """Copy the model directory `source` to `target` without its codec; config.json names
     `codec` (a spec, or a path relative to `target`) and records the fingerprint of the
-    codec `source` was made with. Files of a model directory already in `target` are
+    codec `source` was made with. `dtype` stores the LM's floating weights in that type
+    (recorded as `weights_dtype`). Files of a model directory already in `target` are
     replaced; nothing else there is touched."""
+    from safetensors.torch import load_file, save_file
+
     from dsm.codecs import load_codec
     from dsm.recipes.dataset import codec_fingerprint
     from dsm.streaming.model_dir import codec_spec
@@ -58,8 +63,14 @@ def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../code
     target.mkdir(parents=True, exist_ok=True)
     weights = str(raw.get("moshi_name", "model.safetensors"))
     tokenizer = str(raw.get("tokenizer_name", "tokenizer.model"))
-    for name in (weights, tokenizer):
-        shutil.copy(source / name, target / name)
+    if dtype is None:
+        shutil.copy(source / weights, target / weights)
+    else:
+        state = load_file(str(source / weights))
+        save_file({key: value.to(dtype) if value.is_floating_point() else value
+                   for key, value in state.items()}, str(target / weights))
+        raw["weights_dtype"] = str(dtype).removeprefix("torch.")
+    shutil.copy(source / tokenizer, target / tokenizer)
     (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
     return target
 
@@ -73,22 +84,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "by `dsm train` (RUN/model)")
     parser.add_argument("target", help="the directory to write, e.g. dsm/assets/asr")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="codec only: store the weights in this type (default: as trained)")
+                        help="store the floating-point weights in this type (float16: half "
+                        "the bytes; default: as trained); they load back as float32")
     parser.add_argument("--codec", default="../codec",
                         help="models only: the codec the shipped config names, relative to "
                         "TARGET (default: ../codec, the shared dsm/assets/codec)")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.dtype and args.kind != "codec":
-        print("dsm ship: error: --dtype applies to a codec only", file=sys.stderr)
-        return 2
+    dtype = DTYPES[args.dtype] if args.dtype else None
     try:
         if args.kind == "codec":
-            written = ship_codec(args.source, args.target,
-                                 DTYPES[args.dtype] if args.dtype else None)
+            written = ship_codec(args.source, args.target, dtype)
         else:
-            written = ship_model_dir(args.source, args.target, args.codec)
+            written = ship_model_dir(args.source, args.target, args.codec, dtype)
     except (OSError, ValueError) as error:
         print(f"dsm ship: error: {error}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ DIR/
                                         translation; default 0.5 s)
                        tts_config       {"audio_delay": s}: audio behind text (TTS; default 1.28 s)
                        lm_gen_config    optional sampling defaults (temp, temp_text, top_k, ...)
+                       weights_dtype    set by `dsm ship --dtype`: the weights are stored in
+                                        this type and computed in float32
   model.safetensors  LM weights, Kyutai key layout (or the file named by moshi_name)
   tokenizer.model    sentencepiece model
   codec/ or a Mimi safetensors file
@@ -146,6 +148,8 @@ def load_model_dir(
         raise ModelDirError(f"{directory}: no config.json (not a model directory)")
     lm = load_lm(directory, device=device, dtype=dtype).eval()
     extras = dict(lm.config.extras)
+    if dtype is None and extras.get("weights_dtype"):
+        lm = lm.float()  # stored in half precision by `dsm ship --dtype` to save bytes
     task = _task(extras, lm.config)
     tokenizer_file = directory / str(extras.get("tokenizer_name", "tokenizer.model"))
     if not tokenizer_file.is_file():
