@@ -26,6 +26,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("data", "synth"): "dsm.recipes.cmd_synth",
     ("data", "tokenizer"): "dsm.streams.cmd_tokenizer",
     ("data", "perturb"): "dsm.recipes.cmd_perturb",
+    ("data", "merge"): "dsm.recipes.cmd_merge",
     ("bench", "codec"): "dsm.codecs.cmd_bench",
     ("bench", "lm"): "dsm.streaming.cmd_bench_lm",
     ("bench", "serve"): "dsm.streaming.cmd_bench_serve",

@@ -132,3 +132,25 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
     assert skipped == []
     assert (back.text, back.words, back.speaker, back.id) == (row.text, row.words, "s1", "x")
     assert Path(back.audio).resolve() == audio.resolve()
+
+
+def test_rows_read_from_a_relative_manifest_are_written_relative_to_the_new_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row read through a cwd-relative manifest path has a cwd-relative audio path; another
+    folder's manifest must point at the same file (and one given absolute stays absolute)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_rows(corpus / "train.jsonl", [{"audio": wav(corpus, "a.wav", 1.0), "text": "a b"}])
+    elsewhere = tmp_path / "music"
+    elsewhere.mkdir()
+    absolute = ManifestRow(audio=str(elsewhere / wav(elsewhere, "b.wav", 1.0)), duration=1.0,
+                           text="b c")
+    monkeypatch.chdir(tmp_path)
+    [row], _ = read_manifest(Path("corpus") / "train.jsonl")
+    assert not Path(row.audio).is_absolute()
+    assert write_manifest(tmp_path / "merged" / "m.jsonl", [row, absolute]) == 2
+    stored = [json.loads(line) for line in (tmp_path / "merged" / "m.jsonl").open()]
+    assert [s["audio"] for s in stored] == ["../corpus/audio/a.wav", absolute.audio]
+    monkeypatch.chdir(elsewhere)  # read from anywhere, the rows find their files
+    back, skipped = read_manifest(tmp_path / "merged" / "m.jsonl")
+    assert skipped == [] and [r.text for r in back] == ["a b", "b c"]

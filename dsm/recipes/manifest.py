@@ -150,9 +150,11 @@ def summarize_skipped(skipped: Sequence[SkippedRow]) -> str:
     return f"{len(skipped)} row(s) skipped: {parts}"
 
 
-def write_manifest(path: str | os.PathLike[str], rows: Iterable[ManifestRow]) -> int:
-    """Write rows as JSONL; audio paths become relative to the manifest's folder when they
-    lie under it. Returns the number of rows written."""
+def write_manifest(path: str | os.PathLike[str], rows: Iterable[ManifestRow],
+                   relative: bool = False) -> int:
+    """Write rows as JSONL. Audio paths become relative to the manifest's folder, except an
+    absolute path outside it, which stays absolute unless `relative`. Returns the number
+    of rows written."""
     manifest = Path(path)
     manifest.parent.mkdir(parents=True, exist_ok=True)
     base = manifest.parent.resolve()
@@ -161,9 +163,12 @@ def write_manifest(path: str | os.PathLike[str], rows: Iterable[ManifestRow]) ->
         for row in rows:
             audio = Path(row.audio)
             resolved = audio.resolve()
-            audio_text = (
-                resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(audio)
-            )
+            if resolved.is_relative_to(base):
+                audio_text = resolved.relative_to(base).as_posix()
+            elif audio.is_absolute() and not relative:
+                audio_text = str(audio)
+            else:  # relative to the working directory: made relative to the manifest
+                audio_text = Path(os.path.relpath(resolved, base)).as_posix()
             data: dict[str, Any] = {"audio": audio_text, "duration": row.duration, "text": row.text}
             for key in ("lang", "speaker", "id"):
                 value = getattr(row, key)
