@@ -3,16 +3,17 @@
 Examples (the corpora of the default models, see the README):
   dsm data merge data/en-all/train.jsonl data/en/train.jsonl data/en2/train.jsonl --prefix-ids
   dsm data merge data/tts-slt/train.jsonl data/en-all/train.jsonl data/slt/train.jsonl \\
-      --speakers 'flite:slt'
+      --speakers 'flite:slt' --prefix-ids
   dsm data merge data/tts-slt/eval.jsonl data/en/eval.jsonl --exclude-texts data/tts-slt/train.jsonl
 
 Every input is read and checked as training reads it: rows training would skip (missing
 audio, bad word times, ...) are left out and counted per reason. No audio is copied: the
 output's rows point at the inputs' files, relative to the output's folder (so a data
-folder can move as a whole), or absolute with `--absolute`. Rows keep their ids; `--prefix-ids` puts the name of
-each input's folder in front ("en2-000123"), which corpora made by separate `dsm data
-synth` runs need, since each numbers its rows from 000000. Two rows with the same id are
-an error, as are an output that is one of the inputs and an empty result.
+folder can move as a whole), or absolute with `--absolute`. Rows keep their ids;
+`--prefix-ids` puts the name of each input's folder in front ("en2-000123"), which
+corpora made by separate `dsm data synth` runs need, since each numbers its rows from
+000000. Two rows with the same id are an error, as are an output that is one of the
+inputs and an empty result.
 """
 
 from __future__ import annotations
