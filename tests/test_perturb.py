@@ -10,6 +10,7 @@ import pytest
 import soundfile
 
 from dsm.cli import main as dsm_main
+from dsm.recipes.cmd_perturb import PerturbError, tempo_row
 from dsm.recipes.manifest import read_manifest
 
 RATE = 16_000
@@ -66,3 +67,44 @@ def test_bad_input_is_named(tmp_path: Path, capsys) -> None:
                      "--out", str(tmp_path / "o")]) == 2
     assert "manifest not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_tempos_change_the_rate_and_keep_the_pitch(tmp_path: Path, capsys) -> None:
+    manifest = _corpus(tmp_path)
+    out = tmp_path / "tempo"
+    assert dsm_main(["data", "perturb", str(manifest), "--out", str(out),
+                     "--tempos", "0.8,1.25", "--no-original", "--no-progress"]) == 0
+    assert "2 rows" in capsys.readouterr().out  # --tempos alone: no default speeds
+    rows, skipped = read_manifest(out / "train.jsonl", require_words=True)
+    assert not skipped and [r.id for r in rows] == ["a-t0.8", "a-t1.25"]
+    for row, tempo in zip(rows, (0.8, 1.25)):
+        audio, rate = soundfile.read(row.audio, dtype="float32")
+        assert rate == RATE and row.extra["tempo"] == tempo
+        assert row.duration == pytest.approx(1.0 / tempo, rel=0.02)
+        assert audio.size / RATE == pytest.approx(row.duration, abs=1e-6)
+        assert _peak_hz(audio) == pytest.approx(200, rel=0.03)  # pitch kept
+        times = [t for w in row.words for t in (w.start, w.end)]
+        assert times == pytest.approx([t * row.duration for t in (0.25, 0.5, 0.5, 0.75)])
+        loud = np.flatnonzero(np.abs(audio) > 0.1)
+        # the tone still spans the words' times, within a WSOLA segment
+        assert loud[0] / RATE == pytest.approx(row.words[0].start, abs=0.04)
+        assert loud[-1] / RATE == pytest.approx(row.words[-1].end, abs=0.04)
+
+
+def test_tempo_without_sox_or_on_bad_audio_is_an_error(tmp_path: Path, capsys,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = _corpus(tmp_path)
+    with pytest.raises(SystemExit):
+        dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
+                  "--tempos", "3"])
+    assert "--tempos must be numbers in [0.5, 2]" in capsys.readouterr().err
+    with monkeypatch.context() as patch:
+        patch.setattr("dsm.recipes.cmd_perturb.TEMPO_PROGRAM", "no-such-sox")
+        assert dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
+                         "--tempos", "0.9", "--no-progress"]) == 2
+    assert "needs the no-such-sox program" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    [row], _ = read_manifest(manifest)
+    (tmp_path / "a.wav").write_bytes(b"RIFF0000WAVEnot audio at all")  # broken since read
+    with pytest.raises(PerturbError, match="sox failed on .*a.wav"):
+        tempo_row(row, 0.9, tmp_path / "o" / "x.wav")
