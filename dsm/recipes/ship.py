@@ -6,7 +6,8 @@
 
 A codec is re-saved, optionally in float16 (half the bytes; loading casts back to float32).
 A model directory is copied, its LM weights optionally cast the same way (config.json then
-records `weights_dtype`, and `load_model_dir` computes in float32), without its own codec/ folder: its config.json names the shared codec instead
+records `weights_dtype`, and `load_model_dir` computes in float32), without its own codec/
+folder: its config.json names the shared codec instead
 (`--codec`, relative to the target; default ../codec) and records `codec_fingerprint`, the
 weights fingerprint of the codec it was trained with, so that loading it with any other
 codec is caught instead of producing noise. Ship the codec first and train the models on
