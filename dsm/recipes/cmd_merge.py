@@ -85,7 +85,7 @@ def merge_manifests(inputs: list[Path], speakers: list[str] | None = None,
     for path, prefix in zip(inputs, prefixes, strict=True):
         read, skipped = read_manifest(path)
         other = excluded = 0
-        kept = 0
+        start = len(rows)
         for row in read:
             if speakers is not None and not any(
                     fnmatch.fnmatchcase(row.speaker or "", pattern) for pattern in speakers):
@@ -103,8 +103,8 @@ def merge_manifests(inputs: list[Path], speakers: list[str] | None = None,
                         + ("" if prefix_ids else " (--prefix-ids tells the corpora apart)"))
                 first_seen[row.id] = path
             rows.append(row)
-            kept += 1
-        reports.append(InputReport(path, kept, other, excluded, summarize_skipped(skipped)))
+        reports.append(InputReport(path, len(rows) - start, other, excluded,
+                                   summarize_skipped(skipped)))
     return rows, reports
 
 
