@@ -20,10 +20,13 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian packages the project uses: speech synthesizers for corpus synthesis, sox, and
 # Chromium for the browser demo's end-to-end test. Installed when missing (as root).
-SYSTEM_PACKAGES := espeak-ng libespeak-ng1 flite sox chromium
+SYSTEM_PACKAGES := espeak-ng libespeak-ng1 flite festival festvox-kdlpc16k festvox-us-slt-hts \
+	sox chromium
+FESTIVAL_VOICES := english/ked_diphone us/cmu_us_slt_arctic_hts
 system-deps:
 	@missing=""; \
-	for cmd in espeak-ng flite sox chromium; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	for cmd in espeak-ng flite festival sox chromium; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	for voice in $(FESTIVAL_VOICES); do [ -d /usr/share/festival/voices/$$voice ] || missing="$$missing festival:$$voice"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing Debian packages:$$missing"; \

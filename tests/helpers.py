@@ -140,12 +140,12 @@ def held_out_utterances(count: int) -> list[Any]:
     """`count` English utterances synthesized by dsm's corpus code with the eval split's
     voices only (espeak variants m4 / f3 / klatt3 and flite rms, never in a training set),
     from a seed no training corpus used, so the texts are new draws too. Checks both."""
-    from dsm.recipes.synth_corpus import ENGINES, Job, make_item, speakers
+    from dsm.recipes.synth_corpus import DEFAULT_ENGINES, Job, make_item, speakers
 
     utterances = []
     for index in range(count):
         (utterance,) = make_item(Job(seed=HELD_OUT_SEED, index=index, lang="en", parallel=False,
-                                     engines=ENGINES, eval_fraction=1.0, sample_rate=24000))
+                                     engines=DEFAULT_ENGINES, eval_fraction=1.0, sample_rate=24000))
         utterances.append(utterance)
     held_out = {s.id for s in speakers("en") if s.split == "eval"}
     assert {u.speaker for u in utterances} <= held_out

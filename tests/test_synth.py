@@ -11,12 +11,13 @@ import pytest
 import soundfile as sf
 
 from dsm.cli import main as dsm_main
-from dsm.recipes import synth_corpus, synth_espeak, synth_flite
+from dsm.recipes import synth_corpus, synth_espeak, synth_festival, synth_flite
 from dsm.recipes.manifest import read_manifest
 from dsm.recipes.synth_corpus import (
     CorpusError,
     EngineUnavailable,
     Job,
+    SynthesisError,
     make_item,
     synthesize_corpus,
     word_times,
@@ -101,7 +102,9 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
     synthesize_corpus(root / "en", "en", hours=30 / 3600, seed=0, progress=False)
     synthesize_corpus(root / "fr", "fr", hours=30 / 3600, seed=1, progress=False)
     synthesize_corpus(root / "enfr", parallel=True, hours=20 / 3600, seed=2, progress=False)
-    return {"en": root / "en", "fr": root / "fr", "enfr": root / "enfr"}
+    synthesize_corpus(root / "fest", "en", hours=60 / 3600, seed=4, engines=("flite", "festival"),
+                      progress=False)
+    return {"en": root / "en", "fr": root / "fr", "enfr": root / "enfr", "fest": root / "fest"}
 
 
 def all_rows(folder: Path) -> list[tuple[Path, dict]]:
@@ -109,7 +112,7 @@ def all_rows(folder: Path) -> list[tuple[Path, dict]]:
             for row in read_rows(manifest)]
 
 
-@pytest.mark.parametrize("name", ["en", "fr", "enfr"])
+@pytest.mark.parametrize("name", ["en", "fr", "enfr", "fest"])
 def test_word_times_agree_with_audio(corpora, name):
     """Must-show: each word onset falls where the signal rises from silence (60 ms)."""
     rows = all_rows(corpora[name])
@@ -133,7 +136,59 @@ def test_corpus_uses_both_engines_and_many_voices(corpora):
     speakers = {row["speaker"] for _, row in all_rows(corpora["en"])}
     assert any(s.startswith("flite:") for s in speakers), speakers
     assert any(s.startswith("espeak:") for s in speakers), speakers
+    assert not any(s.startswith("festival:") for s in speakers), "festival is opt-in"
     assert len(speakers) >= 4
+
+
+def test_festival_voices_train_beside_flite(corpora):
+    rows = {name: read_rows(corpora["fest"] / f"{name}.jsonl") for name in ("train", "eval")}
+    train_speakers = {r["speaker"] for r in rows["train"]}
+    assert {"festival:ked", "festival:slt_hts"} <= train_speakers, train_speakers
+    assert train_speakers <= {"festival:ked", "festival:slt_hts", "flite:awb", "flite:slt"}
+    assert {r["speaker"] for r in rows["eval"]} <= {"flite:rms"}
+    voices = json.loads((corpora["fest"] / "voices.json").read_text())
+    assert "festival:ked" in json.dumps(voices) and "espeak:" not in json.dumps(voices)
+
+
+def f0_median(audio: np.ndarray, sample_rate: int) -> float:
+    """Median pitch of loud 40 ms frames by autocorrelation (60-400 Hz)."""
+    n, pitches = int(0.04 * sample_rate), []
+    for start in range(0, len(audio) - n, n):
+        frame = audio[start:start + n] - audio[start:start + n].mean()
+        if np.sqrt(np.mean(frame ** 2)) < 0.02:
+            continue
+        corr = np.correlate(frame, frame, "full")[n - 1:]
+        low, high = sample_rate // 400, sample_rate // 60
+        lag = low + int(np.argmax(corr[low:high]))
+        if corr[lag] > 0.3 * corr[0]:
+            pitches.append(sample_rate / lag)
+    return float(np.median(pitches))
+
+
+def test_festival_engine_rate_pitch_and_fresh_state():
+    festival = synth_festival.FestivalEngine()
+    text = "My father does not like trains, but my mother likes them a lot."
+    plain = festival.speak(text, "ked")
+    assert plain.sample_rate == 16000 and len(plain.onsets) == len(text.split())
+    assert all(a < b for a, b in zip(plain.onsets, plain.ends))
+    assert all(b <= a + 1e-6 for b, a in zip(plain.ends, plain.onsets[1:]))
+    slow = festival.speak(text, "ked", stretch=1.25)
+    assert len(slow.audio) / len(plain.audio) == pytest.approx(1.25, rel=0.05)
+    high = festival.speak(text, "ked", pitch=1.25)
+    assert f0_median(high.audio, 16000) / f0_median(plain.audio, 16000) == \
+        pytest.approx(1.25, rel=0.08)
+    hts = festival.speak(text, "slt_hts")
+    fast = festival.speak(text, "slt_hts", stretch=0.8)
+    assert len(fast.audio) / len(hts.audio) == pytest.approx(0.8, rel=0.05)
+    assert hts.sample_rate == 32000 and hts.ends[-1] <= len(hts.audio) / 32000 + 1e-6
+    # a request does not depend on those before it (the voice is selected anew each time)
+    again = festival.speak(text, "ked")
+    assert np.array_equal(plain.audio, again.audio) and plain.onsets == again.onsets
+    with pytest.raises(SynthesisError, match="word tokens"):
+        festival.speak("eleven -- twelve", "ked")  # '--' is no word: times cannot cover it
+    with pytest.raises(EngineUnavailable, match="unknown Festival voice"):
+        festival.speak(text, "kal16")
+    festival.close()
 
 
 def test_manifest_rows_are_valid(corpora):
@@ -153,8 +208,9 @@ def test_manifest_rows_are_valid(corpora):
                 times = [t for w in row["words"] for t in (w["start"], w["end"])]
                 assert times == sorted(times) and 0 < times[0] and times[-1] < row["duration"]
                 assert all(w["end"] > w["start"] for w in row["words"])
-                assert row["lang"] == (manifest.name.split(".")[1] if name == "enfr" else name)
-        assert meta["sample_rate"] == 24000 and meta["seed"] in (0, 1, 2)
+                assert row["lang"] == {"enfr": manifest.name.split(".")[1],
+                                       "fest": "en"}.get(name, name)
+        assert meta["sample_rate"] == 24000 and meta["seed"] in (0, 1, 2, 4)
 
 
 def test_eval_voices_are_held_out(corpora):
@@ -293,7 +349,7 @@ def test_bad_requests_are_named(tmp_path):
     for hours in (0, -1.0, float("nan")):
         with pytest.raises(CorpusError, match="hours must be positive"):
             synthesize_corpus(tmp_path / "a", "en", hours=hours, progress=False)
-    with pytest.raises(CorpusError, match="flite has no French voices"):
+    with pytest.raises(CorpusError, match="flite and festival have no French voices"):
         synthesize_corpus(tmp_path / "a", "fr", hours=0.01, engines=("flite",), progress=False)
     a_file = tmp_path / "file"
     a_file.write_text("not a folder")
@@ -319,14 +375,29 @@ def test_existing_corpus_is_kept_unless_overwrite(tmp_path):
 @pytest.mark.parametrize("module, engine_name, hint", [
     (synth_espeak, "espeak", "apt-get install espeak-ng"),
     (synth_flite, "flite", "apt-get install flite"),
+    (synth_festival, "festival", "apt-get install festival"),
 ])
 def test_missing_engine_is_a_clear_error(tmp_path, monkeypatch, module, engine_name, hint):
-    monkeypatch.setattr(module, "LIBRARY", f"lib{engine_name}-not-installed.so.1")
+    attribute = "PROGRAM" if engine_name == "festival" else "LIBRARY"
+    monkeypatch.setattr(module, attribute, f"lib{engine_name}-not-installed.so.1")
     monkeypatch.setattr(synth_corpus, "_ENGINE_CACHE", {})
     with pytest.raises(EngineUnavailable, match=hint):
         synthesize_corpus(tmp_path / "x", "en", hours=0.01, engines=(engine_name,),
-                          progress=False)
+                          eval_fraction=0.0, progress=False)
     assert not (tmp_path / "x").exists()  # nothing was started
+
+
+def test_missing_festival_voice_names_its_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(synth_festival.VOICES, "ked",
+                        ("voice_not_installed_diphone", "festvox-kdlpc16k", "diphone"))
+    monkeypatch.setattr(synth_corpus, "_ENGINE_CACHE", {})
+    with pytest.raises(EngineUnavailable, match="apt-get install festvox-kdlpc16k"):
+        synthesize_corpus(tmp_path / "x", "en", hours=0.01, engines=("festival",),
+                          eval_fraction=0.0, progress=False)
+    assert not (tmp_path / "x").exists()
+    # festival alone has no held-out voice: an eval split needs another engine
+    with pytest.raises(CorpusError, match="no en eval speaker among engines festival"):
+        synthesize_corpus(tmp_path / "x", "en", hours=0.01, engines=("festival",), progress=False)
 
 
 def test_cli_reports_errors_and_writes_a_corpus(tmp_path, capsys):

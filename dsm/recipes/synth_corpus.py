@@ -15,11 +15,14 @@ Rows: `{audio, duration, text, lang, speaker, words: [{word, start, end}], id}`,
 
 Speakers. A speaker is an engine voice: `espeak:<accent>+<variant>` (accent = an espeak
 language voice such as en-gb-scotland, variant = a voice-quality variant such as f3) or
-`flite:<voice>`. Each speaker has a base speaking rate and pitch drawn from its name (so it
+`flite:<voice>`, or, when asked for with `engines`, `festival:<voice>` (ked, slt_hts; see
+synth_festival). Each speaker has a base speaking rate and pitch drawn from its name (so it
 is the same voice in every corpus), jittered a little per utterance. Evaluation speakers
 are held out entirely: espeak variants m4, f3 and klatt3 (with every accent) and the flite
 voice rms are never used in the train split, so eval measures generalisation to unseen
-voices; the train split uses the other variants and awb, slt. (flite's kal16 diphone voice
+voices; the train split uses the other variants and awb, slt. Festival is off by default
+(corpora made before it existed keep their seeds' content); its voices ked and slt_hts
+train, and it has no voice to hold out. (flite's kal16 diphone voice
 is left out: its unit labels put the audible start of a word after a pause up to 130 ms
 away from its phone boundaries, and its pauses hold breath noises.)
 
@@ -64,11 +67,12 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from dsm.recipes import synth_espeak, synth_flite
+from dsm.recipes import synth_espeak, synth_festival, synth_flite
 from dsm.recipes.synth_espeak import EngineUnavailable, Spoken, SynthesisError
 from dsm.recipes.synth_text import LANGS, sentence_pair
 
-ENGINES = ("espeak", "flite")
+ENGINES = ("espeak", "flite", "festival")
+DEFAULT_ENGINES = ("espeak", "flite")
 
 ESPEAK_ACCENTS = {
     "en": ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
@@ -80,8 +84,12 @@ ESPEAK_TRAIN_VARIANTS = ("m1", "m2", "m3", "m5", "m6", "m7", "f1", "f2", "f4", "
 ESPEAK_EVAL_VARIANTS = ("m4", "f3", "klatt3")
 FLITE_TRAIN_VOICES = ("awb", "slt")
 FLITE_EVAL_VOICES = ("rms",)
-FLITE_SHARE = 0.35          # share of English utterances spoken by flite when both engines run
-FLITE_FIXED_PITCH = ("rms",)  # flite ignores F0 settings for this voice
+FESTIVAL_TRAIN_VOICES = ("ked", "slt_hts")
+FESTIVAL_EVAL_VOICES: tuple[str, ...] = ()
+# share of English utterances spoken by flite or festival (not espeak) when espeak and
+# another engine run
+FLITE_SHARE = 0.35
+FLITE_FIXED_PITCH = ("rms", "slt_hts")  # the engine ignores F0 settings for these voices
 
 SILENCE_DB = 40.0           # a frame this far below the loudest frame is silence
 FRAME_S, HOP_S = 0.010, 0.005
@@ -95,7 +103,7 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Speaker:
-    engine: str        # "espeak" | "flite"
+    engine: str        # "espeak" | "flite" | "festival"
     voice: str         # "en-gb+f3" | "slt"
     lang: str
     split: str         # "train" | "eval"
@@ -121,13 +129,16 @@ def speakers(lang: str, engines: tuple[str, ...] = ENGINES) -> tuple[Speaker, ..
     """All speakers of `lang` for these engines, train ones first."""
     _check_lang_engines(lang, engines)
     result: list[Speaker] = []
-    for split, variants, flite_voices in (("train", ESPEAK_TRAIN_VARIANTS, FLITE_TRAIN_VOICES),
-                                          ("eval", ESPEAK_EVAL_VARIANTS, FLITE_EVAL_VOICES)):
+    for split, variants, flite_voices, festival_voices in (
+            ("train", ESPEAK_TRAIN_VARIANTS, FLITE_TRAIN_VOICES, FESTIVAL_TRAIN_VOICES),
+            ("eval", ESPEAK_EVAL_VARIANTS, FLITE_EVAL_VOICES, FESTIVAL_EVAL_VOICES)):
         if "espeak" in engines:
             result += [_speaker("espeak", f"{accent}+{variant}", lang, split)
                        for accent in ESPEAK_ACCENTS[lang] for variant in variants]
         if "flite" in engines and lang == "en":
             result += [_speaker("flite", voice, lang, split) for voice in flite_voices]
+        if "festival" in engines and lang == "en":
+            result += [_speaker("festival", voice, lang, split) for voice in festival_voices]
     return tuple(result)
 
 
@@ -138,7 +149,7 @@ def _check_lang_engines(lang: str, engines: tuple[str, ...]) -> None:
     if unknown or not engines:
         raise CorpusError(f"unknown engines {unknown or engines}: expected some of {ENGINES}")
     if lang == "fr" and "espeak" not in engines:
-        raise CorpusError("French needs espeak: flite has no French voices")
+        raise CorpusError("French needs espeak: flite and festival have no French voices")
 
 
 # ---------------------------------------------------------------- engines (one per process)
@@ -147,21 +158,27 @@ _ENGINE_CACHE: dict[str, object] = {}
 
 
 def engine(name: str):
-    """The process's espeak or flite engine, loaded on first use."""
+    """The process's espeak, flite or festival engine, loaded on first use."""
     if name not in _ENGINE_CACHE:
         if name == "espeak":
             _ENGINE_CACHE[name] = synth_espeak.EspeakEngine(synth_espeak.LIBRARY)
         elif name == "flite":
             _ENGINE_CACHE[name] = synth_flite.FliteEngine(synth_flite.LIBRARY)
+        elif name == "festival":
+            _ENGINE_CACHE[name] = synth_festival.FestivalEngine(synth_festival.PROGRAM)
         else:
             raise CorpusError(f"unknown engine {name!r}")
     return _ENGINE_CACHE[name]
 
 
 def check_engines(engines: tuple[str, ...]) -> None:
-    """Raise EngineUnavailable (with an install hint) unless every engine loads."""
+    """Raise EngineUnavailable (with an install hint) unless every engine loads (and, for
+    festival, every voice: its voices come in separate packages)."""
     for name in engines:
-        engine(name)
+        loaded = engine(name)
+        if name == "festival":
+            for voice in FESTIVAL_TRAIN_VOICES + FESTIVAL_EVAL_VOICES:
+                loaded.check_voice(voice)
 
 
 def _in_fresh_child(function, *args):
@@ -207,12 +224,15 @@ def _speak_here(speaker: Speaker, text: str, rate: float, pitch: float,
         return engine("espeak").speak(
             text, speaker.voice, rate=round(175 * rate), pitch=round(50 + 100 * (pitch - 1.0)),
             pitch_range=speaker.pitch_range, word_gap=word_gap)
-    return engine("flite").speak(text, speaker.voice, stretch=1.0 / rate, pitch=pitch)
+    return engine(speaker.engine).speak(text, speaker.voice, stretch=1.0 / rate, pitch=pitch)
 
 
 def speak(speaker: Speaker, text: str, rate_jitter: float = 1.0, pitch_jitter: float = 1.0,
           word_gap: int = 0) -> Spoken:
     """`text` spoken by `speaker`, from a fresh engine state (see `_in_fresh_child`)."""
+    if speaker.engine == "festival":  # its own process, reset by every request
+        return _speak_here(speaker, text, speaker.rate * rate_jitter,
+                           speaker.pitch * pitch_jitter, word_gap)
     engine(speaker.engine)  # loaded here once, used only in children
     return _in_fresh_child(_speak_here, speaker, text, speaker.rate * rate_jitter,
                            speaker.pitch * pitch_jitter, word_gap)
@@ -338,9 +358,9 @@ def select_speakers(lang: str, engines: tuple[str, ...],
 def _pick_speaker(pool: tuple[Speaker, ...], lang: str, split: str, rng: np.random.Generator,
                   engines: tuple[str, ...]) -> Speaker:
     candidates = [s for s in pool if s.lang == lang and s.split == split]
-    if lang == "en" and len(engines) == 2:
-        use_flite = rng.random() < FLITE_SHARE
-        candidates = [s for s in candidates if (s.engine == "flite") == use_flite] or candidates
+    if lang == "en" and "espeak" in engines and len(engines) > 1:
+        use_other = rng.random() < FLITE_SHARE
+        candidates = [s for s in candidates if (s.engine != "espeak") == use_other] or candidates
     return candidates[int(rng.integers(len(candidates)))]
 
 
@@ -409,7 +429,7 @@ def _items(make_job, workers: int) -> Iterator[list[Utterance]]:
 
 def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1.0,
                       seed: int = 0, sample_rate: int = 24000, parallel: bool = False,
-                      engines: tuple[str, ...] = ENGINES, eval_fraction: float = 0.1,
+                      engines: tuple[str, ...] = DEFAULT_ENGINES, eval_fraction: float = 0.1,
                       workers: int = 1, overwrite: bool = False, progress: bool = True,
                       voices: tuple[str, ...] = ()) -> CorpusSummary:
     """Write a corpus of about `hours` hours (source side for `parallel`) into `out`."""
@@ -429,6 +449,10 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
     for lg in langs:
         chosen = select_speakers(lg, engines, voices)
         for split in ("train", "eval") if eval_fraction > 0 else ("train",):
+            if not any(s.split == split for s in chosen) and not voices:
+                raise CorpusError(
+                    f"no {lg} {split} speaker among engines {','.join(engines)} (festival "
+                    "has no held-out voice: add flite or espeak, or set --eval-fraction 0)")
             if not any(s.split == split for s in chosen):
                 raise CorpusError(
                     f"no {lg} {split} speaker matches --voices {','.join(voices)} (eval "
