@@ -88,8 +88,8 @@ FESTIVAL_TRAIN_VOICES = ("ked", "slt_hts")
 FESTIVAL_EVAL_VOICES: tuple[str, ...] = ()
 # share of English utterances spoken by flite or festival (not espeak) when espeak and
 # another engine run
-FLITE_SHARE = 0.35
-FLITE_FIXED_PITCH = ("rms", "slt_hts")  # the engine ignores F0 settings for these voices
+OTHER_ENGINES_SHARE = 0.35
+FIXED_PITCH_VOICES = ("rms", "slt_hts")  # the engine ignores F0 settings for these voices
 
 SILENCE_DB = 40.0           # a frame this far below the loudest frame is silence
 FRAME_S, HOP_S = 0.010, 0.005
@@ -119,7 +119,7 @@ class Speaker:
 def _speaker(engine: str, voice: str, lang: str, split: str) -> Speaker:
     rng = np.random.default_rng(zlib.crc32(f"{engine}:{voice}".encode()))
     rate = float(rng.uniform(0.85, 1.2))
-    pitch = 1.0 if voice in FLITE_FIXED_PITCH else float(rng.uniform(0.8, 1.2))
+    pitch = 1.0 if voice in FIXED_PITCH_VOICES else float(rng.uniform(0.8, 1.2))
     return Speaker(engine, voice, lang, split, round(rate, 3), round(pitch, 3),
                    int(rng.integers(30, 80)))
 
@@ -359,7 +359,7 @@ def _pick_speaker(pool: tuple[Speaker, ...], lang: str, split: str, rng: np.rand
                   engines: tuple[str, ...]) -> Speaker:
     candidates = [s for s in pool if s.lang == lang and s.split == split]
     if lang == "en" and "espeak" in engines and len(engines) > 1:
-        use_other = rng.random() < FLITE_SHARE
+        use_other = rng.random() < OTHER_ENGINES_SHARE
         candidates = [s for s in candidates if (s.engine != "espeak") == use_other] or candidates
     return candidates[int(rng.integers(len(candidates)))]
 
