@@ -230,12 +230,11 @@ def _speak_here(speaker: Speaker, text: str, rate: float, pitch: float,
 def speak(speaker: Speaker, text: str, rate_jitter: float = 1.0, pitch_jitter: float = 1.0,
           word_gap: int = 0) -> Spoken:
     """`text` spoken by `speaker`, from a fresh engine state (see `_in_fresh_child`)."""
+    request = (speaker, text, speaker.rate * rate_jitter, speaker.pitch * pitch_jitter, word_gap)
     if speaker.engine == "festival":  # its own process, reset by every request
-        return _speak_here(speaker, text, speaker.rate * rate_jitter,
-                           speaker.pitch * pitch_jitter, word_gap)
+        return _speak_here(*request)
     engine(speaker.engine)  # loaded here once, used only in children
-    return _in_fresh_child(_speak_here, speaker, text, speaker.rate * rate_jitter,
-                           speaker.pitch * pitch_jitter, word_gap)
+    return _in_fresh_child(_speak_here, *request)
 
 
 # ---------------------------------------------------------------- word times on the signal

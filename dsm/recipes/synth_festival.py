@@ -154,6 +154,7 @@ class FestivalEngine:
         """Speak `text` with Festival voice `voice`; `stretch` > 1 is slower, `pitch` scales
         F0 (diphone voices; the HTS voice keeps its own)."""
         self.check_voice(voice)
+        self._start()  # a no-op while the process lives; restarts it if it died
         function, _, kind = VOICES[voice]
         if kind == "hts":
             setup = f"(dsm_hts_voice '{function} {1.0 / stretch:.6f})"
