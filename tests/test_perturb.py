@@ -1,4 +1,4 @@
-"""`dsm data perturb`: speed-perturbed corpus copies with exact word times."""
+"""`dsm data perturb`: speed-, tempo- and pitch-perturbed corpus copies with their word times."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from dsm.cli import main as dsm_main
-from dsm.recipes.cmd_perturb import PerturbError, tempo_row
+from dsm.recipes.cmd_perturb import PerturbError, pitch_row, tempo_row
 from dsm.recipes.manifest import read_manifest
 
 RATE = 16_000
@@ -91,6 +91,31 @@ def test_tempos_change_the_rate_and_keep_the_pitch(tmp_path: Path, capsys) -> No
         assert loud[-1] / RATE == pytest.approx(row.words[-1].end, abs=0.04)
 
 
+def test_pitches_move_pitch_and_keep_the_rate(tmp_path: Path, capsys) -> None:
+    manifest = _corpus(tmp_path)
+    out = tmp_path / "pitch"
+    assert dsm_main(["data", "perturb", str(manifest), "--out", str(out),
+                     "--pitches", "0.84,1.12", "--no-progress"]) == 0
+    assert "3 rows" in capsys.readouterr().out  # --pitches alone: no default speeds
+    rows, skipped = read_manifest(out / "train.jsonl", require_words=True)
+    assert not skipped and [r.id for r in rows] == ["a", "a-p0.84", "a-p1.12"]
+    for row, pitch in zip(rows[1:], (0.84, 1.12)):
+        audio, rate = soundfile.read(row.audio, dtype="float32")
+        assert rate == RATE and row.extra["pitch"] == pitch
+        assert row.duration == pytest.approx(1.0, abs=0.01)  # rate kept
+        assert audio.size / RATE == pytest.approx(row.duration, abs=1e-6)
+        assert _peak_hz(audio) == pytest.approx(200 * pitch, rel=0.03)  # pitch moved
+        times = [t for w in row.words for t in (w.start, w.end)]
+        assert times == pytest.approx([t * row.duration for t in (0.25, 0.5, 0.5, 0.75)])
+        loud = np.flatnonzero(np.abs(audio) > 0.1)
+        assert loud[0] / RATE == pytest.approx(row.words[0].start, abs=0.04)
+        assert loud[-1] / RATE == pytest.approx(row.words[-1].end, abs=0.04)
+    with pytest.raises(SystemExit):
+        dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
+                  "--pitches", "0.3"])
+    assert "--pitches must be numbers in [0.5, 2]" in capsys.readouterr().err
+
+
 def test_tempo_without_sox_or_on_bad_audio_is_an_error(tmp_path: Path, capsys,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = _corpus(tmp_path)
@@ -99,12 +124,17 @@ def test_tempo_without_sox_or_on_bad_audio_is_an_error(tmp_path: Path, capsys,
                   "--tempos", "3"])
     assert "--tempos must be numbers in [0.5, 2]" in capsys.readouterr().err
     with monkeypatch.context() as patch:
-        patch.setattr("dsm.recipes.cmd_perturb.TEMPO_PROGRAM", "no-such-sox")
+        patch.setattr("dsm.recipes.cmd_perturb.SOX_PROGRAM", "no-such-sox")
         assert dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
                          "--tempos", "0.9", "--no-progress"]) == 2
-    assert "needs the no-such-sox program" in capsys.readouterr().err
+        assert "--tempos needs the no-such-sox program" in capsys.readouterr().err
+        assert dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
+                         "--pitches", "0.9", "--no-progress"]) == 2
+        assert "--pitches needs the no-such-sox program" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     [row], _ = read_manifest(manifest)
     (tmp_path / "a.wav").write_bytes(b"RIFF0000WAVEnot audio at all")  # broken since read
     with pytest.raises(PerturbError, match="sox failed on .*a.wav"):
         tempo_row(row, 0.9, tmp_path / "o" / "x.wav")
+    with pytest.raises(PerturbError, match="sox failed on .*a.wav"):
+        pitch_row(row, 0.9, tmp_path / "o" / "y.wav")

@@ -14,15 +14,23 @@ new voice that speaks more slowly (the default model on flite's rms, 2.5 words/s
 0.35). Word times are scaled by the measured length ratio; WSOLA moves a sound by at
 most about one of its 80 ms segments from that line.
 
+--pitches: pitch and formants are multiplied by the factor with the duration kept (sox's
+`pitch` effect: WSOLA, then resampling): a voice with a longer or shorter vocal tract
+speaking at the same rate, i.e. a new timbre for every training voice without the rate
+change that --speeds brings along. Word times are scaled by the measured length ratio
+(within a few ms of 1).
+
 Output folder:
   audio/NNN/*.wav       mono 16-bit PCM at the input's sample rate
   MANIFEST's name       the input rows (unless --no-original), then one row per
-                        utterance and factor: id "<id>-sp<speed>", "speed": speed, or
-                        id "<id>-t<tempo>", "tempo": tempo
+                        utterance and factor: id "<id>-sp<speed>", "speed": speed,
+                        id "<id>-t<tempo>", "tempo": tempo, or id "<id>-p<pitch>",
+                        "pitch": pitch
 
 Examples (the corpora of the default ASR model):
   dsm data perturb data/en-all/train.jsonl --out data/en-sp --speeds 0.9,1.1
   dsm data perturb data/asr-mix/flite.jsonl --out data/flite-tempo --tempos 0.75,0.85 --no-original
+  dsm data perturb data/fest/train.jsonl --out data/fest-pitch --pitches 0.84,1.12 --no-original
 """
 
 from __future__ import annotations
@@ -39,8 +47,9 @@ import numpy as np
 from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
 from dsm.streams.alignment import Word
 
-HELP = "speed- or tempo-perturbed copies of a word-aligned corpus (more voices and rates)"
-TEMPO_PROGRAM = "sox"
+HELP = ("speed-, tempo- or pitch-perturbed copies of a word-aligned corpus (more voices "
+        "and rates)")
+SOX_PROGRAM = "sox"
 
 
 class PerturbError(RuntimeError):
@@ -65,14 +74,15 @@ def perturb_row(row: ManifestRow, speed: float, path: Path) -> ManifestRow:
                        extra={**row.extra, "speed": speed})
 
 
-def tempo_row(row: ManifestRow, tempo: float, path: Path) -> ManifestRow:
-    """Write `row`'s audio `tempo` times faster, pitch kept, to `path` (sox); its row."""
+def sox_row(row: ManifestRow, effect: list[str], path: Path, tag: str, key: str,
+            factor: float) -> ManifestRow:
+    """Write `row`'s audio through the sox `effect` to `path`; the row that describes it,
+    word times scaled by the measured length ratio."""
     import soundfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
     # sox reads the file itself (any format soundfile wrote); remix to mono, 16-bit out
-    command = [TEMPO_PROGRAM, "-q", row.audio, "-b", "16", str(path), "remix", "-",
-               "tempo", "-s", f"{tempo:g}"]
+    command = [SOX_PROGRAM, "-q", row.audio, "-b", "16", str(path), "remix", "-", *effect]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise PerturbError(f"sox failed on {row.audio}: {result.stderr.strip()}")
@@ -80,13 +90,25 @@ def tempo_row(row: ManifestRow, tempo: float, path: Path) -> ManifestRow:
     if after.samplerate != before.samplerate or after.frames == 0:
         raise PerturbError(f"sox wrote unusable audio for {row.audio}")
     duration = after.frames / after.samplerate
-    ratio = after.frames / before.frames  # measured, not the nominal 1 / tempo
+    ratio = after.frames / before.frames  # measured, not the nominal one
     words = [Word(w.word, min(w.start * ratio, duration), min(w.end * ratio, duration))
              for w in row.words]
-    ident = f"{row.id}-t{tempo:g}" if row.id is not None else None
+    ident = f"{row.id}-{tag}{factor:g}" if row.id is not None else None
     return ManifestRow(audio=str(path), duration=duration, text=row.text, lang=row.lang,
                        speaker=row.speaker, words=words, id=ident,
-                       extra={**row.extra, "tempo": tempo})
+                       extra={**row.extra, key: factor})
+
+
+def tempo_row(row: ManifestRow, tempo: float, path: Path) -> ManifestRow:
+    """Write `row`'s audio `tempo` times faster, pitch kept, to `path` (sox); its row."""
+    return sox_row(row, ["tempo", "-s", f"{tempo:g}"], path, "t", "tempo", tempo)
+
+
+def pitch_row(row: ManifestRow, pitch: float, path: Path) -> ManifestRow:
+    """Write `row`'s audio with pitch and formants times `pitch`, duration kept, to `path`
+    (sox); its row."""
+    cents = 1200.0 * math.log2(pitch)
+    return sox_row(row, ["pitch", f"{cents:.1f}"], path, "p", "pitch", pitch)
 
 
 def parse_factors(text: str, option: str = "--speeds") -> list[float]:
@@ -107,6 +129,10 @@ def parse_tempos(text: str) -> list[float]:
     return parse_factors(text, "--tempos")
 
 
+def parse_pitches(text: str) -> list[float]:
+    return parse_factors(text, "--pitches")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -114,9 +140,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--speeds", type=parse_speeds, default=None,
                         help="comma-separated speed factors (pitch moves too; default: "
-                        "0.9,1.1 unless --tempos is given)")
+                        "0.9,1.1 unless --tempos or --pitches is given)")
     parser.add_argument("--tempos", type=parse_tempos, default=[],
                         help="comma-separated tempo factors, pitch kept (sox), e.g. 0.75,0.85")
+    parser.add_argument("--pitches", type=parse_pitches, default=[],
+                        help="comma-separated pitch-and-formant factors, duration kept (sox), "
+                        "e.g. 0.84,1.12")
     parser.add_argument("--no-original", action="store_true",
                         help="leave the input rows out of the output manifest")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -136,27 +165,28 @@ def main(args: argparse.Namespace) -> int:
     if skipped:
         print(f"dsm data perturb: {len(skipped)} rows of {args.manifest} skipped "
               f"(first: {skipped[0]})", file=sys.stderr)
-    speeds = args.speeds if args.speeds is not None else ([] if args.tempos else [0.9, 1.1])
-    if args.tempos and shutil.which(TEMPO_PROGRAM) is None:
-        print(f"dsm data perturb: error: --tempos needs the {TEMPO_PROGRAM} program (Debian "
+    sox_factors = args.tempos or args.pitches
+    speeds = args.speeds if args.speeds is not None else ([] if sox_factors else [0.9, 1.1])
+    if sox_factors and shutil.which(SOX_PROGRAM) is None:
+        option = "--tempos" if args.tempos else "--pitches"
+        print(f"dsm data perturb: error: {option} needs the {SOX_PROGRAM} program (Debian "
               f"package sox; `make system-deps` installs it)", file=sys.stderr)
         return 2
+    makers = {"sp": perturb_row, "t": tempo_row, "p": pitch_row}
     out_rows = [] if args.no_original else list(rows)
-    jobs = [(index, row, "speed", speed) for speed in speeds for index, row in enumerate(rows)]
-    jobs += [(index, row, "tempo", tempo) for tempo in args.tempos
-             for index, row in enumerate(rows)]
-    for index, row, kind, factor in tqdm(jobs, desc="perturb", unit="utt",
-                                         disable=args.no_progress):
-        tag = "sp" if kind == "speed" else "t"
+    jobs = [(index, row, tag, factor)
+            for tag, factors in (("sp", speeds), ("t", args.tempos), ("p", args.pitches))
+            for factor in factors for index, row in enumerate(rows)]
+    for index, row, tag, factor in tqdm(jobs, desc="perturb", unit="utt",
+                                        disable=args.no_progress):
         path = args.out / "audio" / f"{index // 1000:03d}" / f"{index:06d}_{tag}{factor:g}.wav"
         try:
-            out_rows.append(perturb_row(row, factor, path) if kind == "speed"
-                            else tempo_row(row, factor, path))
+            out_rows.append(makers[tag](row, factor, path))
         except PerturbError as error:
             print(f"dsm data perturb: error: {error}", file=sys.stderr)
             return 2
     target = args.out / args.manifest.name
     count = write_manifest(target, out_rows)
     print(f"wrote {target}: {count} rows ({len(jobs)} perturbed, speeds {speeds}, "
-          f"tempos {args.tempos})")
+          f"tempos {args.tempos}, pitches {args.pitches})")
     return 0
