@@ -66,6 +66,25 @@ def test_speaker_filter_and_excluded_texts(tmp_path: Path, corpora: tuple[Path, 
     assert [r.id for r in read_manifest(held)[0]] == ["en-000001"]
 
 
+def test_sample_keeps_n_rows_in_order_the_same_for_the_same_seed(
+        tmp_path: Path, corpora: tuple[Path, Path], capsys) -> None:
+    ids = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2), ("d", 3), ("e", 4)):
+        out = tmp_path / f"{name}.jsonl"
+        assert dsm_main(["data", "merge", str(out), *map(str, corpora), "--prefix-ids",
+                         "--sample", "2", "--seed", str(seed)]) == 0
+        ids[name] = [r.id for r in read_manifest(out)[0]]
+    order = ["en-000000", "en-000001", "en2-000000", "en2-000001"]
+    for chosen in ids.values():
+        assert len(chosen) == 2 and chosen == sorted(chosen, key=order.index)
+    assert ids["a"] == ids["b"]
+    assert len({tuple(chosen) for chosen in ids.values()}) > 1  # the seed matters
+    out = tmp_path / "too-many.jsonl"
+    assert dsm_main(["data", "merge", str(out), *map(str, corpora), "--prefix-ids",
+                     "--sample", "5"]) == 2
+    assert "only 4 rows" in capsys.readouterr().err and not out.exists()
+
+
 def test_bad_merges_are_refused_before_anything_is_written(
         tmp_path: Path, corpora: tuple[Path, Path], capsys) -> None:
     out = tmp_path / "out.jsonl"
