@@ -15,6 +15,7 @@ import torch
 from dsm.codecs import load_codec
 from dsm.recipes.codec_task import CodecTask
 from dsm.recipes.config import RecipeError, load_recipe
+from dsm.recipes.losses import STOILoss
 from dsm.recipes.ship import ship_codec
 from dsm.recipes.trainer import Trainer, read_metrics
 
@@ -265,3 +266,19 @@ def test_losses_compare_with_the_input_the_codec_s_declared_delay_earlier(tmp_pa
     unaligned = task._reconstruction_losses(late, wav)
     assert all(float(value) < 1e-5 for value in aligned.values()), aligned
     assert float(unaligned["mel"]) > 0.1
+
+
+def test_stoi_weight_adds_the_intelligibility_loss_to_the_balanced_ones(tmp_path: Path) -> None:
+    extra = "[task.weights]\nl1 = 0.0\nmel = 1.0\nstoi = 1.0\nadversarial = 0.0\nfeature = 0.0\n"
+    task = _task(tmp_path, adversarial_start=0, extra=extra)
+    models = task.build_models()
+    assert set(models["balancer"].weights) == {"mel", "stoi"}
+    t = torch.arange(SR) / SR                                   # 1 s: enough for STOI segments
+    wav = (0.3 * torch.sin(2 * torch.pi * 300 * t) * (1 + torch.sin(2 * torch.pi * 4 * t)))[None, None]
+    noisy = wav + 0.2 * torch.randn_like(wav)
+    losses = task._reconstruction_losses(noisy, wav)
+    expected = STOILoss(SR)(noisy, wav)
+    assert float(losses["stoi"]) == pytest.approx(float(expected), abs=1e-6) and float(expected) > 0.05
+    assert float(task._reconstruction_losses(wav, wav)["stoi"]) == pytest.approx(0.0, abs=1e-4)
+    with pytest.raises(RecipeError, match=">= 0"):
+        _task(tmp_path, 0, extra.replace("stoi = 1.0", "stoi = -1.0"))

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from dsm.recipes.losses import MultiScaleMelLoss, MultiScaleSTFTLoss, waveform_l1_loss
+import numpy as np
+import soundfile
+
+from dsm.recipes.losses import MultiScaleMelLoss, MultiScaleSTFTLoss, STOILoss, waveform_l1_loss
+from dsm.recipes.metrics import stoi
+
+SAMPLE_WAV = Path(__file__).resolve().parents[1] / "dsm" / "assets" / "sample.wav"
 
 SR = 16000
 
@@ -61,3 +68,56 @@ def test_mel_loss_gradient_descent_reduces_it() -> None:
         loss(estimate, target).backward()
         optimizer.step()
     assert float(loss(estimate, target).detach()) < 0.7 * first
+
+
+def _sample_speech(seconds: float = 2.5) -> tuple[np.ndarray, int]:
+    audio, rate = soundfile.read(SAMPLE_WAV, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(audio[: int(seconds * rate), 0]), rate
+
+
+def test_stoi_loss_matches_pystoi_on_speech() -> None:
+    clean, rate = _sample_speech()
+    loss = STOILoss(rate)
+    rng = np.random.default_rng(0)
+    length = int(0.6 * rate)  # a reverberant room: noise decaying by 60 dB in 0.6 s
+    room = rng.normal(0, 1, length) * np.exp(-6.9 * np.arange(length) / length)
+    room[0] = 5.0
+    reverberant = np.convolve(clean, room / np.abs(room).sum())[: clean.size]
+    estimates = [clean + rng.normal(0, level, clean.size).astype(np.float32)
+                 for level in (0.01, 0.05, 0.2)] + [reverberant.astype(np.float32)]
+    ours = loss.intelligibility(torch.from_numpy(np.stack(estimates))[:, None],
+                                torch.from_numpy(np.stack([clean] * 4))[:, None])
+    reference = [stoi(estimate, clean, rate) for estimate in estimates]
+    assert ours.numpy() == pytest.approx(reference, abs=0.02)
+    assert reference[0] > reference[1] > reference[2]  # the cases span the scale
+    assert reference[2] < 0.75 and reference[3] < 0.75
+    same = torch.from_numpy(clean)[None, None]
+    assert float(loss(same, same)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_stoi_loss_gradient_descent_raises_intelligibility() -> None:
+    clean, rate = _sample_speech(1.5)
+    loss = STOILoss(rate)
+    target = torch.from_numpy(clean)[None, None]
+    noise = torch.from_numpy(np.random.default_rng(1).normal(0, 0.1, clean.size).astype(np.float32))
+    estimate = (target + noise).requires_grad_(True)
+    optimizer = torch.optim.Adam([estimate], lr=2e-3)
+    first = float(loss(estimate, target).detach())
+    for _ in range(25):
+        optimizer.zero_grad()
+        value = loss(estimate, target)
+        value.backward()
+        optimizer.step()
+    assert float(loss(estimate, target).detach()) < first - 0.05
+
+
+def test_stoi_loss_without_enough_speech_adds_nothing() -> None:
+    loss = STOILoss(16000)
+    short = torch.randn(2, 1, 3000, requires_grad=True)   # under 30 frames of 12.8 ms
+    value = loss(short, torch.randn(2, 1, 3000))
+    assert float(value.detach()) == 0.0
+    value.backward()
+    assert short.grad is not None and float(short.grad.abs().sum()) == 0.0
+    assert loss.intelligibility(short, short).isnan().all()
+    with pytest.raises(ValueError, match="same shape"):
+        loss(torch.zeros(1, 1, 9000), torch.zeros(1, 1, 8000))

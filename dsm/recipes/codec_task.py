@@ -9,12 +9,12 @@ One training step on a batch of audio crops `wav [B, 1, N]`:
   3. from step `adversarial_start` on, the multi-scale STFT discriminator takes one hinge
      step on (wav, fake.detach());
   4. the generator's losses on `fake` (waveform L1, multi-scale mel, optionally
-     multi-scale STFT, and with the GAN the hinge adversarial and feature-matching losses
+     multi-scale STFT and differentiable STOI, and with the GAN the hinge adversarial and feature-matching losses
      through the just-updated discriminator) go through the `Balancer`, which turns their
      weights into shares of the gradient on `fake`; the commitment loss, which does not go
      through `fake`, is added with its own weight.
 
-The reported `loss` is the weighted sum of the reconstruction losses (L1, mel, STFT),
+The reported `loss` is the weighted sum of the reconstruction losses (L1, mel, STFT, STOI),
 the number that should go down. `export` writes `OUT/codec`, a directory `load_codec` reads.
 """
 
@@ -43,11 +43,16 @@ from dsm.recipes.discriminator import (
     feature_matching_loss,
     generator_hinge_loss,
 )
-from dsm.recipes.losses import MultiScaleMelLoss, MultiScaleSTFTLoss, waveform_l1_loss
+from dsm.recipes.losses import (
+    MultiScaleMelLoss,
+    MultiScaleSTFTLoss,
+    STOILoss,
+    waveform_l1_loss,
+)
 from dsm.recipes.manifest import jsonl_objects
 from dsm.recipes.tasks import Metrics, Split, StepContext, Task, register_task
 
-RECONSTRUCTION_LOSSES = ("l1", "mel", "stft")
+RECONSTRUCTION_LOSSES = ("l1", "mel", "stft", "stoi")
 TRAIN_PARTS = ("all", "decoder")
 GAN_LOSSES = ("adversarial", "feature")
 
@@ -59,6 +64,7 @@ class CodecLossWeights:
     l1: float = 0.1
     mel: float = 1.0
     stft: float = 0.0
+    stoi: float = 0.0        # 1 - differentiable STOI (see losses.STOILoss)
     adversarial: float = 3.0
     feature: float = 3.0
 
@@ -242,6 +248,7 @@ class CodecTask(Task):
         self.mel_loss = MultiScaleMelLoss(
             config.codec.sample_rate, tuple(config.mel_log2_windows), n_mels=config.mel_bands)
         self.stft_loss = MultiScaleSTFTLoss(tuple(config.stft_resolutions))
+        self.stoi_loss = STOILoss(config.codec.sample_rate)
         self.uses_gan = weights.adversarial > 0 or weights.feature > 0
 
     # --- data --------------------------------------------------------------------------
@@ -350,6 +357,8 @@ class CodecTask(Task):
             losses["mel"] = self.mel_loss(fake, wav)
         if weights.stft > 0:
             losses["stft"] = self.stft_loss(fake, wav)
+        if weights.stoi > 0:
+            losses["stoi"] = self.stoi_loss.to(wav.device)(fake, wav)
         return losses
 
     def _weighted_reconstruction(self, losses: Mapping[str, Tensor], like: Tensor) -> Tensor:
