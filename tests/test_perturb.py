@@ -1,4 +1,4 @@
-"""`dsm data perturb`: speed-, tempo- and pitch-perturbed corpus copies with their word times."""
+"""`dsm data perturb`: speed-, tempo-, pitch- and treble-perturbed corpus copies with their word times."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from dsm.cli import main as dsm_main
-from dsm.recipes.cmd_perturb import PerturbError, pitch_row, tempo_row
+from dsm.recipes.cmd_perturb import PerturbError, pitch_row, tempo_row, treble_row
 from dsm.recipes.manifest import read_manifest
 
 RATE = 16_000
@@ -116,6 +116,44 @@ def test_pitches_move_pitch_and_keep_the_rate(tmp_path: Path, capsys) -> None:
     assert "--pitches must be numbers in [0.5, 2]" in capsys.readouterr().err
 
 
+def _band_level_db(samples: np.ndarray, hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    index = round(hz * samples.size / RATE)
+    return float(20 * np.log10(spectrum[index - 3: index + 4].max()))
+
+
+def test_trebles_tilt_the_spectrum_keep_the_timing_and_never_clip(tmp_path: Path, capsys) -> None:
+    t = np.arange(RATE) / RATE  # a 200 Hz and a 5 kHz tone, together near full scale
+    both = 0.45 * np.sin(2 * np.pi * 200 * t) + 0.45 * np.sin(2 * np.pi * 5000 * t)
+    soundfile.write(tmp_path / "a.wav", both.astype(np.float32), RATE, subtype="PCM_16")
+    row = {"audio": "a.wav", "duration": 1.0, "text": "hello there", "speaker": "x", "id": "a",
+           "words": [{"word": "hello", "start": 0.25, "end": 0.5},
+                     {"word": "there", "start": 0.5, "end": 0.75}]}
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps(row) + "\n")
+    out = tmp_path / "eq"
+    assert dsm_main(["data", "perturb", str(manifest), "--out", str(out),
+                     "--trebles", "12,-12", "--no-original", "--no-progress"]) == 0
+    assert "2 rows" in capsys.readouterr().out
+    rows, skipped = read_manifest(out / "train.jsonl", require_words=True)
+    assert not skipped and [r.id for r in rows] == ["a-eq12", "a-eq-12"]
+    for perturbed, gain in zip(rows, (12, -12)):
+        audio, rate = soundfile.read(perturbed.audio, dtype="float32")
+        assert rate == RATE and perturbed.extra["treble_db"] == gain
+        assert audio.size == RATE and perturbed.duration == 1.0  # timing untouched
+        assert [(w.start, w.end) for w in perturbed.words] == [(0.25, 0.5), (0.5, 0.75)]
+        assert np.abs(audio).max() < 0.95  # the boost did not clip: peak at -1 dBFS at most
+        if gain < 0:  # no clipping risk: the input's loudness is kept
+            assert np.sqrt(np.mean(audio ** 2)) == pytest.approx(np.sqrt(np.mean(both ** 2)), rel=0.02)
+        tilt = _band_level_db(audio, 5000) - _band_level_db(audio, 200)
+        assert tilt == pytest.approx(gain, abs=2.5)  # the shelf's gain, high over low
+    for bad in ("0", "25", "x"):
+        with pytest.raises(SystemExit):
+            dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
+                      "--trebles", bad])
+        assert "--trebles" in capsys.readouterr().err
+
+
 def test_tempo_without_sox_or_on_bad_audio_is_an_error(tmp_path: Path, capsys,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = _corpus(tmp_path)
@@ -131,6 +169,9 @@ def test_tempo_without_sox_or_on_bad_audio_is_an_error(tmp_path: Path, capsys,
         assert dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
                          "--pitches", "0.9", "--no-progress"]) == 2
         assert "--pitches needs the no-such-sox program" in capsys.readouterr().err
+        assert dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
+                         "--trebles", "6", "--no-progress"]) == 2
+        assert "--trebles needs the no-such-sox program" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     [row], _ = read_manifest(manifest)
     (tmp_path / "a.wav").write_bytes(b"RIFF0000WAVEnot audio at all")  # broken since read
@@ -138,3 +179,5 @@ def test_tempo_without_sox_or_on_bad_audio_is_an_error(tmp_path: Path, capsys,
         tempo_row(row, 0.9, tmp_path / "o" / "x.wav")
     with pytest.raises(PerturbError, match="sox failed on .*a.wav"):
         pitch_row(row, 0.9, tmp_path / "o" / "y.wav")
+    with pytest.raises(PerturbError, match="sox failed on .*a.wav"):
+        treble_row(row, 6.0, tmp_path / "o" / "z.wav")
