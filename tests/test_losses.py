@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-import torch
-
 import numpy as np
+import pytest
 import soundfile
+import torch
 
 from dsm.recipes.losses import MultiScaleMelLoss, MultiScaleSTFTLoss, STOILoss, waveform_l1_loss
 from dsm.recipes.metrics import stoi
