@@ -16,10 +16,12 @@ from dsm.recipes.manifest import read_manifest
 RATE = 16_000
 
 
-def _corpus(root: Path) -> Path:
-    t = np.arange(RATE) / RATE  # 1 s: a 200 Hz tone between 0.25 s and 0.75 s
-    tone = np.where((t >= 0.25) & (t < 0.75), 0.5 * np.sin(2 * np.pi * 200 * t), 0.0)
-    soundfile.write(root / "a.wav", tone.astype(np.float32), RATE, subtype="PCM_16")
+def _corpus(root: Path, audio: np.ndarray | None = None) -> Path:
+    """One 1 s utterance, two words; by default a 200 Hz tone between 0.25 s and 0.75 s."""
+    if audio is None:
+        t = np.arange(RATE) / RATE
+        audio = np.where((t >= 0.25) & (t < 0.75), 0.5 * np.sin(2 * np.pi * 200 * t), 0.0)
+    soundfile.write(root / "a.wav", audio.astype(np.float32), RATE, subtype="PCM_16")
     row = {"audio": "a.wav", "duration": 1.0, "text": "hello there", "speaker": "x", "id": "a",
            "words": [{"word": "hello", "start": 0.25, "end": 0.5},
                      {"word": "there", "start": 0.5, "end": 0.75}]}
@@ -125,12 +127,7 @@ def _band_level_db(samples: np.ndarray, hz: float) -> float:
 def test_trebles_tilt_the_spectrum_keep_the_timing_and_never_clip(tmp_path: Path, capsys) -> None:
     t = np.arange(RATE) / RATE  # a 200 Hz and a 5 kHz tone, together near full scale
     both = 0.45 * np.sin(2 * np.pi * 200 * t) + 0.45 * np.sin(2 * np.pi * 5000 * t)
-    soundfile.write(tmp_path / "a.wav", both.astype(np.float32), RATE, subtype="PCM_16")
-    row = {"audio": "a.wav", "duration": 1.0, "text": "hello there", "speaker": "x", "id": "a",
-           "words": [{"word": "hello", "start": 0.25, "end": 0.5},
-                     {"word": "there", "start": 0.5, "end": 0.75}]}
-    manifest = tmp_path / "train.jsonl"
-    manifest.write_text(json.dumps(row) + "\n")
+    manifest = _corpus(tmp_path, both)
     out = tmp_path / "eq"
     assert dsm_main(["data", "perturb", str(manifest), "--out", str(out),
                      "--trebles", "12,-12", "--no-original", "--no-progress"]) == 0
