@@ -1,4 +1,4 @@
-"""Speed and tempo perturbation of a word-aligned corpus: more voices from the same recordings.
+"""Speed, tempo, pitch and treble perturbation of a word-aligned corpus: more voices.
 
 --speeds: each utterance is resampled so that it plays `speed` times faster at the same
 sample rate: tempo, pitch and formants all move together (a shorter or longer vocal
