@@ -21,10 +21,10 @@ change that --speeds brings along. Word times are scaled by the measured length 
 (within a few ms of 1).
 
 --trebles: a high shelf of that many dB above 3 kHz (sox `treble`), the input's loudness
-(RMS) kept unless that would clip, timing untouched: a brighter or duller voice. The flite and Festival
-training voices are dull above 4.5 kHz (awb 30 dB below its peak band, slt 24 dB), where
-the held-out flite voice rms is only 13 to 17 dB below it; a recognizer that heard only
-dull synthetic voices has not learned to ignore the spectral tilt.
+(RMS) kept unless that would clip, timing untouched: a brighter or duller voice. The
+flite and Festival training voices are dull above 4.5 kHz (awb 30 dB below its peak band,
+slt 24 dB), where the held-out flite voice rms is only 13 to 17 dB below it; a recognizer
+that heard only dull synthetic voices has not learned to ignore the spectral tilt.
 
 Output folder:
   audio/NNN/*.wav       mono 16-bit PCM at the input's sample rate

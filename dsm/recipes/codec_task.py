@@ -9,10 +9,10 @@ One training step on a batch of audio crops `wav [B, 1, N]`:
   3. from step `adversarial_start` on, the multi-scale STFT discriminator takes one hinge
      step on (wav, fake.detach());
   4. the generator's losses on `fake` (waveform L1, multi-scale mel, optionally
-     multi-scale STFT and differentiable STOI, and with the GAN the hinge adversarial and feature-matching losses
-     through the just-updated discriminator) go through the `Balancer`, which turns their
-     weights into shares of the gradient on `fake`; the commitment loss, which does not go
-     through `fake`, is added with its own weight.
+     multi-scale STFT and differentiable STOI, and with the GAN the hinge adversarial and
+     feature-matching losses through the just-updated discriminator) go through the
+     `Balancer`, which turns their weights into shares of the gradient on `fake`; the
+     commitment loss, which does not go through `fake`, is added with its own weight.
 
 The reported `loss` is the weighted sum of the reconstruction losses (L1, mel, STFT, STOI),
 the number that should go down. `export` writes `OUT/codec`, a directory `load_codec` reads.
