@@ -139,11 +139,16 @@ def treble_row(row: ManifestRow, gain_db: float, path: Path) -> ManifestRow:
     return perturbed
 
 
-def parse_trebles(text: str) -> list[float]:
+def _numbers(text: str, option: str) -> list[float]:
+    """The comma-separated numbers of an option's value."""
     try:
-        gains = [float(part) for part in text.split(",") if part.strip()]
+        return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--trebles: not a list of numbers: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"{option}: not a list of numbers: {text!r}") from None
+
+
+def parse_trebles(text: str) -> list[float]:
+    gains = _numbers(text, "--trebles")
     if not gains or any(not (math.isfinite(g) and g != 0 and abs(g) <= MAX_TREBLE_DB)
                         for g in gains):
         raise argparse.ArgumentTypeError(
@@ -152,10 +157,7 @@ def parse_trebles(text: str) -> list[float]:
 
 
 def parse_factors(text: str, option: str = "--speeds") -> list[float]:
-    try:
-        factors = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{option}: not a list of numbers: {text!r}") from None
+    factors = _numbers(text, option)
     if not factors or any(not (math.isfinite(f) and 0.5 <= f <= 2.0) for f in factors):
         raise argparse.ArgumentTypeError(f"{option} must be numbers in [0.5, 2], got {text!r}")
     return factors
