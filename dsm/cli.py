@@ -27,6 +27,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("data", "tokenizer"): "dsm.streams.cmd_tokenizer",
     ("data", "perturb"): "dsm.recipes.cmd_perturb",
     ("data", "merge"): "dsm.recipes.cmd_merge",
+    ("data", "codes"): "dsm.recipes.cmd_codes",
     ("bench", "codec"): "dsm.codecs.cmd_bench",
     ("bench", "lm"): "dsm.streaming.cmd_bench_lm",
     ("bench", "serve"): "dsm.streaming.cmd_bench_serve",
@@ -34,7 +35,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
 }
 
 GROUP_HELP = {
-    "data": "make data: synthesized aligned corpora, tokenizers",
+    "data": "make data: synthesized aligned corpora, tokenizers, codec-code caches",
     "bench": "benchmarks that print ratios against a reference measured in the same run",
 }
 

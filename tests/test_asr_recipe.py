@@ -17,8 +17,10 @@ from dsm.codecs import Mimi, MimiConfig, save_codec
 from dsm.codecs.seanet import SEANetConfig
 from dsm.modules.transformer import TransformerConfig
 from dsm.recipes.asr_task import ASRTask, transcribe_pcms
+from dsm.recipes.cmd_codes import aligned_datasets
 from dsm.recipes.cmd_eval import evaluate_asr
 from dsm.recipes.config import RecipeError, load_recipe
+from dsm.recipes.dataset import AlignedDataset
 from dsm.recipes.manifest import read_manifest
 from dsm.recipes.ship import ship_model_dir
 from dsm.recipes.trainer import Trainer, read_metrics
@@ -268,3 +270,62 @@ def test_input_dropout_hides_inputs_only_while_training(assets) -> None:
         first, _ = task.compute_loss({"model": model}, batch)
         second, _ = task.compute_loss({"model": model}, batch)
     assert first == second  # no hiding outside training: validation is deterministic
+
+
+def test_dsm_data_codes_fills_the_cache_that_training_reads(assets, tmp_path: Path,
+                                                            capsys) -> None:
+    recipe_path = _recipe(assets, name="codes.toml")
+    cache = tmp_path / "cache"
+    override = f"task.cache_dir='{cache}'"
+    command = ["data", "codes", str(recipe_path), "--no-progress", "--set", override]
+    assert cli.main([*command, "--workers", "2"]) == 0
+    assert "train: 6 items, 0 codes found in the cache, 6 encoded, 0 failed" in capsys.readouterr().out
+    assert len(list(cache.rglob("*.npy"))) == 6
+
+    # training's dataset, built from the same recipe, finds every item: nothing left to encode
+    dataset = aligned_datasets(load_recipe(recipe_path, [override]), ("train",))["train"]
+    dataset.precompute(progress=False)
+    assert (dataset.cache.hits, dataset.cache.misses) == (6, 0)
+    # and the worker processes cached what the codec gives in this process
+    uncached = AlignedDataset(assets["manifest"], "asr", dataset.tokenizer, dataset.codec,
+                              text_delay=dataset.text_delay, cache_dir=None)
+    for index in range(6):
+        assert torch.equal(dataset.aligned(index).codes, uncached.aligned(index).codes)
+
+    assert cli.main(command) == 0  # a second run only finds them
+    assert "train: 6 items, 6 codes found in the cache, 0 encoded, 0 failed" in capsys.readouterr().out
+
+
+def test_dsm_data_codes_reports_bad_audio_and_recipes_without_a_cache(assets, tmp_path: Path,
+                                                                      capsys) -> None:
+    rows = read_manifest(assets["manifest"])[0]
+    # a FLAC file whose header reads (so the manifest check passes) but whose frames do not
+    noise = np.random.default_rng(0).standard_normal(2 * SR).astype(np.float32) * 0.1
+    sf.write(tmp_path / "broken.flac", noise, SR)
+    data = bytearray((tmp_path / "broken.flac").read_bytes())
+    data[len(data) // 3:] = bytes(len(data) - len(data) // 3)
+    (tmp_path / "broken.flac").write_bytes(bytes(data))
+    (tmp_path / "empty.wav").write_bytes(b"")  # unreadable: skipped as training skips it
+    lines = [json.dumps({"audio": str(row.audio), "duration": row.duration, "text": row.text,
+                         "words": [w.__dict__ for w in row.words], "id": row.id})
+             for row in rows]
+    broken = json.loads(lines[0]) | {"audio": str(tmp_path / "broken.flac"), "id": "broken"}
+    empty = json.loads(lines[0]) | {"audio": str(tmp_path / "empty.wav"), "id": "empty"}
+    manifest = tmp_path / "with-broken.jsonl"
+    manifest.write_text("\n".join([json.dumps(broken), json.dumps(empty), *lines]) + "\n")
+    recipe_path = _recipe(assets, name="codes-broken.toml")
+    cache = tmp_path / "cache"
+    code = cli.main(["data", "codes", str(recipe_path), "--no-progress",
+                     "--set", f"task.cache_dir='{cache}'",
+                     "--set", f"data.train_manifest='{manifest}'"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "train: 7 items, 0 codes found in the cache, 6 encoded, 1 failed" in captured.out
+    assert "1 row(s) skipped" in captured.out and "empty.wav" not in captured.out
+    assert "broken.flac" in captured.err and "could not be encoded" in captured.err
+    assert len(list(cache.rglob("*.npy"))) == 6  # every other row was still encoded
+
+    assert cli.main(["data", "codes", str(recipe_path), "--set", "task.cache_dir=''"]) == 2
+    assert "task.cache_dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["data", "codes", str(recipe_path), "--workers", "0"])
