@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from dsm import cli
 from dsm.codecs import load_codec, save_codec
 from dsm.codecs.mimi import Mimi, MimiConfig
 from dsm.codecs.seanet import SEANetConfig
@@ -283,3 +284,15 @@ def test_speaker_filter_and_bad_recipes(tmp_path: Path, assets: tuple[Path, Path
     recipe.task.tokenizer = str(tmp_path / "missing.model")
     with pytest.raises(RecipeError, match="task.tokenizer"):
         Trainer(recipe, tmp_path / "out")
+
+
+def test_dsm_data_codes_fills_the_tts_cache_for_the_recipes_speakers(
+        tmp_path: Path, assets: tuple[Path, Path, Path], capsys) -> None:
+    recipe_path = _recipe(tmp_path, assets, extra='speakers = ["flite:"]')
+    assert cli.main(["data", "codes", str(recipe_path), "--workers", "2", "--no-progress"]) == 0
+    assert "train: 3 items, 0 codes found in the cache, 3 encoded" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3  # the filtered rows only
+    dataset = _task(tmp_path, assets, extra='speakers = ["flite:"]').build_dataset("train")
+    for index in range(len(dataset)):
+        dataset.aligned(index)
+    assert (dataset.cache.hits, dataset.cache.misses) == (3, 0)
