@@ -164,6 +164,12 @@ def test_tiny_tts_run_learns_checkpoints_resumes_and_exports(
         tmp_path / "full" / "checkpoints" / "step_00000012.pt", tmp_path / "again"))
     for (name, a), b in zip(model.lm.state_dict().items(), again.lm.state_dict().values()):
         assert torch.equal(a, b), name
+    # task.init_from starts a new run from that model directory or that checkpoint, exactly
+    for source in (tmp_path / "full" / "model",
+                   tmp_path / "full" / "checkpoints" / "step_00000012.pt"):
+        started = _task(tmp_path, assets, extra=f"init_from = '{source}'").build_models()["lm"]
+        for (name, a), b in zip(model.lm.state_dict().items(), started.state_dict().values()):
+            assert torch.equal(a, b), (source.name, name)
     speech = synthesize(model, ["the cat sat", "river"], batch_size=2)
     for spoken in speech:
         assert spoken.pcm.size > 0 and spoken.pcm.size % model.codec.frame_size == 0
@@ -280,6 +286,15 @@ def test_speaker_filter_and_bad_recipes(tmp_path: Path, assets: tuple[Path, Path
         _task(tmp_path, assets, extra="audio_noise = 1.5")
     with pytest.raises(RecipeError, match="unknown|bogus"):
         _task(tmp_path, assets, extra="bogus = 1")
+    with pytest.raises(RecipeError, match="neither a model directory nor a checkpoint"):
+        _task(tmp_path, assets, extra=f"init_from = '{tmp_path / 'nowhere'}'").build_models()
+    torch.save({"models": {"model": {}}}, tmp_path / "asr-run.pt")
+    with pytest.raises(RecipeError, match="not a dsm train checkpoint of a TTS run"):
+        _task(tmp_path, assets, extra=f"init_from = '{tmp_path / 'asr-run.pt'}'").build_models()
+    torch.save({"models": {"lm": {"stray": torch.zeros(1)}}}, tmp_path / "other-shapes.pt")
+    with pytest.raises(RecipeError, match="do not fit this recipe's model"):
+        _task(tmp_path, assets,
+              extra=f"init_from = '{tmp_path / 'other-shapes.pt'}'").build_models()
     recipe = load_recipe(_recipe(tmp_path, assets))
     recipe.task.tokenizer = str(tmp_path / "missing.model")
     with pytest.raises(RecipeError, match="task.tokenizer"):

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from dsm.recipes.config import RecipeError
 from dsm.recipes.dataset import AlignedDataset, DatasetError, collate
-from dsm.recipes.tasks import Metrics, Split, Task, register_task
+from dsm.recipes.tasks import Metrics, Split, Task, initial_lm_weights, register_task
 
 MODEL_DIR = "model"  # export: OUT/model
 
@@ -235,27 +235,9 @@ class ASRTask(Task):
 
         lm = build_lm(self.lm_config())
         if self.config.init_from is not None:
-            lm.load_state_dict(self._initial_weights(self.config.init_from), strict=True)
+            weights = initial_lm_weights(self.config.init_from, self.recipe.source, "model", "ASR")
+            lm.load_state_dict(weights, strict=True)
         return {"model": lm}
-
-    def _initial_weights(self, source: str) -> dict[str, Tensor]:
-        """LM weights from a model directory or a trainer checkpoint (`init_from`)."""
-        path = Path(source)
-        where = f"{self.recipe.source}: key 'task.init_from'"
-        if path.is_dir():
-            from dsm.models import load_lm
-
-            try:
-                return load_lm(path).state_dict()
-            except (ValueError, OSError) as error:
-                raise RecipeError(f"{where}: {error}") from None
-        if not path.is_file():
-            raise RecipeError(f"{where}: {path} is neither a model directory nor a checkpoint")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        models = state.get("models") if isinstance(state, dict) else None
-        if not isinstance(models, dict) or "model" not in models:
-            raise RecipeError(f"{where}: {path} is not a dsm train checkpoint of an ASR run")
-        return models["model"]
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:
         codes: Tensor = batch["codes"]                       # [B, 1 + K, T]

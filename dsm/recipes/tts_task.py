@@ -50,7 +50,7 @@ from dsm.models.config import LMConfig
 from dsm.models.lm import MultistreamLM
 from dsm.recipes.config import RecipeError
 from dsm.recipes.dataset import AlignedDataset, AlignedItem, codec_fingerprint, collate
-from dsm.recipes.tasks import Metrics, Split, Task, register_task
+from dsm.recipes.tasks import Metrics, Split, Task, initial_lm_weights, register_task
 from dsm.streams.alignment import delay_frames, time_to_frame
 from dsm.streams.tokenizer import TextTokenizer
 
@@ -106,6 +106,9 @@ class TTSTaskConfig:
     top_k: int = 50
     temp_text: float = 0.0
     top_k_text: int = 1
+    init_from: str | None = None      # start from these LM weights: a TTS model directory or
+                                      # a `dsm train` checkpoint of the same shapes (e.g. to
+                                      # adapt a model to a retrained codec's codes)
     model: TTSModelConfig = field(default_factory=TTSModelConfig)
 
     def __post_init__(self) -> None:
@@ -292,7 +295,15 @@ class TTSTask(Task):
 
     # --- model and loss --------------------------------------------------------------------
     def build_models(self) -> dict[str, nn.Module]:
-        return {"lm": MultistreamLM(self.lm_config())}
+        lm = MultistreamLM(self.lm_config())
+        if self.config.init_from is not None:
+            weights = initial_lm_weights(self.config.init_from, self.recipe.source, "lm", "TTS")
+            try:
+                lm.load_state_dict(weights, strict=True)
+            except RuntimeError as error:
+                raise RecipeError(f"{self.recipe.source}: key 'task.init_from': its weights do "
+                                  f"not fit this recipe's model: {error}") from None
+        return {"lm": lm}
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:
         codes: Tensor = batch["codes"]                        # [B, 1 + K, T]
