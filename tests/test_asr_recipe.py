@@ -327,5 +327,7 @@ def test_dsm_data_codes_reports_bad_audio_and_recipes_without_a_cache(assets, tm
 
     assert cli.main(["data", "codes", str(recipe_path), "--set", "task.cache_dir=''"]) == 2
     assert "task.cache_dir" in capsys.readouterr().err
+    assert cli.main(["data", "codes", str(recipe_path), "--split", "valid"]) == 2
+    assert "data.valid_manifest" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["data", "codes", str(recipe_path), "--workers", "0"])

@@ -178,6 +178,10 @@ def fill_cache(recipe_path: str, overrides: list[str], splits: tuple[str, ...], 
 
     recipe = load_recipe(recipe_path, overrides)
     datasets = aligned_datasets(recipe, splits)
+    if not datasets:
+        from dsm.recipes.config import RecipeError
+
+        raise RecipeError(f"{recipe.source}: key 'data.valid_manifest': not set, nothing to encode")
     reports = {split: SplitReport(split, _skipped_text(dataset)) for split, dataset in datasets.items()}
     cache_root = str(next(iter(datasets.values())).cache.root)
     lengths = {split: len(dataset) for split, dataset in datasets.items()}
