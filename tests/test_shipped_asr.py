@@ -6,8 +6,8 @@ The utterances are synthesized here by dsm's corpus code with the eval split's v
 than the training corpora's, so the texts are new draws too.
 
 The target for a shipped ASR model is a WER of at most 10 %. The model shipped now,
-trained in 5 h 48 min on one CPU thread, measures 0.166 on these utterances (0.217 on the
-231 of the corpus's eval split; 0.05 to 0.09 on espeak's held-out variants, 0.44 on the
+trained in 6 h 31 min on one CPU thread, measures 0.153 on these utterances (0.201 on the
+231 of the corpus's eval split; 0.03 to 0.08 on espeak's held-out variants, 0.42 on the
 held-out flite voice): short of the target, reported as such in the README. This test
 holds it at `WER_CEILING`, a little above what it measures, so that a regression shows.
 """
@@ -22,7 +22,7 @@ from dsm.recipes.asr_task import transcribe_pcms
 from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
 
 UTTERANCES = 16
-WER_CEILING = 0.20  # measured 0.166 (the target, 0.10, is not met)
+WER_CEILING = 0.18  # measured 0.153 (the target, 0.10, is not met)
 
 
 def test_shipped_asr_model_files_are_small() -> None:
