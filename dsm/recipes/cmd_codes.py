@@ -29,14 +29,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsm.recipes.cmd_merge import positive_int
+
 HELP = "encode a recipe's corpus into its codec-code cache ahead of training (N processes)"
 
 SPLITS = ("train", "valid")
 
 
 @dataclass
-class ChunkResult:
-    """What encoding one run of items gave."""
+class Counts:
+    """What encoding a run of items gave (one chunk, or a whole split summed)."""
 
     split: str
     items: int = 0
@@ -44,31 +46,16 @@ class ChunkResult:
     misses: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (audio file, reason)
 
+    def add(self, other: Counts) -> None:
+        self.items += other.items
+        self.hits += other.hits
+        self.misses += other.misses
+        self.failures.extend(other.failures)
+
 
 @dataclass
-class SplitReport:
-    split: str
+class SplitReport(Counts):
     skipped: str = ""        # rows the manifest check left out, as training does
-    items: int = 0
-    hits: int = 0
-    misses: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, result: ChunkResult) -> None:
-        self.items += result.items
-        self.hits += result.hits
-        self.misses += result.misses
-        self.failures.extend(result.failures)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a recipe key, as for dsm train (repeatable)",
     )
-    parser.add_argument("--workers", type=_positive, default=1, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="encoding processes, one CPU thread each (default 1)")
     parser.add_argument("--split", choices=(*SPLITS, "all"), default="all",
                         help="which manifest to encode (default: train, and valid if the "
@@ -118,9 +105,9 @@ def aligned_datasets(recipe: Any, splits: tuple[str, ...]) -> dict[str, Any]:
     return datasets
 
 
-def encode_items(dataset: Any, split: str, indices: list[int]) -> ChunkResult:
+def encode_items(dataset: Any, split: str, indices: list[int]) -> Counts:
     """Encode (or find cached) the codes of `dataset`'s items at `indices`."""
-    result = ChunkResult(split)
+    result = Counts(split)
     cache = dataset.cache
     for index in indices:
         result.items += 1
@@ -150,7 +137,7 @@ def _start_worker(recipe_path: str, overrides: list[str], splits: tuple[str, ...
     _WORKER_DATASETS.update(aligned_datasets(load_recipe(recipe_path, overrides), splits))
 
 
-def _encode_in_worker(split: str, indices: list[int]) -> ChunkResult:
+def _encode_in_worker(split: str, indices: list[int]) -> Counts:
     import torch
 
     with torch.no_grad():
@@ -182,7 +169,7 @@ def fill_cache(recipe_path: str, overrides: list[str], splits: tuple[str, ...], 
         from dsm.recipes.config import RecipeError
 
         raise RecipeError(f"{recipe.source}: key 'data.valid_manifest': not set, nothing to encode")
-    reports = {split: SplitReport(split, _skipped_text(dataset)) for split, dataset in datasets.items()}
+    reports = {split: SplitReport(split, skipped=_skipped_text(dataset)) for split, dataset in datasets.items()}
     cache_root = str(next(iter(datasets.values())).cache.root)
     lengths = {split: len(dataset) for split, dataset in datasets.items()}
     total = sum(lengths.values())

@@ -119,8 +119,12 @@ def sample_rows(rows: list[ManifestRow], count: int, seed: int) -> list[Manifest
     return [rows[index] for index in chosen]
 
 
-def _positive(text: str) -> int:
-    value = int(text)
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -141,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prefix each row's id with its input's folder name")
     parser.add_argument("--absolute", action="store_true",
                         help="write absolute audio paths (default: relative to OUTPUT's folder)")
-    parser.add_argument("--sample", type=_positive, default=None, metavar="N",
+    parser.add_argument("--sample", type=positive_int, default=None, metavar="N",
                         help="keep N of the merged rows, drawn at random (see --seed)")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed of --sample (default: 0)")
