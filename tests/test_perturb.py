@@ -1,4 +1,4 @@
-"""`dsm data perturb`: speed-, tempo-, pitch- and treble-perturbed corpus copies with their word times."""
+"""`dsm data perturb`: speed-, tempo-, pitch-, treble- and formant-perturbed corpus copies with their word times."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from dsm.cli import main as dsm_main
-from dsm.recipes.cmd_perturb import PerturbError, pitch_row, tempo_row, treble_row
+from dsm.recipes.cmd_perturb import PerturbError, pitch_row, tempo_row, treble_row, warp_row
 from dsm.recipes.manifest import read_manifest
 
 RATE = 16_000
@@ -178,3 +178,60 @@ def test_tempo_without_sox_or_on_bad_audio_is_an_error(tmp_path: Path, capsys,
         pitch_row(row, 0.9, tmp_path / "o" / "y.wav")
     with pytest.raises(PerturbError, match="sox failed on .*a.wav"):
         treble_row(row, 6.0, tmp_path / "o" / "z.wav")
+
+
+def _vowel(formant_hz: float, f0: float = 150.0) -> np.ndarray:
+    """1 s of harmonics of `f0` under one resonance at `formant_hz` (a crude vowel), the
+    loud part between 0.25 s and 0.75 s."""
+    t = np.arange(RATE) / RATE
+    harmonics = np.arange(1, int(4000 // f0))
+    levels_db = -30 * ((harmonics * f0 - formant_hz) / 400.0) ** 2 / 2
+    voice = sum(10 ** (db / 20) * np.sin(2 * np.pi * k * f0 * t + k)
+                for k, db in zip(harmonics, levels_db))
+    voice = voice / np.abs(voice).max() * 0.5
+    return np.where((t >= 0.25) & (t < 0.75), voice, 0.0) + 1e-4 * np.sin(2 * np.pi * 40 * t)
+
+
+def _harmonic_levels(samples: np.ndarray, f0: float = 150.0) -> np.ndarray:
+    middle = samples[int(0.35 * RATE): int(0.65 * RATE)]
+    spectrum = np.abs(np.fft.rfft(middle * np.hanning(middle.size)))
+    bin_hz = RATE / middle.size
+    return np.array([spectrum[round(k * f0 / bin_hz)] for k in range(1, int(4000 // f0))])
+
+
+def test_warps_move_formants_and_keep_pitch_timing_and_loudness(tmp_path: Path, capsys) -> None:
+    vowel = _vowel(800.0)
+    manifest = _corpus(tmp_path, vowel)
+    out = tmp_path / "w"
+    assert dsm_main(["data", "perturb", str(manifest), "--out", str(out),
+                     "--warps", "0.8,1.25", "--no-original", "--no-progress"]) == 0
+    assert "2 rows" in capsys.readouterr().out
+    rows, skipped = read_manifest(out / "train.jsonl", require_words=True)
+    assert not skipped and [r.id for r in rows] == ["a-w0.8", "a-w1.25"]
+    for row, factor in zip(rows, (0.8, 1.25)):
+        audio, rate = soundfile.read(row.audio, dtype="float32")
+        assert rate == RATE and audio.size == RATE and row.extra["warp"] == factor
+        assert [(w.start, w.end) for w in row.words] == [(0.25, 0.5), (0.5, 0.75)]
+        assert np.sqrt(np.mean(audio ** 2)) == pytest.approx(np.sqrt(np.mean(vowel ** 2)), rel=0.05)
+        # the loudest harmonic follows the formant: 800 Hz * factor, to one harmonic (150 Hz)
+        strongest_hz = 150.0 * (1 + int(np.argmax(_harmonic_levels(audio))))
+        assert abs(strongest_hz - 800.0 * factor) <= 150.0
+        # pitch kept: the energy is still on the 150 Hz harmonics, not between them
+        middle = audio[int(0.35 * RATE): int(0.65 * RATE)]
+        spectrum = np.abs(np.fft.rfft(middle * np.hanning(middle.size))) ** 2
+        on_harmonics = sum(spectrum[round(k * 150 * middle.size / RATE) - 2:
+                                    round(k * 150 * middle.size / RATE) + 3].sum()
+                           for k in range(1, 26))
+        assert on_harmonics / spectrum.sum() > 0.9
+        loud = np.flatnonzero(np.abs(audio) > 0.05)  # and the sound stays where the words are
+        assert loud[0] / RATE == pytest.approx(0.25, abs=0.03)
+        assert loud[-1] / RATE == pytest.approx(0.75, abs=0.03)
+    for bad in ("0.3", "x", ""):
+        with pytest.raises(SystemExit):
+            dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
+                      "--warps", bad])
+        assert "--warps" in capsys.readouterr().err
+    [row], _ = read_manifest(manifest)
+    (tmp_path / "a.wav").write_bytes(b"RIFF0000WAVEnot audio at all")
+    with pytest.raises(PerturbError, match="cannot read .*a.wav"):
+        warp_row(row, 1.1, tmp_path / "o" / "w.wav")

@@ -426,3 +426,42 @@ def test_voice_filter_keeps_only_matching_speakers(tmp_path, capsys):
     assert dsm_main(["data", "synth", "--list-voices"]) == 0
     listing = capsys.readouterr().out
     assert "flite:rms" in listing and "espeak:fr-be+m4" in listing and " eval " in listing
+
+
+def test_rate_and_pitch_ranges_are_rendered_by_the_engine(tmp_path, capsys):
+    """--rate-range / --pitch-range widen the per-utterance factors; the engine itself
+    speaks slower, faster, higher or lower, and the word times follow."""
+    speaker = synth_corpus.Speaker("flite", "awb", "en", "train", 1.0, 1.0, 50)
+    text = "On Sunday, Laura and Vincent are going to paint sixty tomatoes."
+
+    def render(rate: float, pitch: float) -> synth_corpus.Utterance:
+        return synth_corpus._render(speaker, text, np.random.default_rng(5), 24000,
+                                    (rate, rate), (pitch, pitch))
+
+    def speech_s(utt: synth_corpus.Utterance) -> float:
+        return utt.words[-1]["end"] - utt.words[0]["start"]
+
+    slow, fast = render(0.7, 1.0), render(1.3, 1.0)
+    assert speech_s(slow) / speech_s(fast) == pytest.approx(1.3 / 0.7, rel=0.12)
+    for utt in (slow, fast):
+        found, _ = timing_problems(utt.words, utt.audio.astype(np.float32) / 32768, 24000)
+        assert not found, found
+    low, high = render(1.0, 0.8), render(1.0, 1.25)
+    ratio = f0_median(high.audio / 32768, 24000) / f0_median(low.audio / 32768, 24000)
+    assert ratio == pytest.approx(1.25 / 0.8, rel=0.1)
+    # the CLI: the ranges reach the corpus and are recorded; bad ranges are named
+    out = tmp_path / "styles"
+    assert dsm_main(["data", "synth", "--hours", str(4 / 3600), "--engines", "flite",
+                     "--eval-fraction", "0", "--rate-range", "0.7,0.7", "--pitch-range",
+                     "1.2,1.2", "--out", str(out), "--quiet"]) == 0
+    meta = json.loads((out / "corpus.json").read_text())
+    assert meta["rate_range"] == [0.7, 0.7] and meta["pitch_range"] == [1.2, 1.2]
+    for bad, message in (("0.9", "expected LOW,HIGH"), ("1.2,0.8", "LOW <= HIGH"),
+                         ("0.2,1", "0.5 <= LOW"), ("a,b", "expected LOW,HIGH")):
+        with pytest.raises(SystemExit):
+            dsm_main(["data", "synth", "--hours", "1", "--out", str(tmp_path / "x"),
+                      "--rate-range", bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(CorpusError, match="pitch range must be LOW,HIGH"):
+        synthesize_corpus(tmp_path / "x", hours=0.01, pitch_range=(1.0, 3.0), progress=False)
+    assert not (tmp_path / "x").exists()

@@ -1,4 +1,4 @@
-"""Speed, tempo, pitch and treble perturbation of a word-aligned corpus: more voices.
+"""Speed, tempo, pitch, treble and formant perturbation of a word-aligned corpus: more voices.
 
 --speeds: each utterance is resampled so that it plays `speed` times faster at the same
 sample rate: tempo, pitch and formants all move together (a shorter or longer vocal
@@ -26,18 +26,26 @@ flite and Festival training voices are dull above 4.5 kHz (awb 30 dB below its p
 slt 24 dB), where the held-out flite voice rms is only 13 to 17 dB below it; a recognizer
 that heard only dull synthetic voices has not learned to ignore the spectral tilt.
 
+--warps: the spectral envelope is stretched along frequency by the factor (formants at f
+move to factor * f) with pitch, timing and loudness kept (dsm.recipes.envelope_warp; torch
+only, no sox): the same voice with a shorter (factor > 1) or longer vocal tract. It
+separates timbre from the pitch that --pitches and --speeds move along with it. Word times
+are unchanged.
+
 Output folder:
   audio/NNN/*.wav       mono 16-bit PCM at the input's sample rate
   MANIFEST's name       the input rows (unless --no-original), then one row per
                         utterance and factor: id "<id>-sp<speed>", "speed": speed,
                         id "<id>-t<tempo>", "tempo": tempo, id "<id>-p<pitch>",
-                        "pitch": pitch, or id "<id>-eq<dB>", "treble_db": dB
+                        "pitch": pitch, id "<id>-eq<dB>", "treble_db": dB, or
+                        id "<id>-w<factor>", "warp": factor
 
 Examples (the corpora of the default ASR model):
   dsm data perturb data/en-all/train.jsonl --out data/en-sp --speeds 0.9,1.1
   dsm data perturb data/asr-mix/flite.jsonl --out data/flite-tempo --tempos 0.75,0.85 --no-original
   dsm data perturb data/fest/train.jsonl --out data/fest-pitch --pitches 0.84,1.12 --no-original
   dsm data perturb data/asr-mix/dull.jsonl --out data/treble --trebles 12 --no-original
+  dsm data perturb data/asr-mix/dull.jsonl --out data/warp --warps 0.88,1.12 --no-original
 """
 
 from __future__ import annotations
@@ -54,8 +62,8 @@ import numpy as np
 from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
 from dsm.streams.alignment import Word
 
-HELP = ("speed-, tempo-, pitch- or treble-perturbed copies of a word-aligned corpus (more "
-        "voices and rates)")
+HELP = ("speed-, tempo-, pitch-, treble- or formant-perturbed copies of a word-aligned "
+        "corpus (more voices and rates)")
 TREBLE_HZ = 3000          # the shelf's corner frequency
 MAX_TREBLE_DB = 20.0
 PEAK_LIMIT = 10 ** (-1 / 20)  # -1 dBFS
@@ -139,6 +147,26 @@ def treble_row(row: ManifestRow, gain_db: float, path: Path) -> ManifestRow:
     return perturbed
 
 
+def warp_row(row: ManifestRow, factor: float, path: Path) -> ManifestRow:
+    """Write `row`'s audio with its spectral envelope stretched by `factor` (pitch, timing
+    and loudness kept) to `path`; its row, word times unchanged."""
+    import soundfile
+
+    from dsm.recipes.envelope_warp import warp_envelope
+
+    try:
+        samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
+        raise PerturbError(f"cannot read {row.audio}: {error}") from error
+    warped = warp_envelope(samples.mean(axis=1), rate, factor)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), warped, rate, subtype="PCM_16")
+    ident = f"{row.id}-w{factor:g}" if row.id is not None else None
+    return ManifestRow(audio=str(path), duration=warped.size / rate, text=row.text,
+                       lang=row.lang, speaker=row.speaker, words=list(row.words), id=ident,
+                       extra={**row.extra, "warp": factor})
+
+
 def _numbers(text: str, option: str) -> list[float]:
     """The comma-separated numbers of an option's value."""
     try:
@@ -175,6 +203,10 @@ def parse_pitches(text: str) -> list[float]:
     return parse_factors(text, "--pitches")
 
 
+def parse_warps(text: str) -> list[float]:
+    return parse_factors(text, "--warps")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -182,7 +214,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--speeds", type=parse_speeds, default=None,
                         help="comma-separated speed factors (pitch moves too; default: "
-                        "0.9,1.1 unless --tempos, --pitches or --trebles is given)")
+                        "0.9,1.1 unless --tempos, --pitches, --trebles or --warps is given)")
     parser.add_argument("--tempos", type=parse_tempos, default=[],
                         help="comma-separated tempo factors, pitch kept (sox), e.g. 0.75,0.85")
     parser.add_argument("--pitches", type=parse_pitches, default=[],
@@ -191,6 +223,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trebles", type=parse_trebles, default=[],
                         help="comma-separated high-shelf gains in dB above 3 kHz, timing "
                         "kept (sox), e.g. 12 for a brighter voice, -12 for a duller one")
+    parser.add_argument("--warps", type=parse_warps, default=[],
+                        help="comma-separated spectral-envelope (formant) factors, pitch and "
+                        "timing kept (no sox), e.g. 0.88,1.12")
     parser.add_argument("--no-original", action="store_true",
                         help="leave the input rows out of the output manifest")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -211,17 +246,19 @@ def main(args: argparse.Namespace) -> int:
         print(f"dsm data perturb: {len(skipped)} rows of {args.manifest} skipped "
               f"(first: {skipped[0]})", file=sys.stderr)
     sox_options = [name for name in ("tempos", "pitches", "trebles") if getattr(args, name)]
-    speeds = args.speeds if args.speeds is not None else ([] if sox_options else [0.9, 1.1])
+    chosen = sox_options or args.warps
+    speeds = args.speeds if args.speeds is not None else ([] if chosen else [0.9, 1.1])
     if sox_options and shutil.which(SOX_PROGRAM) is None:
         option = f"--{sox_options[0]}"
         print(f"dsm data perturb: error: {option} needs the {SOX_PROGRAM} program (Debian "
               f"package sox; `make system-deps` installs it)", file=sys.stderr)
         return 2
-    makers = {"sp": perturb_row, "t": tempo_row, "p": pitch_row, "eq": treble_row}
+    makers = {"sp": perturb_row, "t": tempo_row, "p": pitch_row, "eq": treble_row,
+              "w": warp_row}
     out_rows = [] if args.no_original else list(rows)
     jobs = [(index, row, tag, factor)
             for tag, factors in (("sp", speeds), ("t", args.tempos), ("p", args.pitches),
-                                 ("eq", args.trebles))
+                                 ("eq", args.trebles), ("w", args.warps))
             for factor in factors for index, row in enumerate(rows)]
     for index, row, tag, factor in tqdm(jobs, desc="perturb", unit="utt",
                                         disable=args.no_progress):
@@ -234,5 +271,6 @@ def main(args: argparse.Namespace) -> int:
     target = args.out / args.manifest.name
     count = write_manifest(target, out_rows)
     print(f"wrote {target}: {count} rows ({len(jobs)} perturbed, speeds {speeds}, "
-          f"tempos {args.tempos}, pitches {args.pitches}, trebles {args.trebles})")
+          f"tempos {args.tempos}, pitches {args.pitches}, trebles {args.trebles}, "
+          f"warps {args.warps})")
     return 0

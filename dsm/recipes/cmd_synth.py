@@ -27,6 +27,8 @@ Examples:
   dsm data synth --lang fr --hours 1 --out data/fr --seed 1
   dsm data synth --parallel --hours 1 --out data/en_fr --seed 2
   dsm data synth --hours 2 --engines flite,festival --out data/fest --seed 4
+  dsm data synth --hours 5 --engines flite,festival --rate-range 0.7,1.3 \
+      --pitch-range 0.8,1.25 --out data/styles --seed 9   # many speaking styles per voice
 """
 
 from __future__ import annotations
@@ -38,15 +40,35 @@ import time
 from dsm.recipes.synth_corpus import (
     DEFAULT_ENGINES,
     ENGINES,
+    PITCH_JITTER,
+    RATE_JITTER,
     CorpusError,
     EngineUnavailable,
     SynthesisError,
+    check_factor_range,
     speakers,
     synthesize_corpus,
 )
 from dsm.recipes.synth_text import LANGS
 
 HELP = "synthesize a word-aligned speech corpus with espeak-ng, flite and festival"
+
+
+def _show(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:g},{bounds[1]:g}"
+
+
+def _factor_range(text: str) -> tuple[float, float]:
+    """argparse type for LOW,HIGH factor ranges."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        bounds = (float(parts[0]), float(parts[1]))
+        return check_factor_range("the range", bounds)
+    except (ValueError, CorpusError) as error:
+        detail = str(error) if isinstance(error, CorpusError) else f"expected LOW,HIGH, got {text!r}"
+        raise argparse.ArgumentTypeError(detail) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +98,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated speaker patterns to keep (fnmatch over ids such "
                              "as 'espeak:en-us+m3', 'flite:*', 'espeak:*+f*'), e.g. for a "
                              "single-voice TTS set; default all. See voices.json for ids")
+    parser.add_argument("--rate-range", type=_factor_range, default=RATE_JITTER,
+                        metavar="LOW,HIGH",
+                        help="per-utterance speaking-rate factor, drawn uniformly and "
+                             "multiplied with the speaker's base rate (default %s). Wider, "
+                             "e.g. 0.7,1.3, gives each voice slow and fast speech rendered by "
+                             "the engine itself (dsm data perturb --tempos instead stretches "
+                             "the recorded signal)" % _show(RATE_JITTER))
+    parser.add_argument("--pitch-range", type=_factor_range, default=PITCH_JITTER,
+                        metavar="LOW,HIGH",
+                        help="per-utterance pitch factor, the same way (default %s); flite's "
+                             "rms and Festival's slt_hts keep their own pitch" % _show(PITCH_JITTER))
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (default 1); does not change the output")
     parser.add_argument("--overwrite", action="store_true",
@@ -105,7 +138,8 @@ def main(args: argparse.Namespace) -> int:
             sample_rate=args.sample_rate, parallel=args.parallel, engines=engines,
             eval_fraction=args.eval_fraction, workers=args.workers, overwrite=args.overwrite,
             progress=not args.quiet,
-            voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()))
+            voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()),
+            rate_range=args.rate_range, pitch_range=args.pitch_range)
     except (CorpusError, EngineUnavailable, SynthesisError) as error:
         print(f"dsm data synth: error: {error}", file=sys.stderr)
         return 2

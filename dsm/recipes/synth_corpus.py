@@ -91,6 +91,13 @@ FESTIVAL_EVAL_VOICES: tuple[str, ...] = ()
 OTHER_ENGINES_SHARE = 0.35
 FIXED_PITCH_VOICES = ("rms", "slt_hts")  # the engine ignores F0 settings for these voices
 
+# per-utterance rate and pitch factors (times the speaker's base), drawn uniformly; wider
+# ranges (`dsm data synth --rate-range/--pitch-range`) give one voice many speaking styles,
+# rendered natively by the engine rather than by stretching the signal afterwards
+RATE_JITTER = (0.92, 1.08)
+PITCH_JITTER = (0.95, 1.05)
+FACTOR_LIMITS = (0.5, 2.0)  # beyond these the engines distort or refuse
+
 SILENCE_DB = 40.0           # a frame this far below the loudest frame is silence
 FRAME_S, HOP_S = 0.010, 0.005
 MAX_ONSET_SHIFT_S = 0.25
@@ -306,10 +313,11 @@ class Utterance:
     words: list[dict] = field(default_factory=list)
 
 
-def _render(speaker: Speaker, text: str, rng: np.random.Generator,
-            sample_rate: int) -> Utterance:
-    rate_jitter = float(rng.uniform(0.92, 1.08))
-    pitch_jitter = float(rng.uniform(0.95, 1.05))
+def _render(speaker: Speaker, text: str, rng: np.random.Generator, sample_rate: int,
+            rate_range: tuple[float, float] = RATE_JITTER,
+            pitch_range: tuple[float, float] = PITCH_JITTER) -> Utterance:
+    rate_jitter = float(rng.uniform(*rate_range))
+    pitch_jitter = float(rng.uniform(*pitch_range))
     word_gap = int(rng.integers(1, 5)) if rng.random() < 0.15 else 0
     spoken = speak(speaker, text, rate_jitter, pitch_jitter, word_gap)
     audio = spoken.audio
@@ -342,6 +350,8 @@ class Job:
     eval_fraction: float
     sample_rate: int
     voices: tuple[str, ...] = ()  # fnmatch patterns over speaker ids; empty: all
+    rate_range: tuple[float, float] = RATE_JITTER    # per-utterance factor, uniform
+    pitch_range: tuple[float, float] = PITCH_JITTER
 
 
 def select_speakers(lang: str, engines: tuple[str, ...],
@@ -376,7 +386,8 @@ def make_item(job: Job) -> list[Utterance]:
         pairs = [sentence_pair(rng) for _ in range(count)]
         texts = {"en": " ".join(p[0] for p in pairs), "fr": " ".join(p[1] for p in pairs)}
         try:
-            return [_render(chosen[lang], texts[lang], rng, job.sample_rate) for lang in langs]
+            return [_render(chosen[lang], texts[lang], rng, job.sample_rate, job.rate_range,
+                            job.pitch_range) for lang in langs]
         except SynthesisError as error:
             last_error = error
     raise SynthesisError(f"utterance {job.index}: no text could be timed ({last_error})")
@@ -426,12 +437,25 @@ def _items(make_job, workers: int) -> Iterator[list[Utterance]]:
             yield from pool.imap(make_item, jobs, chunksize=1)
 
 
+def check_factor_range(name: str, bounds: tuple[float, float]) -> tuple[float, float]:
+    """`bounds` as a (low, high) factor range inside FACTOR_LIMITS, or a CorpusError."""
+    low, high = (float(b) for b in bounds)
+    if not FACTOR_LIMITS[0] <= low <= high <= FACTOR_LIMITS[1]:
+        raise CorpusError(f"{name} must be LOW,HIGH with {FACTOR_LIMITS[0]} <= LOW <= HIGH <= "
+                          f"{FACTOR_LIMITS[1]}, got {low:g},{high:g}")
+    return low, high
+
+
 def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1.0,
                       seed: int = 0, sample_rate: int = 24000, parallel: bool = False,
                       engines: tuple[str, ...] = DEFAULT_ENGINES, eval_fraction: float = 0.1,
                       workers: int = 1, overwrite: bool = False, progress: bool = True,
-                      voices: tuple[str, ...] = ()) -> CorpusSummary:
-    """Write a corpus of about `hours` hours (source side for `parallel`) into `out`."""
+                      voices: tuple[str, ...] = (),
+                      rate_range: tuple[float, float] = RATE_JITTER,
+                      pitch_range: tuple[float, float] = PITCH_JITTER) -> CorpusSummary:
+    """Write a corpus of about `hours` hours (source side for `parallel`) into `out`.
+    Each utterance's rate and pitch are its speaker's base times a factor drawn uniformly
+    from `rate_range` and `pitch_range` (voices with a fixed pitch ignore the latter)."""
     engines = tuple(dict.fromkeys(engines))
     if parallel:
         lang = "en"
@@ -444,6 +468,8 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
         raise CorpusError(f"sample rate {sample_rate} Hz is too low (at least 8000)")
     if workers < 1:
         raise CorpusError(f"workers must be at least 1, got {workers}")
+    rate_range = check_factor_range("rate range", rate_range)
+    pitch_range = check_factor_range("pitch range", pitch_range)
     langs = ("en", "fr") if parallel else (lang,)
     for lg in langs:
         chosen = select_speakers(lg, engines, voices)
@@ -470,7 +496,8 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
     counts = {"train": 0, "eval": 0}
 
     def make_job(index: int) -> Job:
-        return Job(seed, index, lang, parallel, engines, eval_fraction, sample_rate, voices)
+        return Job(seed, index, lang, parallel, engines, eval_fraction, sample_rate, voices,
+                   rate_range, pitch_range)
 
     bar = tqdm(total=round(target), unit="s", desc=f"synth {'en→fr' if parallel else lang}",
                disable=not progress, dynamic_ncols=True)
@@ -513,7 +540,9 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
                             sorted(p.name for p in manifests.values()))
     meta = {"lang": "en-fr" if parallel else lang, "hours": hours, "seed": seed,
             "sample_rate": sample_rate, "parallel": parallel, "engines": list(engines),
-            "eval_fraction": eval_fraction, "voices": list(voices), "seconds": summary.seconds,
+            "eval_fraction": eval_fraction, "voices": list(voices),
+            "rate_range": list(rate_range), "pitch_range": list(pitch_range),
+            "seconds": summary.seconds,
             "utterances": summary.utterances, "manifests": summary.manifests}
     (out / "corpus.json").write_text(json.dumps(meta, indent=1) + "\n")
     return summary
