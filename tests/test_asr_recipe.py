@@ -150,6 +150,11 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
         warm = ASRTask(recipe).build_models()["model"]
         for key, value in model.lm.state_dict().items():
             assert torch.equal(warm.state_dict()[key], value), (source.name, key)
+    # ... and weights of another shape are a recipe error, not a torch traceback
+    torch.save({"models": {"model": {"stray": torch.zeros(1)}}}, tmp_path / "other-shapes.pt")
+    recipe = load_recipe(recipe_path, [f'task.init_from="{tmp_path / "other-shapes.pt"}"'])
+    with pytest.raises(RecipeError, match="(?s)do not fit this recipe's model.*stray"):
+        ASRTask(recipe).build_models()
 
     # Shipped beside a shared codec folder: config names it, no codec copy.
     shared = tmp_path / "assets"

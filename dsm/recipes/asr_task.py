@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from dsm.recipes.config import RecipeError
 from dsm.recipes.dataset import AlignedDataset, DatasetError, collate
-from dsm.recipes.tasks import Metrics, Split, Task, initial_lm_weights, register_task
+from dsm.recipes.tasks import Metrics, Split, Task, load_initial_lm_weights, register_task
 
 MODEL_DIR = "model"  # export: OUT/model
 
@@ -235,8 +235,8 @@ class ASRTask(Task):
 
         lm = build_lm(self.lm_config())
         if self.config.init_from is not None:
-            weights = initial_lm_weights(self.config.init_from, self.recipe.source, "model", "ASR")
-            lm.load_state_dict(weights, strict=True)
+            load_initial_lm_weights(lm, self.config.init_from, self.recipe.source, "model",
+                                    "ASR")
         return {"model": lm}
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:

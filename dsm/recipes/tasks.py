@@ -123,26 +123,33 @@ class Task:
         """Write the trained model where `load_*` functions read it (default: nothing)."""
 
 
-def initial_lm_weights(source: str, recipe_source: str, model_name: str, kind: str
-                       ) -> dict[str, Tensor]:
-    """LM weights for `task.init_from`: a model directory (`load_lm`) or a `dsm train`
-    checkpoint whose models hold `model_name` (a run of the same kind)."""
+def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, model_name: str,
+                            kind: str) -> None:
+    """Load `task.init_from` into `lm`: a model directory (`load_lm`) or a `dsm train`
+    checkpoint whose models hold `model_name` (a run of the same kind). Every weight must
+    fit: a missing, extra or differently shaped tensor is a RecipeError naming them."""
     path = Path(source)
     where = f"{recipe_source}: key 'task.init_from'"
     if path.is_dir():
         from dsm.models import load_lm
 
         try:
-            return load_lm(path).state_dict()
+            weights = load_lm(path).state_dict()
         except (ValueError, OSError) as error:
             raise RecipeError(f"{where}: {error}") from None
-    if not path.is_file():
+    elif not path.is_file():
         raise RecipeError(f"{where}: {path} is neither a model directory nor a checkpoint")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    models = state.get("models") if isinstance(state, dict) else None
-    if not isinstance(models, dict) or model_name not in models:
-        raise RecipeError(f"{where}: {path} is not a dsm train checkpoint of a {kind} run")
-    return models[model_name]
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        models = state.get("models") if isinstance(state, dict) else None
+        if not isinstance(models, dict) or model_name not in models:
+            raise RecipeError(f"{where}: {path} is not a dsm train checkpoint of a {kind} run")
+        weights = models[model_name]
+    try:
+        lm.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise RecipeError(f"{where}: its weights do not fit this recipe's model: {error}"
+                          ) from None
 
 
 # ------------------------------------------------------------------------------ registry

@@ -50,7 +50,7 @@ from dsm.models.config import LMConfig
 from dsm.models.lm import MultistreamLM
 from dsm.recipes.config import RecipeError
 from dsm.recipes.dataset import AlignedDataset, AlignedItem, codec_fingerprint, collate
-from dsm.recipes.tasks import Metrics, Split, Task, initial_lm_weights, register_task
+from dsm.recipes.tasks import Metrics, Split, Task, load_initial_lm_weights, register_task
 from dsm.streams.alignment import delay_frames, time_to_frame
 from dsm.streams.tokenizer import TextTokenizer
 
@@ -297,12 +297,8 @@ class TTSTask(Task):
     def build_models(self) -> dict[str, nn.Module]:
         lm = MultistreamLM(self.lm_config())
         if self.config.init_from is not None:
-            weights = initial_lm_weights(self.config.init_from, self.recipe.source, "lm", "TTS")
-            try:
-                lm.load_state_dict(weights, strict=True)
-            except RuntimeError as error:
-                raise RecipeError(f"{self.recipe.source}: key 'task.init_from': its weights do "
-                                  f"not fit this recipe's model: {error}") from None
+            load_initial_lm_weights(lm, self.config.init_from, self.recipe.source, "lm",
+                                    "TTS")
         return {"lm": lm}
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:
