@@ -150,6 +150,20 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
         warm = ASRTask(recipe).build_models()["model"]
         for key, value in model.lm.state_dict().items():
             assert torch.equal(warm.state_dict()[key], value), (source.name, key)
+    # ... a model reading more codebooks than its source starts with zero embeddings for
+    # them, so it computes exactly what the source computed
+    narrow = ASRTask(load_recipe(recipe_path, ["task.num_codebooks=2"])).build_models()["model"]
+    torch.save({"models": {"model": narrow.state_dict()}}, tmp_path / "two-codebooks.pt")
+    recipe = load_recipe(recipe_path, [f'task.init_from="{tmp_path / "two-codebooks.pt"}"'])
+    wide = ASRTask(recipe).build_models()["model"]
+    assert wide.config.n_q == 4 and narrow.config.n_q == 2
+    assert not wide.emb[2].weight.any() and not wide.emb[3].weight.any()
+    tokens = torch.randint(0, 60, (2, 5, 9))  # [B, 1 + K, T]: text row, then 4 audio rows
+    with torch.no_grad():
+        narrow_hidden, narrow_logits = narrow.eval().forward_temporal(tokens[:, :3])
+        wide_hidden, wide_logits = wide.eval().forward_temporal(tokens)
+    assert torch.allclose(wide_hidden, narrow_hidden, atol=1e-6)
+    assert torch.allclose(wide_logits, narrow_logits, atol=1e-6)
     # ... and weights of another shape are a recipe error, not a torch traceback
     torch.save({"models": {"model": {"stray": torch.zeros(1)}}}, tmp_path / "other-shapes.pt")
     recipe = load_recipe(recipe_path, [f'task.init_from="{tmp_path / "other-shapes.pt"}"'])

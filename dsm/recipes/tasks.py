@@ -127,7 +127,10 @@ def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, mode
                             kind: str) -> None:
     """Load `task.init_from` into `lm`: a model directory (`load_lm`) or a `dsm train`
     checkpoint whose models hold `model_name` (a run of the same kind). Every weight must
-    fit: a missing, extra or differently shaped tensor is a RecipeError naming them."""
+    fit (a missing, extra or differently shaped tensor is a RecipeError naming them), with
+    one exception: a model that reads more audio codebooks than the source gets zero input
+    embeddings for the extra ones, so it starts out computing exactly what the source did
+    and training teaches it to use the finer codes."""
     path = Path(source)
     where = f"{recipe_source}: key 'task.init_from'"
     if path.is_dir():
@@ -145,11 +148,24 @@ def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, mode
         if not isinstance(models, dict) or model_name not in models:
             raise RecipeError(f"{where}: {path} is not a dsm train checkpoint of a {kind} run")
         weights = models[model_name]
+    weights = _with_new_input_embeddings(lm, dict(weights))
     try:
         lm.load_state_dict(weights, strict=True)
     except RuntimeError as error:
         raise RecipeError(f"{where}: its weights do not fit this recipe's model: {error}"
                           ) from None
+
+
+def _with_new_input_embeddings(lm: nn.Module, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`weights` plus zero tables for the audio input embeddings (`emb.K.weight`) that `lm`
+    has beyond the source's `emb.0` .. `emb.{N-1}`; unchanged when anything else differs."""
+    target = lm.state_dict()
+    extra = [key for key in target if key not in weights]
+    source_rows = sum(1 for key in weights if key.startswith("emb.") and key.endswith(".weight"))
+    grown = [f"emb.{k}.weight" for k in range(source_rows, source_rows + len(extra))]
+    if not extra or sorted(extra) != sorted(grown) or any(key not in target for key in weights):
+        return weights
+    return {**weights, **{key: torch.zeros_like(target[key]) for key in extra}}
 
 
 # ------------------------------------------------------------------------------ registry
