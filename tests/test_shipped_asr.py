@@ -6,10 +6,12 @@ The utterances are synthesized here by dsm's corpus code with the eval split's v
 than the training corpora's, so the texts are new draws too.
 
 The target for a shipped ASR model is a WER of at most 10 %. The model shipped now,
-trained in 6 h 31 min on one CPU thread, measures 0.153 on these utterances (0.201 on the
-231 of the corpus's eval split; 0.03 to 0.08 on espeak's held-out variants, 0.42 on the
-held-out flite voice): short of the target, reported as such in the README. This test
-holds it at `WER_CEILING`, a little above what it measures, so that a regression shows.
+trained in 7 h 04 min on one CPU thread, measures 0.166 on these utterances (16 of them,
+163 words: two words more than the previous model's 0.153, while it gained on all three
+larger held-out sets; 0.178 on the 231 of the corpus's eval split: 0.03 to 0.07 on
+espeak's held-out variants, 0.37 on the held-out flite voice): short of the target,
+reported as such in the README. This test holds it at `WER_CEILING`, a little above what
+it measures, so that a regression shows.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from dsm.recipes.asr_task import transcribe_pcms
 from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
 
 UTTERANCES = 16
-WER_CEILING = 0.18  # measured 0.153 (the target, 0.10, is not met)
+WER_CEILING = 0.18  # measured 0.166 (the target, 0.10, is not met)
 
 
 def test_shipped_asr_model_files_are_small() -> None:
     directory = DEFAULT_MODELS / "asr"
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
-    assert size <= 8 * 2**20, f"dsm/assets/asr holds {size / 2**20:.1f} MB"  # float16 weights
+    # float16 weights; it reads all 16 codebooks (16 input tables of 1025 x 192)
+    assert size <= 11 * 2**20, f"dsm/assets/asr holds {size / 2**20:.1f} MB"
 
 
 def test_shipped_asr_wer_on_held_out_speakers_stays_at_its_measured_level() -> None:
