@@ -140,11 +140,17 @@ def treble_row(row: ManifestRow, gain_db: float, path: Path) -> ManifestRow:
     perturbed = sox_row(row, effect, path, "eq", "treble_db", gain_db)
     before, _ = soundfile.read(row.audio, dtype="float32", always_2d=True)
     after, rate = soundfile.read(str(path), dtype="float32")
-    level = float(np.sqrt(np.mean(before.mean(axis=1) ** 2)))
-    scale = level / max(float(np.sqrt(np.mean(after ** 2))), 1e-9)
-    scale = min(scale, PEAK_LIMIT / max(float(np.abs(after).max()), 1e-9))
-    soundfile.write(str(path), (after * scale).astype(np.float32), rate, subtype="PCM_16")
+    soundfile.write(str(path), at_level_of(before.mean(axis=1), after), rate, subtype="PCM_16")
     return perturbed
+
+
+def at_level_of(reference: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """`audio` scaled to `reference`'s RMS level, or less where that would put its peak
+    above -1 dBFS; float32."""
+    level = float(np.sqrt(np.mean(reference ** 2)))
+    scale = level / max(float(np.sqrt(np.mean(audio ** 2))), 1e-9)
+    scale = min(scale, PEAK_LIMIT / max(float(np.abs(audio).max()), 1e-9))
+    return (audio * scale).astype(np.float32)
 
 
 def warp_row(row: ManifestRow, factor: float, path: Path) -> ManifestRow:
@@ -158,7 +164,8 @@ def warp_row(row: ManifestRow, factor: float, path: Path) -> ManifestRow:
         samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
         raise PerturbError(f"cannot read {row.audio}: {error}") from error
-    warped = warp_envelope(samples.mean(axis=1), rate, factor)
+    mono = samples.mean(axis=1)
+    warped = at_level_of(mono, warp_envelope(mono, rate, factor))
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(str(path), warped, rate, subtype="PCM_16")
     ident = f"{row.id}-w{factor:g}" if row.id is not None else None

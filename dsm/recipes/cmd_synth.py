@@ -54,21 +54,16 @@ from dsm.recipes.synth_text import LANGS
 HELP = "synthesize a word-aligned speech corpus with espeak-ng, flite and festival"
 
 
-def _show(bounds: tuple[float, float]) -> str:
-    return f"{bounds[0]:g},{bounds[1]:g}"
-
-
 def _factor_range(text: str) -> tuple[float, float]:
     """argparse type for LOW,HIGH factor ranges."""
-    parts = text.split(",")
     try:
-        if len(parts) != 2:
-            raise ValueError
-        bounds = (float(parts[0]), float(parts[1]))
-        return check_factor_range("the range", bounds)
-    except (ValueError, CorpusError) as error:
-        detail = str(error) if isinstance(error, CorpusError) else f"expected LOW,HIGH, got {text!r}"
-        raise argparse.ArgumentTypeError(detail) from None
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:  # not two numbers
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    try:
+        return check_factor_range("the range", (low, high))
+    except CorpusError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,14 +96,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-range", type=_factor_range, default=RATE_JITTER,
                         metavar="LOW,HIGH",
                         help="per-utterance speaking-rate factor, drawn uniformly and "
-                             "multiplied with the speaker's base rate (default %s). Wider, "
-                             "e.g. 0.7,1.3, gives each voice slow and fast speech rendered by "
-                             "the engine itself (dsm data perturb --tempos instead stretches "
-                             "the recorded signal)" % _show(RATE_JITTER))
+                             "multiplied with the speaker's base rate (default "
+                             f"{RATE_JITTER[0]:g},{RATE_JITTER[1]:g}). Wider, e.g. 0.7,1.3, "
+                             "gives each voice slow and fast speech rendered by the engine "
+                             "itself (dsm data perturb --tempos instead stretches the recorded "
+                             "signal)")
     parser.add_argument("--pitch-range", type=_factor_range, default=PITCH_JITTER,
                         metavar="LOW,HIGH",
-                        help="per-utterance pitch factor, the same way (default %s); flite's "
-                             "rms and Festival's slt_hts keep their own pitch" % _show(PITCH_JITTER))
+                        help="per-utterance pitch factor, the same way (default "
+                             f"{PITCH_JITTER[0]:g},{PITCH_JITTER[1]:g}); flite's rms and "
+                             "Festival's slt_hts keep their own pitch")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (default 1); does not change the output")
     parser.add_argument("--overwrite", action="store_true",

@@ -9,7 +9,7 @@ them with the valleys between. The envelope is stretched along frequency by
 new envelope to the old. Harmonics stay where they are, so pitch and timing are kept: the
 change is timbre only, unlike resampling (pitch and rate move too) or sox's `pitch` effect
 (pitch and formants move together). The phase is the input's, so the result has no phase
-vocoder smearing; loudness (RMS) is kept unless that would clip.
+vocoder smearing. Loudness is left to the caller (`dsm data perturb` keeps the input's).
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ N_FFT = 1024
 LIFTER_S = 0.0025          # envelope = quefrencies below this
 TRUE_ENVELOPE_ROUNDS = 6
 MAX_GAIN_DB = 35.0         # per-bin gain limit: no blow-up of near-empty bands
-PEAK_LIMIT = 10 ** (-1 / 20)
 
 
 def warp_envelope(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
     """`audio` ([N] float) with its spectral envelope stretched by `factor` along frequency;
-    [N] float32, same length, same RMS (or peak at -1 dBFS if that RMS would clip)."""
+    [N] float32, same length."""
     if not 0.5 <= factor <= 2.0:
         raise ValueError(f"warp factor must be in [0.5, 2], got {factor}")
     signal = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
@@ -36,16 +35,18 @@ def warp_envelope(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndar
     window = torch.hann_window(N_FFT)
     spec = torch.stft(signal, N_FFT, hop, window=window, return_complex=True)  # [F, T]
     log_mag = spec.abs().clamp_min(1e-7).log()
-    cepstrum = torch.fft.irfft(log_mag, n=N_FFT, dim=0)  # [N_FFT, T]
     keep = max(2, round(sample_rate * LIFTER_S))
     lifter = torch.zeros(N_FFT, 1)
     lifter[:keep] = 1.0
     lifter[N_FFT - keep + 1:] = 1.0
-    envelope = torch.fft.rfft(cepstrum * lifter, dim=0).real  # [F, T] log magnitude
+
+    def smooth(log_spectrum: torch.Tensor) -> torch.Tensor:  # [F, T] -> [F, T]
+        cepstrum = torch.fft.irfft(log_spectrum, n=N_FFT, dim=0)  # [N_FFT, T]
+        return torch.fft.rfft(cepstrum * lifter, dim=0).real
+
+    envelope = smooth(log_mag)  # [F, T] log magnitude
     for _ in range(TRUE_ENVELOPE_ROUNDS):
-        upper = torch.maximum(log_mag, envelope)
-        cepstrum = torch.fft.irfft(upper, n=N_FFT, dim=0)
-        envelope = torch.fft.rfft(cepstrum * lifter, dim=0).real
+        envelope = smooth(torch.maximum(log_mag, envelope))
     bins = envelope.shape[0]
     source = torch.arange(bins, dtype=torch.float32) / factor  # new bin k reads old k/factor
     low = source.floor().long().clamp(max=bins - 1)
@@ -56,10 +57,4 @@ def warp_envelope(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndar
     limit = MAX_GAIN_DB / 20 * np.log(10)
     gain = (warped - envelope).clamp(-limit, limit).exp()
     out = torch.istft(spec * gain, N_FFT, hop, window=window, length=signal.numel())
-    level_in = signal.pow(2).mean().sqrt()
-    level_out = out.pow(2).mean().sqrt().clamp_min(1e-9)
-    out = out * (level_in / level_out)
-    peak = out.abs().max().item()
-    if peak > PEAK_LIMIT:
-        out = out * (PEAK_LIMIT / peak)
     return out.numpy().astype(np.float32)
