@@ -465,3 +465,36 @@ def test_rate_and_pitch_ranges_are_rendered_by_the_engine(tmp_path, capsys):
     with pytest.raises(CorpusError, match="pitch range must be LOW,HIGH"):
         synthesize_corpus(tmp_path / "x", hours=0.01, pitch_range=(1.0, 3.0), progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_rough_voices_train_only_on_request(tmp_path, capsys):
+    """The kal voices are left out unless asked for; asked for, they speak train rows whose
+    word starts stay within the stated 130 ms of the signal's rise after a pause."""
+    kal = ("flite:kal16", "festival:kal")
+    with pytest.raises(CorpusError, match="no en train speaker .* only with --rough-voices"):
+        synthesize_corpus(tmp_path / "a", "en", hours=4 / 3600, engines=("flite", "festival"),
+                          voices=kal, eval_fraction=0.0, progress=False)
+    assert not (tmp_path / "a").exists()
+    out = tmp_path / "kal"
+    assert dsm_main(["data", "synth", "--hours", str(20 / 3600), "--engines", "flite,festival",
+                     "--rough-voices", "--voices", ",".join(kal), "--eval-fraction", "0",
+                     "--out", str(out), "--seed", "3", "--quiet"]) == 0
+    rows = read_rows(out / "train.jsonl")
+    assert set(kal) == {r["speaker"] for r in rows}, {r["speaker"] for r in rows}
+    parsed, skipped = read_manifest(out / "train.jsonl", require_words=True)
+    assert skipped == [] and len(parsed) == len(rows)
+    assert json.loads((out / "corpus.json").read_text())["rough_voices"] is True
+    voices = json.loads((out / "voices.json").read_text())
+    assert {v["id"] for v in voices["train"]} == set(kal) and voices["eval"] == []
+    for row in rows:
+        audio, sample_rate = sf.read(out / row["audio"])
+        _, runs = quiet_runs(audio, sample_rate)
+        rises = [b for _, b in runs if b < len(audio) / sample_rate]
+        first = row["words"][0]["start"]
+        assert min(abs(r - first) for r in rises) <= 0.15, (row["id"], first, rises)
+    # a default corpus with both engines still never uses them (held-out rms stays eval)
+    default_ids = [s.id for s in synth_corpus.speakers("en", ("flite", "festival"))]
+    assert "flite:rms" in default_ids and not set(kal) & set(default_ids)
+    assert dsm_main(["data", "synth", "--list-voices"]) == 0
+    listing = capsys.readouterr().out
+    assert "festival:kal " in listing and "(--rough-voices)" in listing

@@ -106,6 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-utterance pitch factor, the same way (default "
                              f"{PITCH_JITTER[0]:g},{PITCH_JITTER[1]:g}); flite's rms and "
                              "Festival's slt_hts keep their own pitch")
+    parser.add_argument("--rough-voices", action="store_true",
+                        help="also train on the kal diphone voices (flite's kal16, and "
+                             "Festival's kal with --engines ...,festival): one more American "
+                             "male speaker, left out by default because its word starts can be "
+                             "up to 130 ms off after a pause and its pauses hold breath noises. "
+                             "Fine for ASR data (its text lags 0.5 s behind), not for TTS")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (default 1); does not change the output")
     parser.add_argument("--overwrite", action="store_true",
@@ -120,8 +126,11 @@ def main(args: argparse.Namespace) -> int:
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     if args.list_voices:
         for lang in LANGS:
-            for s in speakers(lang, ENGINES if lang == "en" else ("espeak",)):
-                print(f"{s.id:32s} {s.lang} {s.split:5s} rate {s.rate:.3f} pitch {s.pitch:.3f}")
+            default = set(speakers(lang, ENGINES if lang == "en" else ("espeak",)))
+            for s in speakers(lang, ENGINES if lang == "en" else ("espeak",), True):
+                note = "" if s in default else "  (--rough-voices)"
+                print(f"{s.id:32s} {s.lang} {s.split:5s} rate {s.rate:.3f} pitch {s.pitch:.3f}"
+                      f"{note}")
         return 0
     missing = [name for name, value in (("--hours", args.hours), ("--out", args.out))
                if value is None]
@@ -136,7 +145,8 @@ def main(args: argparse.Namespace) -> int:
             eval_fraction=args.eval_fraction, workers=args.workers, overwrite=args.overwrite,
             progress=not args.quiet,
             voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()),
-            rate_range=args.rate_range, pitch_range=args.pitch_range)
+            rate_range=args.rate_range, pitch_range=args.pitch_range,
+            rough_voices=args.rough_voices)
     except (CorpusError, EngineUnavailable, SynthesisError) as error:
         print(f"dsm data synth: error: {error}", file=sys.stderr)
         return 2

@@ -22,9 +22,11 @@ are held out entirely: espeak variants m4, f3 and klatt3 (with every accent) and
 voice rms are never used in the train split, so eval measures generalisation to unseen
 voices; the train split uses the other variants and awb, slt. Festival is off by default
 (corpora made before it existed keep their seeds' content); its voices ked and slt_hts
-train, and it has no voice to hold out. (flite's kal16 diphone voice
-is left out: its unit labels put the audible start of a word after a pause up to 130 ms
-away from its phone boundaries, and its pauses hold breath noises.)
+train, and it has no voice to hold out. The kal diphone voices (flite's kal16, Festival's
+kal) are left out unless asked for with `rough_voices`: their unit labels put the audible
+start of a word after a pause up to 130 ms away from its phone boundaries, and their pauses
+hold breath noises. That is too rough for TTS or timing studies, but fine for training ASR,
+whose text lags the audio by 0.5 s, and they are one more (American male) speaker.
 
 `voices` (fnmatch patterns over speaker ids, e.g. 'flite:slt') keeps a subset, e.g. one
 voice for a TTS set; a split left without any speaker is an error.
@@ -89,6 +91,9 @@ FESTIVAL_EVAL_VOICES: tuple[str, ...] = ()
 # share of English utterances spoken by flite or festival (not espeak) when espeak and
 # another engine run
 OTHER_ENGINES_SHARE = 0.35
+# train voices with rough word starts and breathy pauses (see above): only on request
+ROUGH_FLITE_VOICES = ("kal16",)
+ROUGH_FESTIVAL_VOICES = ("kal",)
 FIXED_PITCH_VOICES = ("rms", "slt_hts")  # the engine ignores F0 settings for these voices
 
 # per-utterance rate and pitch factors (times the speaker's base), drawn uniformly; wider
@@ -132,12 +137,16 @@ def _speaker(engine: str, voice: str, lang: str, split: str) -> Speaker:
 
 
 @functools.cache
-def speakers(lang: str, engines: tuple[str, ...] = ENGINES) -> tuple[Speaker, ...]:
-    """All speakers of `lang` for these engines, train ones first."""
+def speakers(lang: str, engines: tuple[str, ...] = ENGINES,
+             rough_voices: bool = False) -> tuple[Speaker, ...]:
+    """All speakers of `lang` for these engines, train ones first (with `rough_voices`,
+    the kal voices train too)."""
     _check_lang_engines(lang, engines)
+    flite_train = FLITE_TRAIN_VOICES + (ROUGH_FLITE_VOICES if rough_voices else ())
+    festival_train = FESTIVAL_TRAIN_VOICES + (ROUGH_FESTIVAL_VOICES if rough_voices else ())
     result: list[Speaker] = []
     for split, variants, flite_voices, festival_voices in (
-            ("train", ESPEAK_TRAIN_VARIANTS, FLITE_TRAIN_VOICES, FESTIVAL_TRAIN_VOICES),
+            ("train", ESPEAK_TRAIN_VARIANTS, flite_train, festival_train),
             ("eval", ESPEAK_EVAL_VARIANTS, FLITE_EVAL_VOICES, FESTIVAL_EVAL_VOICES)):
         if "espeak" in engines:
             result += [_speaker("espeak", f"{accent}+{variant}", lang, split)
@@ -178,13 +187,14 @@ def engine(name: str):
     return _ENGINE_CACHE[name]
 
 
-def check_engines(engines: tuple[str, ...]) -> None:
+def check_engines(engines: tuple[str, ...], rough_voices: bool = False) -> None:
     """Raise EngineUnavailable (with an install hint) unless every engine loads (and, for
     festival, every voice: its voices come in separate packages)."""
     for name in engines:
         loaded = engine(name)
         if name == "festival":
-            for voice in FESTIVAL_TRAIN_VOICES + FESTIVAL_EVAL_VOICES:
+            rough = ROUGH_FESTIVAL_VOICES if rough_voices else ()
+            for voice in FESTIVAL_TRAIN_VOICES + FESTIVAL_EVAL_VOICES + rough:
                 loaded.check_voice(voice)
 
 
@@ -352,13 +362,14 @@ class Job:
     voices: tuple[str, ...] = ()  # fnmatch patterns over speaker ids; empty: all
     rate_range: tuple[float, float] = RATE_JITTER    # per-utterance factor, uniform
     pitch_range: tuple[float, float] = PITCH_JITTER
+    rough_voices: bool = False
 
 
-def select_speakers(lang: str, engines: tuple[str, ...],
-                    voices: tuple[str, ...] = ()) -> tuple[Speaker, ...]:
+def select_speakers(lang: str, engines: tuple[str, ...], voices: tuple[str, ...] = (),
+                    rough_voices: bool = False) -> tuple[Speaker, ...]:
     """The speakers of `lang` (English: these engines; French: espeak) that match one of
     the `voices` patterns (e.g. 'espeak:en-us+*', 'flite:slt'); all when none given."""
-    pool = speakers(lang, engines if lang == "en" else ("espeak",))
+    pool = speakers(lang, engines if lang == "en" else ("espeak",), rough_voices)
     if not voices:
         return pool
     return tuple(s for s in pool if any(fnmatch.fnmatchcase(s.id, p) for p in voices))
@@ -378,7 +389,8 @@ def make_item(job: Job) -> list[Utterance]:
     rng = np.random.default_rng([job.seed, job.index, int(job.parallel)])
     split = "eval" if rng.random() < job.eval_fraction else "train"
     langs = ("en", "fr") if job.parallel else (job.lang,)
-    pools = {lang: select_speakers(lang, job.engines, job.voices) for lang in langs}
+    pools = {lang: select_speakers(lang, job.engines, job.voices, job.rough_voices)
+             for lang in langs}
     chosen = {lang: _pick_speaker(pools[lang], lang, split, rng, job.engines) for lang in langs}
     last_error: Exception | None = None
     for _ in range(8):  # a text the engine cannot time is replaced by a new draw
@@ -452,10 +464,12 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
                       workers: int = 1, overwrite: bool = False, progress: bool = True,
                       voices: tuple[str, ...] = (),
                       rate_range: tuple[float, float] = RATE_JITTER,
-                      pitch_range: tuple[float, float] = PITCH_JITTER) -> CorpusSummary:
+                      pitch_range: tuple[float, float] = PITCH_JITTER,
+                      rough_voices: bool = False) -> CorpusSummary:
     """Write a corpus of about `hours` hours (source side for `parallel`) into `out`.
     Each utterance's rate and pitch are its speaker's base times a factor drawn uniformly
-    from `rate_range` and `pitch_range` (voices with a fixed pitch ignore the latter)."""
+    from `rate_range` and `pitch_range` (voices with a fixed pitch ignore the latter).
+    `rough_voices` adds the kal voices to the train split (ASR data; see the module doc)."""
     engines = tuple(dict.fromkeys(engines))
     if parallel:
         lang = "en"
@@ -472,19 +486,22 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
     pitch_range = check_factor_range("pitch range", pitch_range)
     langs = ("en", "fr") if parallel else (lang,)
     for lg in langs:
-        chosen = select_speakers(lg, engines, voices)
+        chosen = select_speakers(lg, engines, voices, rough_voices)
         for split in ("train", "eval") if eval_fraction > 0 else ("train",):
             if not any(s.split == split for s in chosen) and not voices:
                 raise CorpusError(
                     f"no {lg} {split} speaker among engines {','.join(engines)} (festival "
                     "has no held-out voice: add flite or espeak, or set --eval-fraction 0)")
             if not any(s.split == split for s in chosen):
+                rough = not rough_voices and any(
+                    s.split == split for s in select_speakers(lg, engines, voices, True))
+                hint = ("the kal voices train only with --rough-voices" if rough else
+                        "eval voices are held out: include some, or set --eval-fraction 0")
                 raise CorpusError(
-                    f"no {lg} {split} speaker matches --voices {','.join(voices)} (eval "
-                    "voices are held out: include some, or set --eval-fraction 0); "
+                    f"no {lg} {split} speaker matches --voices {','.join(voices)} ({hint}); "
                     "`dsm data synth --list-voices` lists the speakers")
     out = Path(out)
-    check_engines(engines)  # before touching the folder: a missing engine loses nothing
+    check_engines(engines, rough_voices)  # before touching the folder: a missing engine loses nothing
     _prepare_out(out, overwrite)
 
     target = hours * 3600.0
@@ -497,7 +514,7 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
 
     def make_job(index: int) -> Job:
         return Job(seed, index, lang, parallel, engines, eval_fraction, sample_rate, voices,
-                   rate_range, pitch_range)
+                   rate_range, pitch_range, rough_voices)
 
     bar = tqdm(total=round(target), unit="s", desc=f"synth {'en→fr' if parallel else lang}",
                disable=not progress, dynamic_ncols=True)
@@ -530,7 +547,8 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
             handle.close()
 
     voices_used = {split: [dict(asdict(s), id=s.id) for lg in langs
-                           for s in select_speakers(lg, engines, voices) if s.split == split]
+                           for s in select_speakers(lg, engines, voices, rough_voices)
+                           if s.split == split]
                    for split in ("train", "eval")}
     voices_used["held_out"] = ("eval speakers never occur in the train split: espeak variants "
                           f"{', '.join(ESPEAK_EVAL_VARIANTS)} and flite "
@@ -542,7 +560,7 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
             "sample_rate": sample_rate, "parallel": parallel, "engines": list(engines),
             "eval_fraction": eval_fraction, "voices": list(voices),
             "rate_range": list(rate_range), "pitch_range": list(pitch_range),
-            "seconds": summary.seconds,
+            "rough_voices": rough_voices, "seconds": summary.seconds,
             "utterances": summary.utterances, "manifests": summary.manifests}
     (out / "corpus.json").write_text(json.dumps(meta, indent=1) + "\n")
     return summary

@@ -2,8 +2,9 @@
 
 Festival adds English speakers that neither espeak nor flite has: the diphone voice ked
 (festvox-kdlpc16k) and an HTS statistical voice (slt_hts, festvox-us-slt-hts: the same
-speaker as flite's slt, made by another synthesis method). The diphone voice kal is left
-out for the reason flite's kal16 is: breath noises before and after its words, which
+speaker as flite's slt, made by another synthesis method), and on request the diphone
+voice kal (festvox-kallpc16k). The corpus leaves kal out unless asked (`rough_voices`) for
+the reason it leaves flite's kal16 out: breath noises before and after its words, which
 the independent timing check in tests/test_synth.py finds as sound outside every word.
 
 One `festival --pipe` process per engine takes Scheme requests on stdin. For each text it
@@ -39,8 +40,9 @@ PROGRAM = "festival"
 VOICES = {
     "ked": ("voice_ked_diphone", "festvox-kdlpc16k", "diphone"),
     "slt_hts": ("voice_cmu_us_slt_arctic_hts", "festvox-us-slt-hts", "hts"),
+    "kal": ("voice_kal_diphone", "festvox-kallpc16k", "diphone"),
 }
-INSTALL_HINT = "apt-get install festival festvox-kdlpc16k festvox-us-slt-hts"
+INSTALL_HINT = "apt-get install festival festvox-kdlpc16k festvox-us-slt-hts festvox-kallpc16k"
 
 # Scheme run once per process: the request handler. Times are printed with %f (µs).
 _PRELUDE = r"""

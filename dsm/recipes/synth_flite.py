@@ -31,8 +31,8 @@ from dsm.recipes.synth_espeak import EngineUnavailable, Spoken, SynthesisError, 
 
 LIBRARY = "libflite.so.1"
 # flite voices usable for general English text (awb_time only knows clock times; kal is the
-# 8 kHz version of kal16, the same speaker). The corpus uses awb, rms and slt (see
-# synth_corpus for why not kal16).
+# 8 kHz version of kal16, the same speaker). The corpus uses awb, rms and slt, and kal16
+# only on request (see synth_corpus for why).
 VOICES = ("awb", "kal16", "rms", "slt")
 DIPHONE_VOICES = ("kal16",)
 
