@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian packages the project uses: speech synthesizers for corpus synthesis, sox, and
 # Chromium for the browser demo's end-to-end test. Installed when missing (as root).
-SYSTEM_PACKAGES := espeak-ng libespeak-ng1 flite festival festvox-kdlpc16k festvox-us-slt-hts festvox-kallpc16k \
-	sox chromium
+SYSTEM_PACKAGES := espeak-ng libespeak-ng1 flite festival festvox-kdlpc16k festvox-us-slt-hts \
+	festvox-kallpc16k sox chromium
 FESTIVAL_VOICES := english/ked_diphone us/cmu_us_slt_arctic_hts english/kal_diphone
 system-deps:
 	@missing=""; \
