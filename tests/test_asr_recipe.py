@@ -291,6 +291,41 @@ def test_input_dropout_hides_inputs_only_while_training(assets) -> None:
     assert first == second  # no hiding outside training: validation is deterministic
 
 
+def test_lead_silence_puts_silent_frames_before_training_items_only(assets) -> None:
+    """task.lead_silence_s: each training item gets a drawn number of frames of the codec's
+    near-silence codes in front (text pad over them), the item itself unchanged after them,
+    the same draw for the same (seed, epoch, index); validation items get none."""
+    recipe = load_recipe(_recipe(assets, name="lead.toml"),
+                         ["task.lead_silence_s=2.0", "task.max_frames=100"])
+    task = ASRTask(recipe)
+    train = task.build_dataset("train")
+    lead_max = round(2.0 * float(task.codec.frame_rate))
+    assert train.lead_frames == lead_max
+    assert train.silence_codes.shape == (task.codec.num_codebooks, lead_max)
+    leads = []
+    for index in range(len(train)):
+        plain, item = train.dataset[index], train[index]
+        lead = item["codes"].shape[-1] - plain["codes"].shape[-1]
+        leads.append(lead)
+        assert 0 <= lead <= lead_max and item["length"] == plain["length"] + lead
+        assert torch.equal(item["codes"][:, lead:], plain["codes"])
+        assert torch.equal(item["mask"][:, lead:], plain["mask"]) and item["mask"][:, :lead].all()
+        assert (item["codes"][0, :lead] == task.tokenizer.pad_id).all()
+        assert torch.equal(item["codes"][1:, :lead], train.silence_codes[:, lead_max - lead:])
+        assert torch.equal(train[index]["codes"], item["codes"])  # the same draw again
+    assert len(set(leads)) > 1, leads  # drawn per item
+    train.set_epoch(1)  # a new epoch, new draws
+    assert [train[i]["codes"].shape[-1] - train.dataset[i]["codes"].shape[-1]
+            for i in range(len(train))] != leads
+    assert ASRTask(load_recipe(_recipe(assets, name="lead0.toml"))).build_dataset(
+        "train").lead_frames == 0  # off by default
+    recipe.data.valid_manifest = recipe.data.train_manifest
+    valid = task.build_dataset("valid")
+    assert valid.lead_frames == 0 and torch.equal(valid[0]["codes"], valid.dataset[0]["codes"])
+    with pytest.raises((RecipeError, ValueError), match="lead_silence_s"):
+        ASRTask(load_recipe(_recipe(assets, name="lead_bad.toml"), ["task.lead_silence_s=-1.0"]))
+
+
 def test_dsm_data_codes_fills_the_cache_that_training_reads(assets, tmp_path: Path,
                                                             capsys) -> None:
     recipe_path = _recipe(assets, name="codes.toml")

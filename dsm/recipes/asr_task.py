@@ -65,6 +65,7 @@ class ASRTaskConfig:
     extra_heads_num_heads: int = 0          # VAD heads (untrained by this recipe: 0)
     audio_dropout: float = 0.0              # training: share of input audio codes hidden (-1)
     text_dropout: float = 0.0               # training: share of input text tokens hidden (-1)
+    lead_silence_s: float = 0.0             # training: up to this much silence before an item
     init_from: str | None = None            # start from these LM weights: a model directory
                                             # or a `dsm train` checkpoint of the same shapes
 
@@ -77,6 +78,8 @@ class ASRTaskConfig:
             raise ValueError("pad_weight must be in [0, 1]")
         if not (0 <= self.audio_dropout < 1 and 0 <= self.text_dropout < 1):
             raise ValueError("audio_dropout and text_dropout must be in [0, 1)")
+        if not self.lead_silence_s >= 0:
+            raise ValueError("lead_silence_s must be >= 0")
         if self.num_codebooks is not None and self.num_codebooks < 1:
             raise ValueError("num_codebooks must be >= 1")
         if self.extra_heads_num_heads < 0:
@@ -85,15 +88,25 @@ class ASRTaskConfig:
 
 class CroppedItems(Dataset):
     """An `AlignedDataset` (built without `max_frames`) with long items cropped to
-    `max_frames`; the window start is drawn from (seed, epoch, index) only."""
+    `max_frames`; the window start is drawn from (seed, epoch, index) only.
 
-    def __init__(self, dataset: AlignedDataset, max_frames: int, seed: int, random_crop: bool) -> None:
+    With `silence_codes` ([K, L] codes of the codec on near-silence) and `lead_frames` > 0,
+    each item first gets a drawn number (0 to `lead_frames`, within `max_frames`) of
+    silent frames in front, text pad over them: speech need not start where the stream does.
+    """
+
+    def __init__(self, dataset: AlignedDataset, max_frames: int, seed: int, random_crop: bool,
+                 lead_frames: int = 0, silence_codes: Tensor | None = None,
+                 pad_id: int = 0) -> None:
         self.dataset = dataset
         self.max_frames = max_frames
         self.seed = seed
         self.random_crop = random_crop
         self.epoch = 0
         self.skipped = dataset.skipped
+        self.lead_frames = lead_frames
+        self.silence_codes = silence_codes
+        self.pad_id = pad_id
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -105,6 +118,19 @@ class CroppedItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.dataset[index]
         length = item["codes"].shape[-1]
+        room = min(self.lead_frames, self.max_frames - length)
+        if room > 0 and self.silence_codes is not None:
+            draw = random.Random(f"asr-lead|{self.seed}|{self.epoch}|{index}")
+            lead = draw.randint(0, room)
+            if lead > 0:
+                item = dict(item)
+                codes, mask = item["codes"], item["mask"]
+                front = torch.full((codes.shape[0], lead), self.pad_id, dtype=codes.dtype)
+                front[1:] = self.silence_codes[: codes.shape[0] - 1, -lead:]
+                item["codes"] = torch.cat([front, codes], dim=-1)
+                item["mask"] = torch.cat([torch.ones_like(front, dtype=torch.bool), mask], -1)
+                item["length"] = length + lead
+                length += lead
         if length > self.max_frames:
             start = 0
             if self.random_crop:
@@ -223,7 +249,23 @@ class ASRTask(Task):
             )
         except DatasetError as error:
             raise RecipeError(f"{self.recipe.source}: {split} data: {error}") from None
-        return CroppedItems(dataset, config.max_frames, self.recipe.seed, random_crop=split == "train")
+        lead_frames = round(config.lead_silence_s * float(self.codec.frame_rate))
+        if split != "train" or lead_frames == 0:
+            return CroppedItems(dataset, config.max_frames, self.recipe.seed,
+                                random_crop=split == "train")
+        return CroppedItems(dataset, config.max_frames, self.recipe.seed, random_crop=True,
+                            lead_frames=lead_frames, silence_codes=self._silence_codes(lead_frames),
+                            pad_id=self.tokenizer.pad_id)
+
+    def _silence_codes(self, frames: int) -> Tensor:
+        """Codes `[K, frames]` of faint noise (-75 dBFS, as the corpora's noise floor) after
+        the codec has settled on it."""
+        rate = int(self.codec.sample_rate)
+        samples = (frames + 25) * round(rate / float(self.codec.frame_rate))
+        noise = torch.randn(1, 1, samples, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            codes = self.codec.encode(noise * 10 ** (-75 / 20))
+        return codes[0, : self.config.num_codebooks or codes.shape[1], -frames:].cpu()
 
     def collate(self, items: list[Any]) -> Any:
         batch = collate(items)
