@@ -283,9 +283,9 @@ def test_demo_page_captions_real_speech_with_the_default_asr_model(tmp_path: Pat
     # audio until its websocket is open, like any live source, so the first pass may start
     # mid-sentence; the fake device loops the file and brings the sentence round again).
     # Why not word for word: where the stream starts decides the 80 ms frame phase, and
-    # the default model hears "forty six" for "thirty six" at 2 of 16 phases; and it hears
-    # badly once speech starts more than 1.5 s into a stream, so a late pass is no sure
-    # second chance (see the README's "Known limits").
+    # a default model has heard "forty six" for "thirty six" at 2 of 16 phases; and it
+    # hears a later utterance in the same stream badly, so a late pass is no sure second
+    # chance (see the README's "Known limits").
     assert contains_words(state.get("captions", []), expected, max_wrong=1), \
         (" ".join(state.get("captions", [])), state.get("mic"), state.get("micStatus"))
     assert state["micStatus"].startswith("listening"), state
