@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from dsm.recipes.config import RecipeError
-from dsm.recipes.dataset import AlignedDataset, DatasetError, collate
+from dsm.recipes.dataset import AlignedDataset, DatasetError, _device_of, collate
 from dsm.recipes.tasks import Metrics, Split, Task, load_initial_lm_weights, register_task
 
 MODEL_DIR = "model"  # export: OUT/model
@@ -90,23 +90,26 @@ class CroppedItems(Dataset):
     """An `AlignedDataset` (built without `max_frames`) with long items cropped to
     `max_frames`; the window start is drawn from (seed, epoch, index) only.
 
-    With `silence_codes` ([K, L] codes of the codec on near-silence) and `lead_frames` > 0,
-    each item first gets a drawn number (0 to `lead_frames`, within `max_frames`) of
-    silent frames in front, text pad over them: speech need not start where the stream does.
+    With `silence_codes` ([K, L] codes of the codec on near-silence), each item first gets
+    a drawn number (0 to L, within `max_frames`) of silent frames in front, text pad over
+    them: speech need not start where the stream does.
     """
 
     def __init__(self, dataset: AlignedDataset, max_frames: int, seed: int, random_crop: bool,
-                 lead_frames: int = 0, silence_codes: Tensor | None = None,
-                 pad_id: int = 0) -> None:
+                 silence_codes: Tensor | None = None, pad_id: int = 0) -> None:
         self.dataset = dataset
         self.max_frames = max_frames
         self.seed = seed
         self.random_crop = random_crop
         self.epoch = 0
         self.skipped = dataset.skipped
-        self.lead_frames = lead_frames
         self.silence_codes = silence_codes
         self.pad_id = pad_id
+
+    @property
+    def lead_frames(self) -> int:
+        """The most silent frames put before an item (0: none)."""
+        return 0 if self.silence_codes is None else self.silence_codes.shape[-1]
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -119,14 +122,14 @@ class CroppedItems(Dataset):
         item = self.dataset[index]
         length = item["codes"].shape[-1]
         room = min(self.lead_frames, self.max_frames - length)
-        if room > 0 and self.silence_codes is not None:
+        if room > 0:
             draw = random.Random(f"asr-lead|{self.seed}|{self.epoch}|{index}")
             lead = draw.randint(0, room)
             if lead > 0:
                 item = dict(item)
                 codes, mask = item["codes"], item["mask"]
                 front = torch.full((codes.shape[0], lead), self.pad_id, dtype=codes.dtype)
-                front[1:] = self.silence_codes[: codes.shape[0] - 1, -lead:]
+                front[1:] = self.silence_codes[:, -lead:]
                 item["codes"] = torch.cat([front, codes], dim=-1)
                 item["mask"] = torch.cat([torch.ones_like(front, dtype=torch.bool), mask], -1)
                 item["length"] = length + lead
@@ -250,11 +253,10 @@ class ASRTask(Task):
         except DatasetError as error:
             raise RecipeError(f"{self.recipe.source}: {split} data: {error}") from None
         lead_frames = round(config.lead_silence_s * float(self.codec.frame_rate))
-        if split != "train" or lead_frames == 0:
-            return CroppedItems(dataset, config.max_frames, self.recipe.seed,
-                                random_crop=split == "train")
-        return CroppedItems(dataset, config.max_frames, self.recipe.seed, random_crop=True,
-                            lead_frames=lead_frames, silence_codes=self._silence_codes(lead_frames),
+        silence = (self._silence_codes(lead_frames) if split == "train" and lead_frames > 0
+                   else None)
+        return CroppedItems(dataset, config.max_frames, self.recipe.seed,
+                            random_crop=split == "train", silence_codes=silence,
                             pad_id=self.tokenizer.pad_id)
 
     def _silence_codes(self, frames: int) -> Tensor:
@@ -264,7 +266,7 @@ class ASRTask(Task):
         samples = (frames + 25) * round(rate / float(self.codec.frame_rate))
         noise = torch.randn(1, 1, samples, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            codes = self.codec.encode(noise * 10 ** (-75 / 20))
+            codes = self.codec.encode((noise * 10 ** (-75 / 20)).to(_device_of(self.codec)))
         return codes[0, : self.config.num_codebooks or codes.shape[1], -frames:].cpu()
 
     def collate(self, items: list[Any]) -> Any:

@@ -126,8 +126,9 @@ def main(args: argparse.Namespace) -> int:
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     if args.list_voices:
         for lang in LANGS:
-            default = set(speakers(lang, ENGINES if lang == "en" else ("espeak",)))
-            for s in speakers(lang, ENGINES if lang == "en" else ("espeak",), True):
+            engines_of_lang = ENGINES if lang == "en" else ("espeak",)
+            default = set(speakers(lang, engines_of_lang))
+            for s in speakers(lang, engines_of_lang, rough_voices=True):
                 note = "" if s in default else "  (--rough-voices)"
                 print(f"{s.id:32s} {s.lang} {s.split:5s} rate {s.rate:.3f} pitch {s.pitch:.3f}"
                       f"{note}")
