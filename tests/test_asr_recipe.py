@@ -326,6 +326,64 @@ def test_lead_silence_puts_silent_frames_before_training_items_only(assets) -> N
         ASRTask(load_recipe(_recipe(assets, name="lead_bad.toml"), ["task.lead_silence_s=-1.0"]))
 
 
+def test_chained_items_are_streams_of_utterances_with_silence_between(assets) -> None:
+    """task.chain_fraction: that share of training items are streams of several utterances
+    of the corpus, each after a drawn gap of the codec's silence codes (text pad over it),
+    filling max_frames, the last one cut; the same draw for the same (seed, epoch, index);
+    validation items are never chained."""
+    recipe = load_recipe(_recipe(assets, name="chain.toml"),
+                         ["task.chain_fraction=0.5", "task.chain_gap_s=[0.4, 1.0]",
+                          "task.max_frames=120"])
+    task = ASRTask(recipe)
+    train = task.build_dataset("train")
+    rate = float(task.codec.frame_rate)
+    low, high = round(0.4 * rate), round(1.0 * rate)
+    assert train.gap_frames == (low, high) and train.silence_codes.shape[-1] == high
+    plain = [train.dataset[i]["codes"] for i in range(len(train))]
+
+    def silence(frames: int) -> torch.Tensor:
+        return torch.cat([torch.full((1, frames), task.tokenizer.pad_id),
+                          train.silence_codes[:, high - frames:]])
+
+    def parse(codes: torch.Tensor, start: int) -> list[tuple[int, int]]:
+        """(gap, utterance index) pairs that make up codes[:, start:], the last one cut."""
+        if start >= codes.shape[-1]:
+            return []
+        for gap in range(low, high + 1):
+            for j, utterance in enumerate(plain):
+                end = min(codes.shape[-1], start + gap + utterance.shape[-1])
+                if (end > start + gap
+                        and torch.equal(codes[:, start:start + gap], silence(gap))
+                        and torch.equal(codes[:, start + gap:end], utterance[:, :end - start - gap])):
+                    rest = parse(codes, end)
+                    if end == codes.shape[-1] or rest:
+                        return [(gap, j)] + rest
+        return []
+
+    chained, gaps = 0, set()
+    for index in range(len(train)):
+        item, first = train[index], plain[index]
+        codes = item["codes"]
+        assert torch.equal(codes[:, :first.shape[-1]], first)  # the item's own utterance first
+        assert item["mask"].all() and torch.equal(train[index]["codes"], codes)  # same draw
+        if codes.shape[-1] == first.shape[-1]:
+            continue
+        chained += 1
+        assert codes.shape[-1] == item["length"] == 120  # filled, the last utterance cut
+        following = parse(codes, first.shape[-1])
+        assert len(following) >= 2, following  # several utterances, each after silence
+        gaps.update(gap for gap, _ in following)
+    assert 0 < chained < len(train), chained  # about half of them
+    assert len(gaps) > 1, gaps  # the gaps are drawn
+
+    recipe.data.valid_manifest = recipe.data.train_manifest
+    valid = task.build_dataset("valid")
+    assert all(torch.equal(valid[i]["codes"], valid.dataset[i]["codes"]) for i in range(len(valid)))
+    for bad in (["task.chain_fraction=1.5"], ["task.chain_gap_s=[2.0, 1.0]"]):
+        with pytest.raises((RecipeError, ValueError), match="chain_"):
+            ASRTask(load_recipe(_recipe(assets, name="chain_bad.toml"), bad))
+
+
 def test_dsm_data_codes_fills_the_cache_that_training_reads(assets, tmp_path: Path,
                                                             capsys) -> None:
     recipe_path = _recipe(assets, name="codes.toml")

@@ -9,7 +9,10 @@ a `MultistreamLM` with `dep_q = 0`: it only predicts text, teacher-forced on the
 token tensor (`lm.forward`, moshi's meaning: logits at position t predict row 0 at t from
 everything before t). Items longer than `max_frames` are cropped to a window drawn from
 (seed, epoch, index); shorter ones are not padded here, the batch pads to its longest item
-(-1: zero embedding, no loss).
+(-1: zero embedding, no loss). `CroppedItems` can put silence before an item
+(`lead_silence_s`) and make items streams of several utterances (`chain_fraction`): a live
+stream starts anywhere and goes on past its first utterance. A `max_frames` above the
+model's `context` trains on streams longer than its attention window, as a long session is.
 
 Loss: cross-entropy of the text row over its valid positions, with pad targets weighted
 by `pad_weight` (they are most positions; a lower weight keeps the rare word tokens from
@@ -66,6 +69,9 @@ class ASRTaskConfig:
     audio_dropout: float = 0.0              # training: share of input audio codes hidden (-1)
     text_dropout: float = 0.0               # training: share of input text tokens hidden (-1)
     lead_silence_s: float = 0.0             # training: up to this much silence before an item
+    chain_fraction: float = 0.0             # training: share of items that are streams of
+                                            # several utterances, filling max_frames
+    chain_gap_s: tuple[float, float] = (0.3, 4.0)  # training: silence between them, seconds
     init_from: str | None = None            # start from these LM weights: a model directory
                                             # or a `dsm train` checkpoint of the same shapes
 
@@ -80,6 +86,12 @@ class ASRTaskConfig:
             raise ValueError("audio_dropout and text_dropout must be in [0, 1)")
         if not self.lead_silence_s >= 0:
             raise ValueError("lead_silence_s must be >= 0")
+        if not 0 <= self.chain_fraction <= 1:
+            raise ValueError("chain_fraction must be in [0, 1]")
+        low, high = self.chain_gap_s
+        if not 0 <= low <= high:
+            raise ValueError(f"chain_gap_s must be [low, high] with 0 <= low <= high, "
+                             f"got {list(self.chain_gap_s)}")
         if self.num_codebooks is not None and self.num_codebooks < 1:
             raise ValueError("num_codebooks must be >= 1")
         if self.extra_heads_num_heads < 0:
@@ -90,13 +102,27 @@ class CroppedItems(Dataset):
     """An `AlignedDataset` (built without `max_frames`) with long items cropped to
     `max_frames`; the window start is drawn from (seed, epoch, index) only.
 
-    With `silence_codes` ([K, L] codes of the codec on near-silence), each item first gets
-    a drawn number (0 to L, within `max_frames`) of silent frames in front, text pad over
-    them: speech need not start where the stream does.
+    `silence_codes` (`[K, L]` codes of the codec on near-silence) make two kinds of
+    training streams, both with text pad over the silence:
+    - `lead_frames` > 0: each item first gets a drawn number (0 to `lead_frames`, within
+      `max_frames`) of silent frames in front: speech need not start where the stream does.
+    - `chain_fraction` > 0: that share of the items are streams of several utterances.
+      Drawn items follow the first, each after a drawn gap of `gap_frames` (low, high)
+      silent frames, until `max_frames` is filled (the last one cut short). A live stream
+      holds one utterance after another. A model trained on single ones hears the first
+      and then loses its way. With `max_frames` above the model's attention window, the
+      later ones are also heard without the stream's start in view, as in a long session.
     """
 
     def __init__(self, dataset: AlignedDataset, max_frames: int, seed: int, random_crop: bool,
-                 silence_codes: Tensor | None = None, pad_id: int = 0) -> None:
+                 silence_codes: Tensor | None = None, pad_id: int = 0, lead_frames: int = 0,
+                 chain_fraction: float = 0.0, gap_frames: tuple[int, int] = (0, 0)) -> None:
+        needed = max(lead_frames, gap_frames[1] if chain_fraction > 0 else 0)
+        if needed > 0 and (silence_codes is None or silence_codes.shape[-1] < needed):
+            raise ValueError(f"silence_codes must hold at least {needed} frames")
+        if not 0 <= gap_frames[0] <= gap_frames[1]:
+            raise ValueError(f"gap_frames must be (low, high) with 0 <= low <= high, "
+                             f"got {gap_frames}")
         self.dataset = dataset
         self.max_frames = max_frames
         self.seed = seed
@@ -105,11 +131,9 @@ class CroppedItems(Dataset):
         self.skipped = dataset.skipped
         self.silence_codes = silence_codes
         self.pad_id = pad_id
-
-    @property
-    def lead_frames(self) -> int:
-        """The most silent frames put before an item (0: none)."""
-        return 0 if self.silence_codes is None else self.silence_codes.shape[-1]
+        self.lead_frames = lead_frames
+        self.chain_fraction = chain_fraction
+        self.gap_frames = gap_frames
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -118,28 +142,44 @@ class CroppedItems(Dataset):
         self.epoch = epoch
         self.dataset.set_epoch(epoch)
 
+    def _silence(self, frames: int) -> tuple[Tensor, Tensor]:
+        """`frames` of silence: text pad over the codec's silence codes, all valid."""
+        assert self.silence_codes is not None
+        codes = torch.full((1 + self.silence_codes.shape[0], frames), self.pad_id,
+                           dtype=torch.long)
+        codes[1:] = self.silence_codes[:, self.silence_codes.shape[-1] - frames:]
+        return codes, torch.ones_like(codes, dtype=torch.bool)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.dataset[index]
+        item = dict(self.dataset[index])
+        parts = [(item["codes"], item["mask"])]
         length = item["codes"].shape[-1]
         room = min(self.lead_frames, self.max_frames - length)
         if room > 0:
-            draw = random.Random(f"asr-lead|{self.seed}|{self.epoch}|{index}")
-            lead = draw.randint(0, room)
+            lead = random.Random(f"asr-lead|{self.seed}|{self.epoch}|{index}").randint(0, room)
             if lead > 0:
-                item = dict(item)
-                codes, mask = item["codes"], item["mask"]
-                front = torch.full((codes.shape[0], lead), self.pad_id, dtype=codes.dtype)
-                front[1:] = self.silence_codes[:, -lead:]
-                item["codes"] = torch.cat([front, codes], dim=-1)
-                item["mask"] = torch.cat([torch.ones_like(front, dtype=torch.bool), mask], -1)
-                item["length"] = length + lead
+                parts.insert(0, self._silence(lead))
                 length += lead
+        chained = False
+        if self.chain_fraction > 0 and length < self.max_frames:
+            draw = random.Random(f"asr-chain|{self.seed}|{self.epoch}|{index}")
+            chained = draw.random() < self.chain_fraction
+            while chained and length < self.max_frames:
+                gap = draw.randint(*self.gap_frames)
+                following = self.dataset[draw.randrange(len(self.dataset))]
+                if gap > 0:
+                    parts.append(self._silence(gap))
+                parts.append((following["codes"], following["mask"]))
+                length += gap + following["codes"].shape[-1]
+        if len(parts) > 1:
+            item["codes"] = torch.cat([codes for codes, _ in parts], dim=-1)
+            item["mask"] = torch.cat([mask for _, mask in parts], dim=-1)
+            item["length"] = length
         if length > self.max_frames:
             start = 0
-            if self.random_crop:
+            if self.random_crop and not chained:  # a stream keeps its start, its end is cut
                 draw = random.Random(f"asr-crop|{self.seed}|{self.epoch}|{index}")
                 start = draw.randint(0, length - self.max_frames)
-            item = dict(item)
             item["codes"] = item["codes"][:, start:start + self.max_frames]
             item["mask"] = item["mask"][:, start:start + self.max_frames]
             item["length"] = self.max_frames
@@ -252,12 +292,16 @@ class ASRTask(Task):
             )
         except DatasetError as error:
             raise RecipeError(f"{self.recipe.source}: {split} data: {error}") from None
-        lead_frames = round(config.lead_silence_s * float(self.codec.frame_rate))
-        silence = (self._silence_codes(lead_frames) if split == "train" and lead_frames > 0
-                   else None)
+        rate = float(self.codec.frame_rate)
+        lead_frames = round(config.lead_silence_s * rate) if split == "train" else 0
+        chain_fraction = config.chain_fraction if split == "train" else 0.0
+        gap_frames = (round(config.chain_gap_s[0] * rate), round(config.chain_gap_s[1] * rate))
+        silence_frames = max(lead_frames, gap_frames[1] if chain_fraction > 0 else 0)
+        silence = self._silence_codes(silence_frames) if silence_frames > 0 else None
         return CroppedItems(dataset, config.max_frames, self.recipe.seed,
                             random_crop=split == "train", silence_codes=silence,
-                            pad_id=self.tokenizer.pad_id)
+                            pad_id=self.tokenizer.pad_id, lead_frames=lead_frames,
+                            chain_fraction=chain_fraction, gap_frames=gap_frames)
 
     def _silence_codes(self, frames: int) -> Tensor:
         """Codes `[K, frames]` of faint noise (-75 dBFS, as the corpora's noise floor) after
