@@ -136,14 +136,14 @@ async def kyutai_asr_client(url: str, pcm: np.ndarray, api_key: str = "public_to
 HELD_OUT_SEED = 2026  # the shipped models' corpora were synthesized with seeds 0, 1 and 2
 
 
-def held_out_utterances(count: int) -> list[Any]:
-    """`count` English utterances synthesized by dsm's corpus code with the eval split's
+def held_out_utterances(count: int, first: int = 0) -> list[Any]:
+    """`count` English utterances (draws `first`, `first + 1`, ...) synthesized by dsm's corpus code with the eval split's
     voices only (espeak variants m4 / f3 / klatt3 and flite rms, never in a training set),
     from a seed no training corpus used, so the texts are new draws too. Checks both."""
     from dsm.recipes.synth_corpus import DEFAULT_ENGINES, Job, make_item, speakers
 
     utterances = []
-    for index in range(count):
+    for index in range(first, first + count):
         (utterance,) = make_item(Job(seed=HELD_OUT_SEED, index=index, lang="en", parallel=False,
                                      engines=DEFAULT_ENGINES, eval_fraction=1.0, sample_rate=24000))
         utterances.append(utterance)

@@ -6,12 +6,13 @@ The utterances are synthesized here by dsm's corpus code with the eval split's v
 than the training corpora's, so the texts are new draws too.
 
 The target for a shipped ASR model is a WER of at most 10 %. The model shipped now,
-trained in 7 h 04 min on one CPU thread, measures 0.166 on these utterances (16 of them,
-163 words: two words more than the previous model's 0.153, while it gained on all three
-larger held-out sets; 0.178 on the 231 of the corpus's eval split: 0.03 to 0.07 on
-espeak's held-out variants, 0.37 on the held-out flite voice): short of the target,
-reported as such in the README. This test holds it at `WER_CEILING`, a little above what
-it measures, so that a regression shows.
+trained in 8 h 33 min on a 2-core CPU, measures 0.196 on these utterances (16 of them,
+163 words, 7 of them by the held-out flite voice; the previous model 0.153: these 163
+words move by 0.03 to 0.06 between models that the larger sets rank the other way).
+On the 231 of the corpus's eval split it measures 0.159 (the previous model 0.174): 0.03
+to 0.05 on espeak's held-out variants, 0.34 on the held-out flite voice. Short of the
+target, reported as such in the README. These tests hold it at their ceilings, a little
+above what it measures, so that a regression shows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dsm.recipes.asr_task import transcribe_pcms
 from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
 
 UTTERANCES = 16
-WER_CEILING = 0.18  # measured 0.166 (the target, 0.10, is not met)
+WER_CEILING = 0.22  # measured 0.196 (the target, 0.10, is not met)
 
 
 def test_shipped_asr_model_files_are_small() -> None:
@@ -50,3 +51,52 @@ def test_shipped_asr_wer_on_held_out_speakers_stays_at_its_measured_level() -> N
     # Streaming: every word comes out after the audio of its start has been heard.
     for transcript in transcripts:
         assert all(w["time"] >= w["start"] for w in transcript.words)
+
+
+STREAM_UTTERANCES = 8
+# measured: 0.066 in the stream, 0.104 on the 4 utterances past 20 s, 0.066 each alone
+# (the model before, trained on single utterances only: 0.791 and 1.104)
+STREAM_WER_CEILING = 0.10
+LATE_WER_CEILING = 0.15
+
+
+def test_shipped_asr_hears_one_utterance_after_another_in_a_long_stream() -> None:
+    """A live caption stream holds one utterance after another, with pauses, for longer
+    than the model's 20 s attention window. Held-out utterances spoken in one stream of
+    about 55 s (0.5 to 3 s of near-silence between them) are heard about as well as each
+    in a stream of its own, the ones past the window included: held at `STREAM_WER_CEILING`
+    and `LATE_WER_CEILING`, a little above what the shipped model measures."""
+    model = load_model_dir(resolve_model(None, "asr"))
+    rate = model.codec.sample_rate
+    window_s = model.lm.config.context / model.frame_rate
+    utterances = held_out_utterances(STREAM_UTTERANCES, first=UTTERANCES)
+    pcms = [u.audio.astype(np.float32) / 32768.0 for u in utterances]
+    rng = np.random.default_rng(0)
+    parts, spans, now = [], [], 0.0
+    for pcm in pcms:
+        gap = rng.uniform(0.5, 3.0)
+        parts += [rng.standard_normal(int(gap * rate)).astype(np.float32) * 10 ** (-75 / 20), pcm]
+        spans.append((now + gap, now + gap + len(pcm) / rate))
+        now = spans[-1][1]
+    parts.append(np.zeros(rate, dtype=np.float32))
+    assert now > window_s + 10  # the later utterances are heard without the stream's start
+    stream, *alone = transcribe_pcms(model, [np.concatenate(parts), *pcms], num_slots=8)
+    # each word goes to the utterance its start time falls nearest (cuts mid-pause)
+    cuts = [0.0] + [(a[1] + b[0]) / 2 for a, b in zip(spans, spans[1:])] + [now + 1.0]
+    stream_counts, alone_counts, shown = [], [], []
+    for (start, _), low, high, utterance, single in zip(spans, cuts, cuts[1:], utterances, alone):
+        heard = " ".join(w["word"] for w in stream.words if low <= w["start"] < high)
+        stream_counts.append(metrics.word_errors(utterance.text, heard))
+        alone_counts.append(metrics.word_errors(utterance.text, single.text))
+        shown.append(f"{start:5.1f} s {utterance.text!r}: stream {heard!r}, alone {single.text!r}")
+    words = sum(c.reference_length for c in stream_counts)
+    stream_wer = sum(c.errors for c in stream_counts) / words
+    alone_wer = sum(c.errors for c in alone_counts) / words
+    late = [c for (start, _), c in zip(spans, stream_counts) if start > window_s]
+    late_wer = sum(c.errors for c in late) / sum(c.reference_length for c in late)
+    report = f"stream WER {stream_wer:.3f}, alone {alone_wer:.3f}, past {window_s:.0f} s " \
+             f"{late_wer:.3f}\n" + "\n".join(shown)
+    assert stream_wer <= STREAM_WER_CEILING and late_wer <= LATE_WER_CEILING, report
+    assert alone_wer <= WER_CEILING, report  # the same utterances, one stream each
+    # Nothing is heard in the pauses: every word starts inside an utterance.
+    assert all(any(a - 0.2 <= w["start"] < b + 0.2 for a, b in spans) for w in stream.words), report
