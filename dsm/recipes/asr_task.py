@@ -1,7 +1,7 @@
 """The ASR recipe (`kind = "asr"`): a multistream LM reads audio codes and writes text that
 lags the audio by `text_delay_s` (Kyutai's STT: 0.5 s = 6 frames at 12.5 Hz).
 
-Each training item is one utterance from `AlignedDataset(task="asr")`: row 0 is the text
+Each item of `AlignedDataset(task="asr")` is one utterance: row 0 is the text
 stream (`dsm.streams.alignment`: word-start and end markers, pads, the word's tokens from
 its start frame, all shifted `text_delay` frames later), rows 1..K the codec codes of the
 audio (extended with silence so the audio lasts as long as the delayed text). The model is
