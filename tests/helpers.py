@@ -137,9 +137,10 @@ HELD_OUT_SEED = 2026  # the shipped models' corpora were synthesized with seeds 
 
 
 def held_out_utterances(count: int, first: int = 0) -> list[Any]:
-    """`count` English utterances (draws `first`, `first + 1`, ...) synthesized by dsm's corpus code with the eval split's
-    voices only (espeak variants m4 / f3 / klatt3 and flite rms, never in a training set),
-    from a seed no training corpus used, so the texts are new draws too. Checks both."""
+    """`count` English utterances (draws `first`, `first + 1`, ...) synthesized by dsm's
+    corpus code with the eval split's voices only (espeak variants m4 / f3 / klatt3 and
+    flite rms, never in a training set), from a seed no training corpus used, so the texts
+    are new draws too. Checks both."""
     from dsm.recipes.synth_corpus import DEFAULT_ENGINES, Job, make_item, speakers
 
     utterances = []

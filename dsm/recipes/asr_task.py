@@ -120,9 +120,6 @@ class CroppedItems(Dataset):
         needed = max(lead_frames, gap_frames[1] if chain_fraction > 0 else 0)
         if needed > 0 and (silence_codes is None or silence_codes.shape[-1] < needed):
             raise ValueError(f"silence_codes must hold at least {needed} frames")
-        if not 0 <= gap_frames[0] <= gap_frames[1]:
-            raise ValueError(f"gap_frames must be (low, high) with 0 <= low <= high, "
-                             f"got {gap_frames}")
         self.dataset = dataset
         self.max_frames = max_frames
         self.seed = seed
