@@ -164,6 +164,34 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
         wide_hidden, wide_logits = wide.eval().forward_temporal(tokens)
     assert torch.allclose(wide_hidden, narrow_hidden, atol=1e-6)
     assert torch.allclose(wide_logits, narrow_logits, atol=1e-6)
+    # ... a deeper model than its source (3 layers from 1) follows each source layer with
+    # copies that add nothing to the residual stream: the same outputs, and the copies'
+    # residual outputs get gradients, so training can put them to use
+    source = tmp_path / "full" / "checkpoints" / "step_00000016.pt"
+    recipe = load_recipe(recipe_path, [f'task.init_from="{source}"', "task.num_layers=3"])
+    deep = ASRTask(recipe).build_models()["model"]
+    assert len(deep.transformer.layers) == 3
+    first, *copies = deep.transformer.layers
+    for copy in copies:
+        assert torch.equal(copy.self_attn.in_proj_weight, first.self_attn.in_proj_weight)
+        assert torch.equal(copy.gating.linear_in.weight, first.gating.linear_in.weight)
+        assert not copy.self_attn.out_proj.weight.any() and not copy.gating.linear_out.weight.any()
+    with torch.no_grad():
+        shallow_hidden, shallow_logits = model.lm.eval().forward_temporal(tokens)
+        deep_hidden, deep_logits = deep.eval().forward_temporal(tokens)
+    assert torch.allclose(deep_hidden, shallow_hidden, atol=1e-5)
+    assert torch.allclose(deep_logits, shallow_logits, atol=1e-5)
+    deep.train().forward_temporal(tokens)[1].square().sum().backward()
+    assert all(copy.self_attn.out_proj.weight.grad.abs().sum() > 0 for copy in copies)
+    # ... and a depth that is not a multiple of the source's is refused, naming the layers
+    recipe = load_recipe(recipe_path, [f'task.init_from="{tmp_path / "two-codebooks.pt"}"',
+                                       "task.num_layers=2", "task.num_codebooks=2"])
+    two_layers = ASRTask(recipe).build_models()["model"]
+    torch.save({"models": {"model": two_layers.state_dict()}}, tmp_path / "two-layers.pt")
+    recipe = load_recipe(recipe_path, [f'task.init_from="{tmp_path / "two-layers.pt"}"',
+                                       "task.num_layers=3", "task.num_codebooks=2"])
+    with pytest.raises(RecipeError, match="(?s)do not fit.*transformer.layers.2"):
+        ASRTask(recipe).build_models()
     # ... and weights of another shape are a recipe error, not a torch traceback
     torch.save({"models": {"model": {"stray": torch.zeros(1)}}}, tmp_path / "other-shapes.pt")
     recipe = load_recipe(recipe_path, [f'task.init_from="{tmp_path / "other-shapes.pt"}"'])
