@@ -5,12 +5,14 @@ model directory), the delayed text layout it trains on, the streaming transcript
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file, save_file
 
 from dsm import cli
 from dsm.codecs import Mimi, MimiConfig, save_codec
@@ -112,7 +114,8 @@ context = 50
     return path
 
 
-def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: Path) -> None:
+def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: Path,
+                                                               capsys) -> None:
     recipe_path = _recipe(assets)
     full = Trainer(load_recipe(recipe_path), tmp_path / "full").fit()
     assert full.step == 16
@@ -207,6 +210,35 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
     shipped = load_model_dir(shared / "asr")
     for key, value in model.lm.state_dict().items():
         assert torch.equal(shipped.lm.state_dict()[key], value), key
+
+    # `dsm ship --average`: the mean of model directories' weights, in float16 if asked
+    def variant(name: str, change, codec: str = "../codec") -> Path:
+        directory = shared / name
+        shutil.copytree(shared / "asr", directory)
+        weights = load_file(str(directory / "model.safetensors"))
+        save_file(change(weights), str(directory / "model.safetensors"))
+        config = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps({**config, "codec": codec}))
+        return directory
+
+    shifted = variant("shifted", lambda w: {k: v + 1 if v.is_floating_point() else v
+                                             for k, v in w.items()})
+    assert cli.main(["ship", "asr", str(shared / "asr"), str(shared / "mean"),
+                     "--average", str(shifted), "--dtype", "float16"]) == 0
+    mean = load_model_dir(shared / "mean")
+    for key, value in model.lm.state_dict().items():
+        assert torch.allclose(mean.lm.state_dict()[key], (value + 0.5).half().float()), key
+    # ... refused, writing nothing, for weights of another shape or another codec
+    missing = variant("missing", lambda w: {k: v for k, v in w.items() if k != "emb.0.weight"})
+    torch.manual_seed(5)
+    save_codec(Mimi(TINY_MIMI), shared / "codec2")  # fresh weights: another fingerprint
+    elsewhere = variant("elsewhere", lambda w: w, codec="../codec2")
+    for other, message in ((missing, "differ in names (emb.0.weight)"),
+                           (elsewhere, "made with another codec")):
+        assert cli.main(["ship", "asr", str(shared / "asr"), str(tmp_path / "refused"),
+                         "--average", str(other)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused").exists()
 
 
 def test_training_items_put_the_text_behind_the_audio(assets) -> None:

@@ -3,6 +3,7 @@
   dsm ship codec RUN/codec dsm/assets/codec --dtype float16
   dsm ship codec RUN/checkpoints/step_00000800.pt dsm/assets/codec   (a run in progress)
   dsm ship asr RUN/model dsm/assets/asr --dtype float16   (also tts, translation)
+  dsm ship asr RUN2/model dsm/assets/asr --average RUN1/model   (the two models' mean)
 
 A codec is re-saved, optionally in float16 (half the bytes; loading casts back to float32).
 A model directory is copied, its LM weights optionally cast the same way (config.json then
@@ -12,6 +13,11 @@ folder: its config.json names the shared codec instead
 weights fingerprint of the codec it was trained with, so that loading it with any other
 codec is caught instead of producing noise. Ship the codec first and train the models on
 the shipped copy (task.codec = "dsm/assets/codec"): the fingerprints then agree.
+
+`--average DIR ...` ships the mean of the source's LM weights and those of other model
+directories of the same shape (a weight average, e.g. of two stages of one model: it can
+generalise better than either). They must share the tokenizer and the codec (by weights
+fingerprint); the config is the source's.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -42,38 +49,92 @@ def ship_codec(source: str | Path, target: str | Path, dtype: torch.dtype | None
 
 
 def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../codec",
-                   dtype: torch.dtype | None = None) -> Path:
+                   dtype: torch.dtype | None = None,
+                   average: Sequence[str | Path] = ()) -> Path:
     """Copy the model directory `source` to `target` without its codec; config.json names
     `codec` (a spec, or a path relative to `target`) and records the fingerprint of the
     codec `source` was made with. `dtype` stores the LM's floating weights in that type
-    (recorded as `weights_dtype`). Files of a model directory already in `target` are
-    replaced; nothing else there is touched."""
+    (recorded as `weights_dtype`). With `average`, the LM weights are the mean of the
+    source's and those model directories' (`average_weights`). Files of a model directory
+    already in `target` are replaced; nothing else there is touched."""
     from safetensors.torch import load_file, save_file
 
+    source, target = Path(source), Path(target)
+    raw = _read_model_config(source)
+    raw["codec_fingerprint"] = _codec_fingerprint(source, raw)
+    raw["codec"] = codec
+    weights = str(raw.get("moshi_name", "model.safetensors"))
+    tokenizer = str(raw.get("tokenizer_name", "tokenizer.model"))
+    state = average_weights(source, average) if average else None
+    target.mkdir(parents=True, exist_ok=True)
+    if state is None and dtype is None:
+        shutil.copy(source / weights, target / weights)
+    else:
+        state = state if state is not None else load_file(str(source / weights))
+        if dtype is not None:
+            state = {key: value.to(dtype) if value.is_floating_point() else value
+                     for key, value in state.items()}
+            raw["weights_dtype"] = str(dtype).removeprefix("torch.")
+        save_file(state, str(target / weights))
+    shutil.copy(source / tokenizer, target / tokenizer)
+    (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    return target
+
+
+def average_weights(source: str | Path, others: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+    """The mean of the LM weights of the model directory `source` and of `others`, in
+    float32 (integer tensors must agree and are kept). A ValueError when a directory's
+    weights differ in names or shapes, or it was made with another tokenizer or codec:
+    such an average would be noise, not a model."""
+    from safetensors.torch import load_file
+
+    source = Path(source)
+    raw = _read_model_config(source)
+    fingerprint = _codec_fingerprint(source, raw)
+    tokenizer = (source / str(raw.get("tokenizer_name", "tokenizer.model"))).read_bytes()
+    state = load_file(str(source / str(raw.get("moshi_name", "model.safetensors"))))
+    total = {key: value.float() if value.is_floating_point() else value
+             for key, value in state.items()}
+    for other in map(Path, others):
+        other_raw = _read_model_config(other)
+        other_state = load_file(str(other / str(other_raw.get("moshi_name",
+                                                                  "model.safetensors"))))
+        if sorted(other_state) != sorted(state):
+            names = sorted(set(other_state) ^ set(state))
+            raise ValueError(f"cannot average {other} with {source}: their weights differ in "
+                             f"names ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
+        for key, value in other_state.items():
+            if value.shape != state[key].shape:
+                raise ValueError(f"cannot average {other} with {source}: {key} is "
+                                 f"{tuple(value.shape)} there, {tuple(state[key].shape)} here")
+            if value.is_floating_point():
+                total[key] += value.float()
+            elif not torch.equal(value, state[key]):
+                raise ValueError(f"cannot average {other} with {source}: the integer "
+                                 f"tensor {key} differs")
+        if (other / str(other_raw.get("tokenizer_name", "tokenizer.model"))).read_bytes() != tokenizer:
+            raise ValueError(f"cannot average {other} with {source}: another tokenizer")
+        if _codec_fingerprint(other, other_raw) != fingerprint:
+            raise ValueError(f"cannot average {other} with {source}: made with another codec")
+    count = 1 + len(others)
+    return {key: value / count if value.is_floating_point() else value
+            for key, value in total.items()}
+
+
+def _read_model_config(directory: Path) -> dict:
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{directory} is not a model directory: config.json is missing")
+    return json.loads(config_file.read_text())
+
+
+def _codec_fingerprint(directory: Path, raw: dict) -> str:
+    """The fingerprint of the codec a model directory names (recorded, or computed)."""
     from dsm.codecs import load_codec
     from dsm.recipes.dataset import codec_fingerprint
     from dsm.streaming.model_dir import codec_spec
 
-    source, target = Path(source), Path(target)
-    config_file = source / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{source} is not a model directory: config.json is missing")
-    raw = json.loads(config_file.read_text())
-    raw["codec_fingerprint"] = codec_fingerprint(load_codec(codec_spec(source, raw)))
-    raw["codec"] = codec
-    target.mkdir(parents=True, exist_ok=True)
-    weights = str(raw.get("moshi_name", "model.safetensors"))
-    tokenizer = str(raw.get("tokenizer_name", "tokenizer.model"))
-    if dtype is None:
-        shutil.copy(source / weights, target / weights)
-    else:
-        state = load_file(str(source / weights))
-        save_file({key: value.to(dtype) if value.is_floating_point() else value
-                   for key, value in state.items()}, str(target / weights))
-        raw["weights_dtype"] = str(dtype).removeprefix("torch.")
-    shutil.copy(source / tokenizer, target / tokenizer)
-    (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
-    return target
+    return codec_fingerprint(load_codec(codec_spec(directory, raw)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="store the floating-point weights in this type (float16: half "
                         "the bytes; default: as trained); they load back as float32")
+    parser.add_argument("--average", nargs="+", default=[], metavar="DIR",
+                        help="models only: ship the mean of SOURCE's weights and these model "
+                        "directories' (same shape, tokenizer and codec)")
     parser.add_argument("--codec", default="../codec",
                         help="models only: the codec the shipped config names, relative to "
                         "TARGET (default: ../codec, the shared dsm/assets/codec)")
@@ -96,9 +160,11 @@ def main(args: argparse.Namespace) -> int:
     dtype = DTYPES[args.dtype] if args.dtype else None
     try:
         if args.kind == "codec":
+            if args.average:
+                raise ValueError("--average is for model directories, not codecs")
             written = ship_codec(args.source, args.target, dtype)
         else:
-            written = ship_model_dir(args.source, args.target, args.codec, dtype)
+            written = ship_model_dir(args.source, args.target, args.codec, dtype, args.average)
     except (OSError, ValueError) as error:
         print(f"dsm ship: error: {error}", file=sys.stderr)
         return 2
