@@ -12,6 +12,7 @@ import soundfile
 from dsm.cli import main as dsm_main
 from dsm.recipes.cmd_perturb import PerturbError, pitch_row, tempo_row, treble_row, warp_row
 from dsm.recipes.manifest import read_manifest
+from dsm.recipes.random_eq import OCTAVE_POINTS_HZ
 
 RATE = 16_000
 
@@ -235,3 +236,57 @@ def test_warps_move_formants_and_keep_pitch_timing_and_loudness(tmp_path: Path, 
     (tmp_path / "a.wav").write_bytes(b"RIFF0000WAVEnot audio at all")
     with pytest.raises(PerturbError, match="cannot read .*a.wav"):
         warp_row(row, 1.1, tmp_path / "o" / "w.wav")
+
+
+def test_random_eq_copies_follow_their_drawn_curves_and_keep_timing_and_loudness(
+        tmp_path: Path, capsys) -> None:
+    points = OCTAVE_POINTS_HZ[:-1]  # 8 kHz is this corpus's Nyquist frequency
+    t = np.arange(RATE) / RATE  # one tone at each octave point, each well apart
+    tones = sum(0.1 * np.sin(2 * np.pi * hz * t) for hz in points)
+    manifest = _corpus(tmp_path, tones)
+    command = ["data", "perturb", str(manifest), "--random-eq", "2", "--eq-range", "10",
+               "--no-original", "--no-progress"]
+    assert dsm_main([*command, "--out", str(tmp_path / "eq")]) == 0
+    assert "2 rows" in capsys.readouterr().out
+    rows, skipped = read_manifest(tmp_path / "eq" / "train.jsonl", require_words=True)
+    assert not skipped and [r.id for r in rows] == ["a-req0", "a-req1"]
+    before = np.array([_band_level_db(tones, hz) for hz in points])
+    curves = []
+    for row in rows:
+        gains = row.extra["eq_gains_db"]
+        assert len(gains) == len(OCTAVE_POINTS_HZ) and all(abs(g) <= 10 for g in gains)
+        audio, rate = soundfile.read(row.audio, dtype="float32")
+        assert rate == RATE and audio.size == RATE and row.duration == 1.0
+        assert [(w.start, w.end) for w in row.words] == [(0.25, 0.5), (0.5, 0.75)]
+        assert np.sqrt(np.mean(audio ** 2)) == pytest.approx(np.sqrt(np.mean(tones ** 2)),
+                                                             rel=0.02)  # loudness kept
+        change = np.array([_band_level_db(audio, hz) for hz in points]) - before
+        # each tone moves by its point's gain, up to the common level correction
+        expected = np.array(gains[:-1])
+        assert change - change.mean() == pytest.approx(expected - expected.mean(), abs=0.5)
+        curves.append(gains)
+    assert curves[0] != curves[1]  # each copy has its own curve
+    # the same seed makes the same corpus; another seed, other curves
+    assert dsm_main([*command, "--out", str(tmp_path / "again")]) == 0
+    again, _ = read_manifest(tmp_path / "again" / "train.jsonl")
+    assert [r.extra["eq_gains_db"] for r in again] == curves
+    assert (Path(again[0].audio).read_bytes() == Path(rows[0].audio).read_bytes())
+    assert dsm_main([*command, "--out", str(tmp_path / "other"), "--seed", "1"]) == 0
+    other, _ = read_manifest(tmp_path / "other" / "train.jsonl")
+    assert other[0].extra["eq_gains_db"] != curves[0]
+    capsys.readouterr()
+
+
+def test_random_eq_refuses_bad_options_and_silent_audio(tmp_path: Path, capsys) -> None:
+    manifest = _corpus(tmp_path)
+    for option, bad in (("--random-eq", "0"), ("--random-eq", "17"), ("--random-eq", "x"),
+                        ("--eq-range", "0"), ("--eq-range", "30"), ("--eq-range", "nan")):
+        with pytest.raises(SystemExit):
+            dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
+                      "--random-eq", "1", option, bad])
+        assert option in capsys.readouterr().err
+    silent = _corpus(tmp_path, np.zeros(RATE))
+    assert dsm_main(["data", "perturb", str(silent), "--out", str(tmp_path / "o"),
+                     "--random-eq", "1", "--no-progress"]) == 2
+    assert "is silent" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "train.jsonl").exists()

@@ -1,4 +1,4 @@
-"""Speed, tempo, pitch, treble and formant perturbation of a word-aligned corpus: more voices.
+"""Speed, tempo, pitch, treble, formant and random-EQ perturbation of a word-aligned corpus.
 
 --speeds: each utterance is resampled so that it plays `speed` times faster at the same
 sample rate: tempo, pitch and formants all move together (a shorter or longer vocal
@@ -32,6 +32,13 @@ only, no sox): the same voice with a shorter (factor > 1) or longer vocal tract.
 separates timbre from the pitch that --pitches and --speeds move along with it. Word times
 are unchanged.
 
+--random-eq N: N copies of each utterance, each through its own random smooth gain curve
+(dsm.recipes.random_eq: one gain per octave from 125 Hz to 8 kHz, uniform within
++-`--eq-range` dB, linear in log frequency between them; zero phase, no sox), loudness and
+timing kept. The draws follow `--seed` and the row's position, so a command makes the
+same corpus again. The spectral balance of a voice then varies as much across the copies
+as it does across voices.
+
 Output folder:
   audio/NNN/*.wav       mono 16-bit PCM at the input's sample rate
   MANIFEST's name       the input rows (unless --no-original), then one row per
@@ -46,6 +53,7 @@ Examples (the corpora of the default ASR model):
   dsm data perturb data/fest/train.jsonl --out data/fest-pitch --pitches 0.84,1.12 --no-original
   dsm data perturb data/asr-mix/dull.jsonl --out data/treble --trebles 12 --no-original
   dsm data perturb data/asr-mix/dull.jsonl --out data/warp --warps 0.88,1.12 --no-original
+  dsm data perturb data/asr-mix/eq-sample.jsonl --out data/eq --random-eq 1 --no-original
 """
 
 from __future__ import annotations
@@ -62,10 +70,11 @@ import numpy as np
 from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
 from dsm.streams.alignment import Word
 
-HELP = ("speed-, tempo-, pitch-, treble- or formant-perturbed copies of a word-aligned "
-        "corpus (more voices and rates)")
+HELP = ("speed-, tempo-, pitch-, treble-, formant- or random-EQ-perturbed copies of a "
+        "word-aligned corpus (more voices and rates)")
 TREBLE_HZ = 3000          # the shelf's corner frequency
 MAX_TREBLE_DB = 20.0
+MAX_EQ_RANGE_DB = 24.0
 PEAK_LIMIT = 10 ** (-1 / 20)  # -1 dBFS
 SOX_PROGRAM = "sox"
 
@@ -174,6 +183,30 @@ def warp_row(row: ManifestRow, factor: float, path: Path) -> ManifestRow:
                        extra={**row.extra, "warp": factor})
 
 
+def random_eq_row(row: ManifestRow, gains_db: list[float], copy: int, path: Path
+                  ) -> ManifestRow:
+    """Write `row`'s audio through the gain curve `gains_db` (dsm.recipes.random_eq) to
+    `path`, at the input's loudness unless that would clip; its row, word times unchanged."""
+    import soundfile
+
+    from dsm.recipes.random_eq import equalize
+
+    try:
+        samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
+        raise PerturbError(f"cannot read {row.audio}: {error}") from error
+    mono = samples.mean(axis=1)
+    if not mono.any():
+        raise PerturbError(f"{row.audio} is silent: nothing to equalise")
+    filtered = at_level_of(mono, equalize(mono, rate, gains_db))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), filtered, rate, subtype="PCM_16")
+    ident = f"{row.id}-req{copy}" if row.id is not None else None
+    return ManifestRow(audio=str(path), duration=filtered.size / rate, text=row.text,
+                       lang=row.lang, speaker=row.speaker, words=list(row.words), id=ident,
+                       extra={**row.extra, "eq_gains_db": list(gains_db)})
+
+
 def _numbers(text: str, option: str) -> list[float]:
     """The comma-separated numbers of an option's value."""
     try:
@@ -189,6 +222,23 @@ def parse_trebles(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"--trebles must be non-zero gains in dB within +-{MAX_TREBLE_DB:g}, got {text!r}")
     return gains
+
+
+def parse_eq_range(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_EQ_RANGE_DB):
+        raise argparse.ArgumentTypeError(
+            f"--eq-range must be a gain in dB in (0, {MAX_EQ_RANGE_DB:g}], got {text!r}")
+    return value
+
+
+def parse_copies(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 16:
+        raise argparse.ArgumentTypeError(f"--random-eq must be a count from 1 to 16, got {text!r}")
+    return int(text)
 
 
 def parse_factors(text: str, option: str = "--speeds") -> list[float]:
@@ -221,7 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--speeds", type=parse_speeds, default=None,
                         help="comma-separated speed factors (pitch moves too; default: "
-                        "0.9,1.1 unless --tempos, --pitches, --trebles or --warps is given)")
+                        "0.9,1.1 unless another perturbation is given)")
     parser.add_argument("--tempos", type=parse_tempos, default=[],
                         help="comma-separated tempo factors, pitch kept (sox), e.g. 0.75,0.85")
     parser.add_argument("--pitches", type=parse_pitches, default=[],
@@ -233,6 +283,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warps", type=parse_warps, default=[],
                         help="comma-separated spectral-envelope (formant) factors, pitch and "
                         "timing kept (no sox), e.g. 0.88,1.12")
+    parser.add_argument("--random-eq", type=parse_copies, default=0, metavar="N",
+                        help="N copies of each utterance, each through its own random smooth "
+                        "gain curve (no sox), e.g. 1")
+    parser.add_argument("--eq-range", type=parse_eq_range, default=12.0, metavar="DB",
+                        help="--random-eq: each octave's gain is drawn within +-DB "
+                        "(default: 12)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="--random-eq: the seed of the draws (default: 0)")
     parser.add_argument("--no-original", action="store_true",
                         help="leave the input rows out of the output manifest")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -253,7 +311,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"dsm data perturb: {len(skipped)} rows of {args.manifest} skipped "
               f"(first: {skipped[0]})", file=sys.stderr)
     sox_options = [name for name in ("tempos", "pitches", "trebles") if getattr(args, name)]
-    chosen = sox_options or args.warps
+    chosen = sox_options or args.warps or args.random_eq
     speeds = args.speeds if args.speeds is not None else ([] if chosen else [0.9, 1.1])
     if sox_options and shutil.which(SOX_PROGRAM) is None:
         option = f"--{sox_options[0]}"
@@ -267,11 +325,17 @@ def main(args: argparse.Namespace) -> int:
             for tag, factors in (("sp", speeds), ("t", args.tempos), ("p", args.pitches),
                                  ("eq", args.trebles), ("w", args.warps))
             for factor in factors for index, row in enumerate(rows)]
+    jobs += [(index, row, "req", copy) for copy in range(args.random_eq)
+             for index, row in enumerate(rows)]
     for index, row, tag, factor in tqdm(jobs, desc="perturb", unit="utt",
                                         disable=args.no_progress):
         path = args.out / "audio" / f"{index // 1000:03d}" / f"{index:06d}_{tag}{factor:g}.wav"
         try:
-            out_rows.append(makers[tag](row, factor, path))
+            if tag == "req":
+                out_rows.append(random_eq_row(row, _eq_gains(args, index, int(factor)),
+                                              int(factor), path))
+            else:
+                out_rows.append(makers[tag](row, factor, path))
         except PerturbError as error:
             print(f"dsm data perturb: error: {error}", file=sys.stderr)
             return 2
@@ -279,5 +343,13 @@ def main(args: argparse.Namespace) -> int:
     count = write_manifest(target, out_rows)
     print(f"wrote {target}: {count} rows ({len(jobs)} perturbed, speeds {speeds}, "
           f"tempos {args.tempos}, pitches {args.pitches}, trebles {args.trebles}, "
-          f"warps {args.warps})")
+          f"warps {args.warps}, random-eq copies {args.random_eq})")
     return 0
+
+
+def _eq_gains(args: argparse.Namespace, index: int, copy: int) -> list[float]:
+    """The gain curve of copy `copy` of row `index`: a function of (seed, index, copy)."""
+    from dsm.recipes.random_eq import draw_gains
+
+    rng = np.random.default_rng([args.seed, index, copy])
+    return draw_gains(rng, args.eq_range)
