@@ -63,6 +63,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -165,31 +166,27 @@ def at_level_of(reference: np.ndarray, audio: np.ndarray) -> np.ndarray:
 def warp_row(row: ManifestRow, factor: float, path: Path) -> ManifestRow:
     """Write `row`'s audio with its spectral envelope stretched by `factor` (pitch, timing
     and loudness kept) to `path`; its row, word times unchanged."""
-    import soundfile
-
     from dsm.recipes.envelope_warp import warp_envelope
 
-    try:
-        samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
-    except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
-        raise PerturbError(f"cannot read {row.audio}: {error}") from error
-    mono = samples.mean(axis=1)
-    warped = at_level_of(mono, warp_envelope(mono, rate, factor))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), warped, rate, subtype="PCM_16")
-    ident = f"{row.id}-w{factor:g}" if row.id is not None else None
-    return ManifestRow(audio=str(path), duration=warped.size / rate, text=row.text,
-                       lang=row.lang, speaker=row.speaker, words=list(row.words), id=ident,
-                       extra={**row.extra, "warp": factor})
+    return _filtered_row(row, lambda mono, rate: warp_envelope(mono, rate, factor), path,
+                         f"w{factor:g}", {"warp": factor})
 
 
 def random_eq_row(row: ManifestRow, gains_db: list[float], copy: int, path: Path
                   ) -> ManifestRow:
     """Write `row`'s audio through the gain curve `gains_db` (dsm.recipes.random_eq) to
     `path`, at the input's loudness unless that would clip; its row, word times unchanged."""
-    import soundfile
-
     from dsm.recipes.random_eq import equalize
+
+    return _filtered_row(row, lambda mono, rate: equalize(mono, rate, gains_db), path,
+                         f"req{copy}", {"eq_gains_db": list(gains_db)})
+
+
+def _filtered_row(row: ManifestRow, process: Callable[[np.ndarray, int], np.ndarray],
+                  path: Path, tag: str, extra: dict[str, object]) -> ManifestRow:
+    """Write `process(mono, rate)` of `row`'s audio to `path` at the input's loudness (or
+    less, not to clip), timing kept; the row that describes it (id "<id>-<tag>")."""
+    import soundfile
 
     try:
         samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
@@ -197,14 +194,14 @@ def random_eq_row(row: ManifestRow, gains_db: list[float], copy: int, path: Path
         raise PerturbError(f"cannot read {row.audio}: {error}") from error
     mono = samples.mean(axis=1)
     if not mono.any():
-        raise PerturbError(f"{row.audio} is silent: nothing to equalise")
-    filtered = at_level_of(mono, equalize(mono, rate, gains_db))
+        raise PerturbError(f"{row.audio} is silent: nothing to filter")
+    processed = at_level_of(mono, process(mono, rate))
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), filtered, rate, subtype="PCM_16")
-    ident = f"{row.id}-req{copy}" if row.id is not None else None
-    return ManifestRow(audio=str(path), duration=filtered.size / rate, text=row.text,
+    soundfile.write(str(path), processed, rate, subtype="PCM_16")
+    ident = f"{row.id}-{tag}" if row.id is not None else None
+    return ManifestRow(audio=str(path), duration=processed.size / rate, text=row.text,
                        lang=row.lang, speaker=row.speaker, words=list(row.words), id=ident,
-                       extra={**row.extra, "eq_gains_db": list(gains_db)})
+                       extra={**row.extra, **extra})
 
 
 def _numbers(text: str, option: str) -> list[float]:
