@@ -228,6 +228,11 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
     mean = load_model_dir(shared / "mean")
     for key, value in model.lm.state_dict().items():
         assert torch.allclose(mean.lm.state_dict()[key], (value + 0.5).half().float()), key
+    assert json.loads((shared / "mean" / "config.json").read_text())["weights_dtype"] == "float16"
+    # ... and of float16 sources, without --dtype, in float32 (and the config says no more)
+    ship_model_dir(shared / "mean", shared / "mean32", average=[shared / "mean"])
+    assert "weights_dtype" not in json.loads((shared / "mean32" / "config.json").read_text())
+    assert load_file(str(shared / "mean32" / "model.safetensors"))["emb.0.weight"].dtype == torch.float32
     # ... refused, writing nothing, for weights of another shape or another codec
     missing = variant("missing", lambda w: {k: v for k, v in w.items() if k != "emb.0.weight"})
     torch.manual_seed(5)

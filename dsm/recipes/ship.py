@@ -75,6 +75,8 @@ def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../code
             state = {key: value.to(dtype) if value.is_floating_point() else value
                      for key, value in state.items()}
             raw["weights_dtype"] = str(dtype).removeprefix("torch.")
+        else:  # an average is float32, whatever its sources were stored in
+            raw.pop("weights_dtype", None)
         save_file(state, str(target / weights))
     shutil.copy(source / tokenizer, target / tokenizer)
     (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
@@ -129,7 +131,7 @@ def _read_model_config(directory: Path) -> dict:
 
 
 def _codec_fingerprint(directory: Path, raw: dict) -> str:
-    """The fingerprint of the codec a model directory names (recorded, or computed)."""
+    """The fingerprint of the weights of the codec a model directory names."""
     from dsm.codecs import load_codec
     from dsm.recipes.dataset import codec_fingerprint
     from dsm.streaming.model_dir import codec_spec
