@@ -1,9 +1,9 @@
 """Random equalisation: a smooth gain curve over frequency, drawn per utterance.
 
 A recognizer trained on a few synthetic voices learns their spectral balance along with
-their speech: the default ASR model heard the held-out flite voice rms (strong above
-2.4 kHz, weak from 0.6 to 2.4 kHz next to the training flite voices) at WER 0.34, and the
-same audio with its mid band raised 6 dB and its top lowered 3 to 6 dB at 0.24. Training
+their speech: the default ASR model heard the held-out flite voice rms (much stronger
+above 4 kHz, weaker from 0.6 to 2.4 kHz than the training flite voices) at WER 0.34, and
+the same audio with its mid band raised 6 dB and its top lowered 3 to 6 dB at 0.24. Training
 copies under random curves teach it that the balance carries no words.
 
 The curve has one gain per octave point (`OCTAVE_POINTS_HZ`), drawn uniformly within
