@@ -59,6 +59,7 @@ Examples (the corpora of the default ASR model):
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import shutil
 import subprocess
@@ -318,21 +319,19 @@ def main(args: argparse.Namespace) -> int:
     makers = {"sp": perturb_row, "t": tempo_row, "p": pitch_row, "eq": treble_row,
               "w": warp_row}
     out_rows = [] if args.no_original else list(rows)
-    jobs = [(index, row, tag, factor)
-            for tag, factors in (("sp", speeds), ("t", args.tempos), ("p", args.pitches),
-                                 ("eq", args.trebles), ("w", args.warps))
-            for factor in factors for index, row in enumerate(rows)]
-    jobs += [(index, row, "req", copy) for copy in range(args.random_eq)
-             for index, row in enumerate(rows)]
-    for index, row, tag, factor in tqdm(jobs, desc="perturb", unit="utt",
-                                        disable=args.no_progress):
-        path = args.out / "audio" / f"{index // 1000:03d}" / f"{index:06d}_{tag}{factor:g}.wav"
+    # (row index, file-name tag, path -> the perturbed row)
+    jobs: list[tuple[int, str, Callable[[Path], ManifestRow]]] = [
+        (index, f"{tag}{factor:g}", functools.partial(makers[tag], row, factor))
+        for tag, factors in (("sp", speeds), ("t", args.tempos), ("p", args.pitches),
+                             ("eq", args.trebles), ("w", args.warps))
+        for factor in factors for index, row in enumerate(rows)]
+    jobs += [(index, f"req{copy}",
+              functools.partial(random_eq_row, row, _eq_gains(args, index, copy), copy))
+             for copy in range(args.random_eq) for index, row in enumerate(rows)]
+    for index, tag, make in tqdm(jobs, desc="perturb", unit="utt", disable=args.no_progress):
+        path = args.out / "audio" / f"{index // 1000:03d}" / f"{index:06d}_{tag}.wav"
         try:
-            if tag == "req":
-                out_rows.append(random_eq_row(row, _eq_gains(args, index, int(factor)),
-                                              int(factor), path))
-            else:
-                out_rows.append(makers[tag](row, factor, path))
+            out_rows.append(make(path))
         except PerturbError as error:
             print(f"dsm data perturb: error: {error}", file=sys.stderr)
             return 2

@@ -63,22 +63,21 @@ def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../code
     raw = _read_model_config(source)
     raw["codec_fingerprint"] = _codec_fingerprint(source, raw)
     raw["codec"] = codec
-    weights = str(raw.get("moshi_name", "model.safetensors"))
-    tokenizer = str(raw.get("tokenizer_name", "tokenizer.model"))
+    weights, tokenizer = _weights_file(source, raw), _tokenizer_file(source, raw)
     state = average_weights(source, average) if average else None
     target.mkdir(parents=True, exist_ok=True)
     if state is None and dtype is None:
-        shutil.copy(source / weights, target / weights)
+        shutil.copy(weights, target / weights.name)
     else:
-        state = state if state is not None else load_file(str(source / weights))
+        state = state if state is not None else load_file(str(weights))
         if dtype is not None:
             state = {key: value.to(dtype) if value.is_floating_point() else value
                      for key, value in state.items()}
             raw["weights_dtype"] = str(dtype).removeprefix("torch.")
         else:  # an average is float32, whatever its sources were stored in
             raw.pop("weights_dtype", None)
-        save_file(state, str(target / weights))
-    shutil.copy(source / tokenizer, target / tokenizer)
+        save_file(state, str(target / weights.name))
+    shutil.copy(tokenizer, target / tokenizer.name)
     (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
     return target
 
@@ -93,14 +92,13 @@ def average_weights(source: str | Path, others: Sequence[str | Path]) -> dict[st
     source = Path(source)
     raw = _read_model_config(source)
     fingerprint = _codec_fingerprint(source, raw)
-    tokenizer = (source / str(raw.get("tokenizer_name", "tokenizer.model"))).read_bytes()
-    state = load_file(str(source / str(raw.get("moshi_name", "model.safetensors"))))
+    tokenizer = _tokenizer_file(source, raw).read_bytes()
+    state = load_file(str(_weights_file(source, raw)))
     total = {key: value.float() if value.is_floating_point() else value
              for key, value in state.items()}
     for other in map(Path, others):
         other_raw = _read_model_config(other)
-        other_state = load_file(str(other / str(other_raw.get("moshi_name",
-                                                                  "model.safetensors"))))
+        other_state = load_file(str(_weights_file(other, other_raw)))
         if sorted(other_state) != sorted(state):
             names = sorted(set(other_state) ^ set(state))
             raise ValueError(f"cannot average {other} with {source}: their weights differ in "
@@ -114,7 +112,7 @@ def average_weights(source: str | Path, others: Sequence[str | Path]) -> dict[st
             elif not torch.equal(value, state[key]):
                 raise ValueError(f"cannot average {other} with {source}: the integer "
                                  f"tensor {key} differs")
-        if (other / str(other_raw.get("tokenizer_name", "tokenizer.model"))).read_bytes() != tokenizer:
+        if _tokenizer_file(other, other_raw).read_bytes() != tokenizer:
             raise ValueError(f"cannot average {other} with {source}: another tokenizer")
         if _codec_fingerprint(other, other_raw) != fingerprint:
             raise ValueError(f"cannot average {other} with {source}: made with another codec")
@@ -128,6 +126,15 @@ def _read_model_config(directory: Path) -> dict:
     if not config_file.is_file():
         raise FileNotFoundError(f"{directory} is not a model directory: config.json is missing")
     return json.loads(config_file.read_text())
+
+
+def _weights_file(directory: Path, raw: dict) -> Path:
+    """The LM weights file of a model directory (config `moshi_name`, as Kyutai's)."""
+    return directory / str(raw.get("moshi_name", "model.safetensors"))
+
+
+def _tokenizer_file(directory: Path, raw: dict) -> Path:
+    return directory / str(raw.get("tokenizer_name", "tokenizer.model"))
 
 
 def _codec_fingerprint(directory: Path, raw: dict) -> str:
