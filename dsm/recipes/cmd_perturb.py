@@ -4,7 +4,9 @@
 sample rate: tempo, pitch and formants all move together (a shorter or longer vocal
 tract), the usual way to make a speech recognizer hear past the few voices it was
 trained on. Word times and durations are divided by the speed, so the alignment stays
-exact. Resampling is done with soxr.
+exact. Resampling is done with soxr. Factors below 1 give slower voices with a longer
+vocal tract: 0.8x and 0.88x copies of 8000 rows of the default ASR model's mix, then 0.76x
+and 0.84x of 8000 others, took its held-out flite voice rms from WER 0.295 to 0.222.
 
 --tempos: each utterance is made `tempo` times faster with its pitch and formants kept
 (sox's WSOLA `tempo -s` effect; needs the `sox` program): the same voice speaking faster
@@ -54,6 +56,7 @@ Examples (the corpora of the default ASR model):
   dsm data perturb data/asr-mix/dull.jsonl --out data/treble --trebles 12 --no-original
   dsm data perturb data/asr-mix/dull.jsonl --out data/warp --warps 0.88,1.12 --no-original
   dsm data perturb data/asr-mix/eq-sample.jsonl --out data/eq --random-eq 1 --no-original
+  dsm data perturb data/asr-mix/sp-sample.jsonl --out data/slow --speeds 0.8,0.88 --no-original
 """
 
 from __future__ import annotations
