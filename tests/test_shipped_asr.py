@@ -11,8 +11,8 @@ trained in 10 h 18 min on a 2-core CPU, measures 0.098 on these utterances (16 o
 0.196 and 0.153: these 163 words move by 0.01 to 0.06 between models). On the 231 of the
 corpus's eval split it measures 0.102 (the previous model 0.138): 0.02 to 0.03 on
 espeak's held-out variants, 0.22 on the held-out flite voice. Just short of the target
-there, reported as such in the README. These tests hold it at their ceilings, a little above what it
-measures, so that a regression shows.
+there, reported as such in the README. These tests hold it at their ceilings, a little
+above what it measures, so that a regression shows.
 """
 
 from __future__ import annotations

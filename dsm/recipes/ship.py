@@ -64,7 +64,8 @@ def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../code
     raw["codec_fingerprint"] = _codec_fingerprint(source, raw)
     raw["codec"] = codec
     weights, tokenizer = _weights_file(source, raw), _tokenizer_file(source, raw)
-    state = average_weights(source, average) if average else None
+    state = (average_weights(source, average, fingerprint=raw["codec_fingerprint"])
+             if average else None)
     target.mkdir(parents=True, exist_ok=True)
     if state is None and dtype is None:
         shutil.copy(weights, target / weights.name)
@@ -82,16 +83,18 @@ def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../code
     return target
 
 
-def average_weights(source: str | Path, others: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+def average_weights(source: str | Path, others: Sequence[str | Path],
+                    fingerprint: str | None = None) -> dict[str, torch.Tensor]:
     """The mean of the LM weights of the model directory `source` and of `others`, in
     float32 (integer tensors must agree and are kept). A ValueError when a directory's
     weights differ in names or shapes, or it was made with another tokenizer or codec:
-    such an average would be noise, not a model."""
+    such an average would be noise, not a model. `fingerprint`: that of `source`'s codec,
+    when the caller has it already (each costs a codec load)."""
     from safetensors.torch import load_file
 
     source = Path(source)
     raw = _read_model_config(source)
-    fingerprint = _codec_fingerprint(source, raw)
+    fingerprint = fingerprint or _codec_fingerprint(source, raw)
     tokenizer = _tokenizer_file(source, raw).read_bytes()
     state = load_file(str(_weights_file(source, raw)))
     total = {key: value.float() if value.is_floating_point() else value
