@@ -49,7 +49,7 @@ def test_kyutai_config_round_trips_with_loader_keys(tmp_path: Path) -> None:
         ({"hidden_scale": "big"}, "hidden_scale"),
         ({"cross_attention": True}, "cross_attention"),
         ({"conditioners": {"speaker": {}}}, "conditioners"),
-        ({"kv_repeat": 2}, "kv_repeat"),
+        ({"kv_repeat": 3}, "kv_repeat"),  # 16 heads: 3 does not divide them
         ({"dep_q": 2, "delays": [0] * 33, "depformer_num_heads": None}, "depformer_num_heads"),
         ({"dep_q": 2, "depformer_weights_per_step_schedule": [0, 1, 2]},
          "depformer_weights_per_step_schedule"),

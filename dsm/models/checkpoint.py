@@ -25,6 +25,8 @@ from dsm.modules.transformer import normalize_attention_keys
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+# Weights kept in float32 whatever dtype the rest is cast to (as moshi's loader does).
+FLOAT32_PREFIXES = ("condition_provider.", "fuser.")
 
 
 class CheckpointError(ValueError):
@@ -106,8 +108,9 @@ def load_lm(weights: str | Path, config: LMConfig | dict[str, Any] | str | Path 
     with torch.device("meta"):
         lm = MultistreamLM(cfg)
     check_state_dict(lm, state)
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    if dtype is not None:  # conditioners stay in float32, as Kyutai stores and runs them
+        state = {k: v.to(dtype) if v.is_floating_point() and not k.startswith(FLOAT32_PREFIXES)
+                 else v for k, v in state.items()}
     lm.load_state_dict(state, strict=True, assign=True)
     return lm.eval()
 

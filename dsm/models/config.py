@@ -2,8 +2,10 @@
 
 Field names are Kyutai's (`dim`, `n_q`, `dep_q`, `delays`, `depformer_*`, ...), so a
 published config.json loads as is and a config written here loads in `moshi`. Loader-level
-keys of that file (`moshi_name`, `tokenizer_name`, `stt_config`, `lm_gen_config`, ...) are
-kept untouched in `extras` and written back. Two fields are dsm's own: `audio_heads`
+keys of that file (`moshi_name`, `tokenizer_name`, `stt_config`, `lm_gen_config`, ...) and
+dsm's model-directory keys (`codec`, `weights_dtype`, ...) are kept untouched in `extras` and
+written back. Any other key is refused by name: a moshi argument dsm does not implement
+must not load and silently compute something else. Two fields are dsm's own: `audio_heads`
 ("depformer", Kyutai's depth transformer, or "parallel": one linear head per generated
 codebook, used with a codebook pattern) and `max_seq_len` (KV capacity when `context` is
 None). Absent optional fields take the values `moshi.models.lm.LMModel` would use; absent
@@ -29,12 +31,14 @@ LOADER_KEYS = (
     "lm_gen_config", "tts_config", "stt_config", "model_id", "quantize", "depformer_causal",
     "gradient_checkpointing",
 )
+# Keys dsm's own model directories add (streaming/model_dir.py, recipes/ship.py): kept too.
+MODEL_DIR_KEYS = ("codec", "codec_fingerprint", "weights_dtype")
+# Conditioner types and fuser methods dsm implements (models/conditioners.py).
+CONDITIONER_TYPES = ("lut",)
+FUSER_METHODS = ("sum",)
 # Features of moshi's LMModel that dsm does not implement: refused when switched on.
 UNSUPPORTED = {
     "cross_attention": lambda v: bool(v),
-    "conditioners": lambda v: bool(v),
-    "fuser": lambda v: v is not None and bool(v),
-    "kv_repeat": lambda v: v != 1,
     "lora": lambda v: bool(v),
 }
 REQUIRED = ("dim", "num_heads", "num_layers", "hidden_scale", "card", "n_q", "dep_q", "text_card", "delays")
@@ -63,6 +67,7 @@ class LMConfig:
     gating: str = "none"
     positional_embedding: str = "sin"
     causal: bool = True
+    kv_repeat: int = 1  # query heads per key/value head (GQA); the depformer uses it too
     layer_scale: float | None = None
     existing_text_padding_id: int = 3
     existing_text_end_padding_id: int = 0
@@ -72,6 +77,9 @@ class LMConfig:
     demux_second_stream: bool = False
     extra_heads_num_heads: int = 0
     extra_heads_dim: int = 6
+    # conditioning (Kyutai's `conditioners` / `fuser`; see dsm.models.conditioners)
+    conditioners: dict[str, Any] | None = None
+    fuser: dict[str, Any] | None = None
     # depth transformer (Kyutai's "depformer")
     depformer_dim: int = 256
     depformer_num_heads: int | None = None
@@ -155,6 +163,9 @@ class LMConfig:
             raise fail("hidden_scale", f"must be a positive number, got {self.hidden_scale!r}")
         if self.dim % self.num_heads:
             raise fail("num_heads", f"{self.num_heads} does not divide dim {self.dim}")
+        if not _is_int(self.kv_repeat) or self.kv_repeat < 1 or self.num_heads % self.kv_repeat:
+            raise fail("kv_repeat", f"{self.kv_repeat!r} must be a positive divisor of num_heads "
+                                    f"{self.num_heads}")
         if self.dep_q > self.n_q:
             raise fail("dep_q", f"{self.dep_q} generated codebooks but only n_q={self.n_q} audio rows")
         if not isinstance(self.delays, list) or not all(_is_int(d) and d >= 0 for d in self.delays):
@@ -212,17 +223,78 @@ class LMConfig:
                 raise fail("depformer_weights_per_step_schedule", f"has {len(schedule)} entries, dep_q is {self.dep_q}")
             if not self.depformer_weights_per_step:
                 raise fail("depformer_weights_per_step_schedule", "needs depformer_weights_per_step: true")
+        self._validate_conditioning()
         if self.has_depformer:
             heads = self.depformer_num_heads
             if heads is None:
                 raise fail("depformer_num_heads", "missing (required when dep_q > 0 with a depformer)")
             if not _is_int(heads) or heads < 1 or self.depformer_dim % heads:
                 raise fail("depformer_num_heads", f"{heads!r} must be a positive divisor of depformer_dim {self.depformer_dim}")
+            if heads % self.kv_repeat:  # moshi's depformer inherits kv_repeat
+                raise fail("kv_repeat", f"{self.kv_repeat} must divide depformer_num_heads {heads} "
+                                        "(the depformer uses it too, as in moshi)")
             layers = self.depformer_num_layers
             if not _is_int(layers) or layers < 1:  # type: ignore[operator]
                 raise fail("depformer_num_layers", f"must be a positive integer, got {layers!r}")
             if self.depformer_weights_per_step and self.depformer_gating == "none":
                 raise fail("depformer_weights_per_step", "needs a gated FFN (depformer_gating != 'none')")
+
+    def _validate_conditioning(self) -> None:
+        """`conditioners`: {name: {"type": "lut", "lut": {n_bins, dim, tokenizer, ...}}};
+        `fuser`: {"sum": [names], ...}; every fused name must be a conditioner."""
+        def fail(name: str, why: str) -> LMConfigError:
+            return LMConfigError(f"LMConfig field '{name}': {why}")
+
+        conditioners = self.conditioners or {}
+        if not isinstance(conditioners, dict):
+            raise fail("conditioners", f"must be an object, got {conditioners!r}")
+        for name, spec in conditioners.items():
+            where = f"conditioner '{name}'"
+            if not isinstance(spec, dict) or "type" not in spec:
+                raise fail("conditioners", f"{where} needs a 'type', got {spec!r}")
+            kind = spec["type"]
+            if kind not in CONDITIONER_TYPES:
+                raise fail("conditioners", f"{where} has type {kind!r}; dsm implements "
+                                           f"{list(CONDITIONER_TYPES)}")
+            params = spec.get(kind)
+            if not isinstance(params, dict):
+                raise fail("conditioners", f"{where} needs its {kind!r} settings object")
+            for key in ("n_bins", "dim"):
+                if not _is_int(params.get(key)) or params[key] < 1:
+                    raise fail("conditioners", f"{where}: '{key}' must be a positive integer")
+            if params.get("tokenizer", "noop") != "noop":
+                raise fail("conditioners", f"{where}: tokenizer {params['tokenizer']!r} is not "
+                                           "supported (only 'noop')")
+            values = params.get("possible_values")
+            if values is not None and (not isinstance(values, list) or len(values) > params["n_bins"]):
+                raise fail("conditioners", f"{where}: possible_values must be a list of at most "
+                                           f"n_bins={params['n_bins']} strings")
+            if params.get("output_bias"):
+                raise fail("conditioners", f"{where}: output_bias is not supported (as in moshi)")
+        fuser = self.fuser
+        if fuser is None:
+            if conditioners:
+                raise fail("fuser", "missing: conditioners need a fuser that says how to use them")
+            return
+        if not isinstance(fuser, dict):
+            raise fail("fuser", f"must be an object, got {fuser!r}")
+        for method, names in fuser.items():
+            if method in ("cross_attention_pos_emb", "cross_attention_pos_emb_scale"):
+                continue
+            if method not in ("sum", "cross", "prepend"):
+                raise fail("fuser", f"unknown key {method!r}")
+            if not isinstance(names, list):
+                raise fail("fuser", f"'{method}' must be a list of conditioner names")
+            if names and method not in FUSER_METHODS:
+                raise fail("fuser", f"fusing by {method!r} ({names}) is not supported by dsm")
+            for name in names:
+                if name not in conditioners:
+                    raise fail("fuser", f"'{method}' names {name!r}, which is not a conditioner")
+
+    @property
+    def sum_conditions(self) -> list[str]:
+        """Conditioners whose outputs are added to every step's input ("sum" fuser)."""
+        return list((self.fuser or {}).get("sum", []))
 
     # --- config.json ----------------------------------------------------------------------
     @classmethod
@@ -239,13 +311,21 @@ class LMConfig:
         known = {f.name for f in fields(cls)} - {"extras"}
         values: dict[str, Any] = {}
         extras: dict[str, Any] = {}
+        unknown: list[str] = []
         for key, value in raw.items():
             if key == "demux_second_text_stream":  # moshi's argument name for the same field
                 key = "demux_second_stream"
             if key in known:
                 values[key] = value
-            else:
+            elif key in LOADER_KEYS or key in MODEL_DIR_KEYS or key in UNSUPPORTED:
                 extras[key] = value
+            else:
+                unknown.append(key)
+        if unknown:
+            raise LMConfigError(
+                f"LMConfig: unknown config field(s) {', '.join(map(repr, unknown))}: dsm does not "
+                "implement them (a model using them would compute something else)"
+            )
         for name in ("max_period", "depformer_max_period", "hidden_scale"):
             if isinstance(values.get(name), int) and not isinstance(values[name], bool):
                 values[name] = float(values[name])
@@ -278,6 +358,10 @@ class LMConfig:
         for name, kyutai_default in (("audio_heads", "depformer"), ("max_seq_len", None)):
             if out[name] == kyutai_default:
                 del out[name]
+        # moshi builds conditioners whenever the key is present: write them only when used.
+        for name in ("conditioners", "fuser"):
+            if out[name] is None:
+                del out[name]
         return out
 
     def moshi_kwargs(self) -> dict[str, Any]:
@@ -286,6 +370,9 @@ class LMConfig:
             raise LMConfigError("LMConfig field 'audio_heads': moshi only has the depformer")
         kwargs = {k: v for k, v in self.to_dict().items() if k not in self.extras}
         kwargs["demux_second_text_stream"] = kwargs.pop("demux_second_stream")
+        # moshi takes built modules for these (loaders.get_conditioner_provider / _fuser).
+        kwargs.pop("conditioners", None)
+        kwargs.pop("fuser", None)
         return kwargs
 
 

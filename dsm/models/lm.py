@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dsm.models.conditioners import ConditionProvider, ConditionValues
 from dsm.models.config import LMConfig
 from dsm.modules.norm import make_norm
 from dsm.modules.streaming import StreamingModule
@@ -133,7 +134,7 @@ class MultistreamLM(StreamingModule):
             d_model=c.dim, num_heads=c.num_heads, num_layers=c.num_layers, dim_feedforward=hidden,
             causal=c.causal, context=c.context, positional_embedding=c.positional_embedding,
             max_period=c.max_period, norm=c.norm, gating=c.gating, layer_scale=c.layer_scale,
-            max_seq_len=c.max_seq_len,
+            max_seq_len=c.max_seq_len, kv_repeat=c.kv_repeat,
         ))
         self.out_norm = make_norm(c.norm, c.dim)
         # Kyutai's layout has the depformer input projections even without a depformer.
@@ -170,7 +171,7 @@ class MultistreamLM(StreamingModule):
                 context=None, positional_embedding=c.depformer_pos_emb,
                 max_period=float(c.depformer_max_period or c.max_period), norm=c.norm,
                 gating=dep_gating, layer_scale=c.depformer_layer_scale,
-                max_seq_len=c.dep_q,
+                max_seq_len=c.dep_q, kv_repeat=c.kv_repeat,  # moshi's depformer inherits it
                 weights_per_step=c.dep_q if c.depformer_weights_per_step else 0,
                 weights_per_step_schedule=c.depformer_weights_per_step_schedule,
             ))
@@ -179,6 +180,10 @@ class MultistreamLM(StreamingModule):
             nn.Linear(c.dim, c.extra_heads_dim, bias=False) for _ in range(c.extra_heads_num_heads)
         )
         self.linears = nn.ModuleList(nn.Linear(head_dim, c.card, bias=c.bias_proj) for _ in range(c.dep_q))
+        # Kyutai's conditioners (Hibiki's "description" label), kept in float32.
+        self.condition_provider = (
+            ConditionProvider(c.conditioners, c.dim) if c.conditioners else None
+        )
 
     # --- ids -----------------------------------------------------------------------------
     @property
@@ -229,26 +234,46 @@ class MultistreamLM(StreamingModule):
                     f"token ids out of range in {name}: found [{low}, {high}], allowed -1..{top}"
                 )
 
+    # --- conditioning -------------------------------------------------------------------------
+    @property
+    def is_conditioned(self) -> bool:
+        return self.condition_provider is not None
+
+    def condition_sum(self, batch: list[ConditionValues]) -> torch.Tensor:
+        """The per-step input offset `[B, 1, dim]` (float32) for each item's conditions."""
+        if self.condition_provider is None:
+            raise ValueError("this model has no conditioners")
+        return self.condition_provider.sum_condition(batch, self.config.sum_conditions)
+
     # --- temporal transformer ---------------------------------------------------------------
-    def embed(self, codes: torch.Tensor) -> torch.Tensor:
-        """Sum of the row embeddings, `[B, K, T]` -> `[B, T, dim]` (audio rows first, as moshi)."""
+    def embed(self, codes: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of the row embeddings, `[B, K, T]` -> `[B, T, dim]` (audio rows first, as moshi),
+        plus the "sum" condition `[B, 1, dim]` when given."""
         x = None
         for k, emb in enumerate(self.emb):
             e = emb(codes[:, 1 + k])
             x = e if x is None else x + e
         text = self.text_emb(codes[:, 0])
-        return text if x is None else x + text
+        x = text if x is None else x + text
+        if condition is not None:
+            x = x + condition.to(x.dtype)
+        return x
 
-    def forward_temporal(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_temporal(
+        self, codes: torch.Tensor, condition: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Input tokens `[B, K, T]` -> (hidden `[B, T, dim]` after out_norm, text logits `[B, 1, T, Ct]`).
 
         Offline: the whole sequence. Inside `streaming(B)`: the next T steps of every slot
         (no host sync; ids are not checked there). Codes are the tokens *input* at those
-        steps, already delayed and shifted by the caller.
+        steps, already delayed and shifted by the caller. `condition` `[B, 1, dim]`: the
+        conditioned model's per-step offset (`condition_sum`); required when it has one.
         """
         if not self.is_streaming:
             self.check_tokens(codes)
-        hidden = self.out_norm(self.transformer(self.embed(codes)))
+            if self.is_conditioned and condition is None:
+                raise ValueError("this model is conditioned: pass condition=lm.condition_sum(...)")
+        hidden = self.out_norm(self.transformer(self.embed(codes, condition)))
         return hidden, self.text_linear(hidden)[:, None]
 
     # --- audio heads ------------------------------------------------------------------------
@@ -335,12 +360,13 @@ class MultistreamLM(StreamingModule):
         return [torch.softmax(head(hidden), dim=-1) for head in self.extra_heads]
 
     # --- training -------------------------------------------------------------------------
-    def forward(self, codes: torch.Tensor, temporal_codes: torch.Tensor | None = None) -> LMOutput:
+    def forward(self, codes: torch.Tensor, temporal_codes: torch.Tensor | None = None,
+                condition: torch.Tensor | None = None) -> LMOutput:
         """Teacher forcing on undelayed codes `[B, K, T]` (see the module docstring).
 
         `temporal_codes` (same shape, optional): what the temporal transformer reads instead
         of `codes`, e.g. codes with noise against exposure bias; the depformer is still
-        teacher-forced with `codes` within each step.
+        teacher-forced with `codes` within each step. `condition`: see `forward_temporal`.
         """
         if self.is_streaming:
             raise RuntimeError("forward() is offline; use forward_temporal() while streaming")
@@ -358,7 +384,7 @@ class MultistreamLM(StreamingModule):
             self.check_tokens(temporal_codes)
             temporal_inputs = torch.cat(
                 [first, delay_streams(temporal_codes, c.delays, initial)], dim=2)
-        hidden, text_logits = self.forward_temporal(temporal_inputs[:, :, :-1])
+        hidden, text_logits = self.forward_temporal(temporal_inputs[:, :, :-1], condition)
         if c.dep_q == 0:
             audio_logits = hidden.new_zeros(B, 0, T, c.card)
         elif c.audio_heads == "parallel":

@@ -27,6 +27,17 @@ class StreamingState:
         """Return the slots where `slots` (bool `[B]`) is True to their initial state."""
         raise NotImplementedError
 
+    def snapshot(self, slots: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+        """Copies of the chosen slots' rows of every `[B, ...]` state tensor."""
+        return {name: value[slots].clone() for name, value in vars(self).items()
+                if isinstance(value, torch.Tensor) and value.dim() > 0
+                and value.shape[0] == batch_size}
+
+    def restore(self, slots: torch.Tensor, saved: dict[str, torch.Tensor]) -> None:
+        """Put back rows taken by `snapshot` (in place: graphs keep their pointers)."""
+        for name, rows in saved.items():
+            getattr(self, name)[slots] = rows
+
 
 class StreamingModule(nn.Module):
     """A module that can run offline or frame by frame with explicit, resettable state."""
@@ -97,6 +108,26 @@ class StreamingModule(nn.Module):
             state = module._streaming_state
             if state is not None:
                 state.reset(slots.to(_state_device(state, slots.device)))
+
+
+    @contextmanager
+    def keep_slots(self, slots: torch.Tensor) -> Iterator[StreamingModule]:
+        """Run a step inside this context and the chosen slots (bool `[B]`) come out of it
+        with the state they went in with: those slots skip the step (their outputs are to
+        be ignored), the others advance."""
+        if not self.is_streaming:
+            raise RuntimeError(f"{type(self).__name__}.keep_slots needs streaming() first")
+        batch = self._streaming_batch_size
+        assert batch is not None
+        saved = []
+        for module in self.streaming_modules():
+            state = module._streaming_state
+            if state is not None:
+                where = slots.to(_state_device(state, slots.device), torch.bool)
+                saved.append((state, where, state.snapshot(where, batch)))
+        yield self
+        for state, where, rows in saved:
+            state.restore(where, rows)
 
 
 def _state_device(state: StreamingState, default: torch.device) -> torch.device:

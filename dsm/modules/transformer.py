@@ -14,6 +14,12 @@ is stripped: `self_attn.in_proj_weight` (q, k, v stacked), `self_attn.out_proj.w
 `layer_scale_1.scale`, `layer_scale_2.scale`. The per-step weights of Kyutai's depth
 transformer (`weights_per_step`) are stacked along the output dim of the same keys. State
 dicts written by `moshi` itself (`in_projs.{i}.weight`, `out_projs.{i}.weight`) load too.
+
+Grouped-query attention (`kv_repeat`, Kyutai's name): `num_heads // kv_repeat` key/value
+heads, each shared by `kv_repeat` consecutive query heads. `in_proj_weight` then holds
+`d_model` query rows and `2 * d_model // kv_repeat` key/value rows per weight set, and the
+KV cache holds only the key/value heads. RoPE is interleaved ("rope", "sin_rope") or not
+("rope_concat"; see dsm.modules.rope).
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from torch.nn import functional as F
 
 from dsm.modules.layer_scale import LayerScale
 from dsm.modules.norm import NORM_KINDS, make_norm
-from dsm.modules.rope import rope_tables, rotate_pairs
+from dsm.modules.rope import rope_tables, rotate_halves, rotate_pairs
 from dsm.modules.streaming import StreamingModule, StreamingState
 
-POSITIONAL_EMBEDDINGS = ("rope", "none", "sin", "sin_rope")
+POSITIONAL_EMBEDDINGS = ("rope", "none", "sin", "sin_rope", "rope_concat")
 GATING_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
     "gelu": F.gelu,
@@ -60,7 +66,8 @@ class TransformerConfig:
     dim_feedforward: int  # FFN hidden size (callers compute Kyutai's gated size)
     causal: bool = True
     context: int | None = None  # sliding window: positions attended, the current included
-    positional_embedding: str = "rope"  # "rope" | "none" ("sin", "sin_rope" for Kyutai's depformer)
+    # "rope" | "rope_concat" (non-interleaved) | "none" ("sin", "sin_rope" for Kyutai's depformer)
+    positional_embedding: str = "rope"
     max_period: float = 10_000.0
     norm: str = "layer_norm"  # "layer_norm" | "layer_norm_f32" | "rms_norm" | "rms_norm_f32"
     gating: str = "none"  # "none" (GELU MLP: linear1/linear2) | "silu" (gated) | other activations
@@ -72,6 +79,7 @@ class TransformerConfig:
     weights_per_step: int = 0
     weights_per_step_schedule: list[int] | None = field(default=None)
     positional_scale: float = 1.0  # scale of the "sin" embedding
+    kv_repeat: int = 1  # grouped-query attention: query heads per key/value head
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -84,6 +92,10 @@ class TransformerConfig:
             raise bad("num_layers", f"must be >= 0, got {self.num_layers}")
         if self.d_model % self.num_heads:
             raise bad("num_heads", f"{self.num_heads} does not divide d_model {self.d_model}")
+        kv_repeat = self.kv_repeat
+        if not isinstance(kv_repeat, int) or kv_repeat < 1 or self.num_heads % kv_repeat:
+            raise bad("kv_repeat", f"must be a positive divisor of num_heads {self.num_heads}, "
+                                   f"got {kv_repeat!r}")
         if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
             raise bad("positional_embedding", f"{self.positional_embedding!r} not in {POSITIONAL_EMBEDDINGS}")
         if "rope" in self.positional_embedding and (self.d_model // self.num_heads) % 2:
@@ -117,6 +129,21 @@ class TransformerConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        """Key/value heads (and heads of the KV cache): num_heads / kv_repeat."""
+        return self.num_heads // self.kv_repeat
+
+    @property
+    def in_proj_features(self) -> int:
+        """Rows of one in_proj weight set: d_model query rows, then keys and values."""
+        return self.d_model + 2 * self.num_kv_heads * self.head_dim
+
+    @property
+    def rope_interleaved(self) -> bool:
+        """RoPE channel pairs (2i, 2i+1), or (i, i + head_dim/2) for "rope_concat"."""
+        return self.positional_embedding != "rope_concat"
 
     @property
     def num_weight_sets(self) -> int:
@@ -157,13 +184,15 @@ class _AttentionPlan:
     mask: torch.Tensor | None  # bool, broadcastable to [B, H, T, S]
     write_index: torch.Tensor | None = None  # [B, W] ring slots for the last W new entries
     is_causal: bool = False  # plain causal mask left to the attention kernel (fast paths)
-    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, signed sin [B|1, T, 1, 1, Dh/2, 2]
-    write_gather: torch.Tensor | None = None  # write_index expanded to [B, H, W, Dh]
+    # cos, signed sin [B|1, T, 1, Dh/2, 2] (interleaved) or [B|1, T, 1, 2, Dh/2] ("rope_concat")
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    write_gather: torch.Tensor | None = None  # write_index expanded to [B, Hkv, W, Dh]
     lockstep_step: int = 0
 
 
 class _AttentionState(StreamingState):
-    """Ring KV cache of one attention layer: `[B, H, capacity, head_dim]` keys and values.
+    """Ring KV cache of one attention layer: `[B, Hkv, capacity, head_dim]` keys and values
+    (Hkv = num_heads / kv_repeat: repeated heads are not cached).
 
     Which entry holds which position lives in the transformer's state, shared by all layers;
     stale entries are masked out, so resetting a slot needs nothing here.
@@ -217,10 +246,10 @@ class StreamingMultiheadAttention(StreamingModule):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        d, sets = config.d_model, config.num_weight_sets
-        self.in_proj_weight = nn.Parameter(torch.empty(sets * 3 * d, d))
+        d, sets, rows = config.d_model, config.num_weight_sets, config.in_proj_features
+        self.in_proj_weight = nn.Parameter(torch.empty(sets * rows, d))
         nn.init.xavier_uniform_(self.in_proj_weight)
-        self.in_proj_bias = nn.Parameter(torch.zeros(sets * 3 * d)) if config.bias_attn else None
+        self.in_proj_bias = nn.Parameter(torch.zeros(sets * rows)) if config.bias_attn else None
         self.out_proj = _StackedLinear(d, d, sets, bias=config.bias_attn)
         self._register_load_state_dict_pre_hook(_load_moshi_attention_keys, with_module=True)
 
@@ -231,7 +260,7 @@ class StreamingMultiheadAttention(StreamingModule):
                 "streaming attention needs TransformerConfig.context or max_seq_len "
                 "(the ring KV cache capacity)"
             )
-        shape = (batch_size, self.config.num_heads, capacity, self.config.head_dim)
+        shape = (batch_size, self.config.num_kv_heads, capacity, self.config.head_dim)
         weight = self.in_proj_weight
         keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
         return _AttentionState(keys, torch.zeros_like(keys))
@@ -241,17 +270,22 @@ class StreamingMultiheadAttention(StreamingModule):
     ) -> torch.Tensor:
         B, T, D = x.shape
         cfg = self.config
-        H, Dh = cfg.num_heads, cfg.head_dim
-        projected = _per_step_linear(x, self.in_proj_weight, self.in_proj_bias, 3 * D, weight_indices)
-        qkv = projected.view(B, T, 3, H, Dh)
-        if plan.rope is not None:  # q and k rotated together: [B, T, 2, H, Dh/2, 2]
+        H, Hkv, Dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        projected = _per_step_linear(
+            x, self.in_proj_weight, self.in_proj_bias, cfg.in_proj_features, weight_indices
+        )
+        heads = projected.view(B, T, H + 2 * Hkv, Dh)  # q heads, then k heads, then v heads
+        qk = heads[:, :, : H + Hkv]  # [B, T, H + Hkv, Dh]
+        if plan.rope is not None:  # q and k rotated together
             cos, signed_sin = plan.rope
-            qk = rotate_pairs(qkv[:, :, :2].unflatten(-1, (Dh // 2, 2)), cos, signed_sin)
-            qk = qk.view(B, T, 2, H, Dh)
-            q, k = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)  # [B, H, T, Dh]
-        else:
-            q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
-        v = qkv[:, :, 2].transpose(1, 2)
+            if cfg.rope_interleaved:
+                qk = rotate_pairs(qk.unflatten(-1, (Dh // 2, 2)), cos, signed_sin)
+            else:
+                qk = rotate_halves(qk.unflatten(-1, (2, Dh // 2)), cos, signed_sin)
+            qk = qk.flatten(-2)
+        q = qk[:, :, :H].transpose(1, 2)  # [B, H, T, Dh]
+        k = qk[:, :, H:].transpose(1, 2)  # [B, Hkv, T, Dh]
+        v = heads[:, :, H + Hkv :].transpose(1, 2)  # [B, Hkv, T, Dh]
 
         state = self.state
         mask, is_causal = plan.mask, plan.is_causal
@@ -270,7 +304,7 @@ class StreamingMultiheadAttention(StreamingModule):
             else:
                 keys = torch.cat([state.keys, k], dim=2)
                 values = torch.cat([state.values, v], dim=2)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal)
+        out = _attend(q, keys, values, mask, is_causal, cfg.kv_repeat)
         if plan.mode == "concat":
             assert isinstance(state, _AttentionState)
             _write_ring(state, k, v, plan)
@@ -278,8 +312,39 @@ class StreamingMultiheadAttention(StreamingModule):
         return _per_step_linear(out, self.out_proj.weight, self.out_proj.bias, D, weight_indices)
 
 
+def _attend(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    kv_repeat: int,
+) -> torch.Tensor:
+    """Attention of `q [B, H, T, Dh]` over `keys`, `values` `[B, H / kv_repeat, S, Dh]`.
+
+    Query head h uses key/value head h // kv_repeat (moshi's `expand_repeated_kv`). With a
+    mask, the `kv_repeat` query heads of a group are folded into the time axis and attend to
+    their key/value head once, so the (cached) keys and values are never copied; without
+    one (the kernel's causal mask aligns queries with keys), keys and values are expanded.
+    """
+    if kv_repeat == 1:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal)
+    B, H, T, Dh = q.shape
+    Hkv = keys.shape[1]
+    if mask is None:
+        S = keys.shape[2]
+        keys = keys[:, :, None].expand(B, Hkv, kv_repeat, S, Dh).reshape(B, H, S, Dh)
+        values = values[:, :, None].expand(B, Hkv, kv_repeat, S, Dh).reshape(B, H, S, Dh)
+        return F.scaled_dot_product_attention(q, keys, values, is_causal=is_causal)
+    folded = q.reshape(B, Hkv, kv_repeat * T, Dh)  # row s * T + t: head i * kv_repeat + s at t
+    S = mask.shape[-1]
+    mask = mask.unsqueeze(-3).expand(*mask.shape[:-2], kv_repeat, T, S).flatten(-3, -2)
+    out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=mask)
+    return out.view(B, H, T, Dh)
+
+
 def _write_ring(state: _AttentionState, k: torch.Tensor, v: torch.Tensor, plan: _AttentionPlan) -> None:
-    """Write the last W new entries of `k`, `v` `[B, H, T, Dh]` at ring slots `plan.write_index`."""
+    """Write the last W new entries of `k`, `v` `[B, Hkv, T, Dh]` at ring slots `write_index`."""
     assert plan.write_gather is not None
     T, W = k.shape[2], plan.write_gather.shape[2]
     if W != T:
@@ -422,6 +487,10 @@ class _TransformerState(StreamingState):
         self.host_step = 0
         self.lockstep = False
 
+    def restore(self, slots: torch.Tensor, saved: dict[str, torch.Tensor]) -> None:
+        super().restore(slots, saved)
+        self.lockstep = False  # the restored slots are behind the others
+
     def reset_all(self) -> None:
         """Every slot back to step 0 with device ops only (safe inside a CUDA graph capture)."""
         self.offsets.zero_()
@@ -534,8 +603,8 @@ class StreamingTransformer(StreamingModule):
             mask = mask & (delta < self.config.context)
         if mode == "concat":
             state.cache_positions.scatter_(1, write_index, positions[:, T - W :])
-        B, H, Dh = positions.shape[0], self.config.num_heads, self.config.head_dim
-        write_gather = write_index.view(B, 1, W, 1).expand(B, H, W, Dh)
+        B, Hkv, Dh = positions.shape[0], self.config.num_kv_heads, self.config.head_dim
+        write_gather = write_index.view(B, 1, W, 1).expand(B, Hkv, W, Dh)
         return _AttentionPlan(mode, positions, mask[:, None], write_index, write_gather=write_gather)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -558,8 +627,10 @@ class StreamingTransformer(StreamingModule):
             emb = sin_embedding(plan.positions, cfg.d_model, cfg.max_period, x.dtype)
             x = x + cfg.positional_scale * emb
         if "rope" in cfg.positional_embedding:
-            cos, signed_sin = rope_tables(plan.positions, cfg.head_dim, cfg.max_period)
-            plan.rope = cos[:, :, None, None], signed_sin[:, :, None, None]
+            cos, signed_sin = rope_tables(
+                plan.positions, cfg.head_dim, cfg.max_period, cfg.rope_interleaved
+            )
+            plan.rope = cos[:, :, None], signed_sin[:, :, None]  # broadcast over the heads
         for layer in self.layers:
             x = layer(x, plan, weight_indices)
         if state is not None:
