@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import websockets
-from helpers import kyutai_asr_client, run_until_marker, serving
+from helpers import keep_text_pieces, kyutai_asr_client, run_until_marker, serving
 
 from dsm.models import build_lm, preset
 from dsm.streaming import clients
@@ -130,16 +130,13 @@ def test_random_model_words_through_the_server_equal_local_runs(tokenizer) -> No
     assert sum(len(words) for words in expected) > 0, "the random model said nothing"
 
     async def main() -> list[list[clients.TimedWord]]:
-        # no starvation padding here even on a crowded machine: this checks exactness
-        service = EngineService("asr", engine(4), asr_session_factory(tokenizer, True),
-                                starve_after_s=10.0)
+        service = EngineService("asr", engine(4), asr_session_factory(tokenizer, True))
         async with serving(asr=service) as server:
             async def client(i: int, pcm: np.ndarray) -> list[clients.TimedWord]:
                 await asyncio.sleep(0.15 * i)  # join while the others are mid-stream
                 return await clients.stream_pcm_asr(server.url, pcm, rtf=4.0)
 
             results = await asyncio.gather(*[client(i, pcm) for i, pcm in enumerate(audios)])
-            assert service.silence_frames == 0  # lockstep: nobody was padded
             _, steps = await kyutai_asr_client(server.url, audios[0])
             assert steps and all(len(s["prs"]) == 2 for s in steps)
             assert all(0.0 <= p <= 1.0 for s in steps for p in s["prs"])
@@ -207,25 +204,26 @@ def test_engine_service_frees_slots_when_clients_vanish(tokenizer) -> None:
     pcm = np.zeros(3 * SAMPLE_RATE, dtype=np.float32)
 
     async def main() -> tuple[list[str], int, int]:
-        service = EngineService("asr", engine, asr_session_factory(tokenizer, True),
-                                starve_after_s=0.2)
+        service = EngineService("asr", engine, asr_session_factory(tokenizer, True))
         async with serving(asr=service) as server:
             gone = await websockets.connect(server.url + "/api/asr-streaming")
             await gone.recv()
             await gone.send(msgpack.packb({"type": "Audio", "pcm": [0.0] * FRAME_SIZE}))
             # the vanished client leaves its slot: the witness is not stalled by it
             witness = asyncio.create_task(clients.stream_pcm_asr(server.url, pcm, rtf=None))
-            await asyncio.sleep(1.0)  # meanwhile the silent client is padded with silence
+            await asyncio.sleep(1.0)  # meanwhile the silent client waits: nothing is added
+            session = next(iter(service.sessions.values()))
+            waiting = session.buffered_samples  # its one frame, taken; nothing made up
             gone.transport.abort()
             words = [w.text for w in await witness]
             while service.active:
                 await asyncio.sleep(0.01)
-            return words, engine.free_slots, service.silence_frames
+            return words, engine.free_slots, waiting
 
-    words, free, silence = run(main())
+    words, free, waiting = run(main())
     assert words == [w.word for w in WORDS]
     assert free == 2
-    assert silence > 0  # the silent client was padded while it was still connected
+    assert waiting == 0
 
 
 def test_shutdown_flushes_engine_streams(tokenizer) -> None:
@@ -260,3 +258,89 @@ def test_shutdown_flushes_engine_streams(tokenizer) -> None:
 
     words, code, active = run(main())
     assert words == aligned and code == 1001 and active == 0
+
+
+async def _paced_client(url: str, pcm: np.ndarray, chunk: int, pacing: str, seed: int
+                        ) -> list[tuple]:
+    """A Kyutai-protocol client sending `pcm` in `chunk`-sample messages, "fast" (no
+    waiting), at "realtime", or with random "pauses" (up to 0.3 s), then a marker and
+    silence until the marker is back; its words (text, start, stop) before the marker."""
+    rng = np.random.default_rng(seed)
+    async with websockets.connect(url + "/api/asr-streaming", max_size=None) as ws:
+        async def send() -> None:
+            for i in range(0, len(pcm), chunk):
+                piece = pcm[i:i + chunk]
+                await ws.send(msgpack.packb({"type": "Audio", "pcm": piece.tolist()},
+                                            use_single_float=True))
+                if pacing == "realtime":
+                    await asyncio.sleep(piece.size / SAMPLE_RATE)
+                elif pacing == "pauses" and rng.random() < 0.3:
+                    await asyncio.sleep(float(rng.uniform(0.0, 0.3)))
+            await ws.send(msgpack.packb({"type": "Marker", "id": 1}))
+            while True:
+                await ws.send(msgpack.packb({"type": "Audio", "pcm": [0.0] * FRAME_SIZE},
+                                            use_single_float=True))
+                await asyncio.sleep(0.01)
+
+        sender = asyncio.create_task(send())
+        words: list[list[Any]] = []
+        async for message in ws:
+            data = msgpack.unpackb(message)
+            if data["type"] == "Word":
+                words.append([data["text"], data["start_time"], None])
+            elif data["type"] == "EndWord" and words:
+                words[-1][2] = data["stop_time"]
+            elif data["type"] == "Marker":
+                break
+            elif data["type"] == "Error":
+                raise AssertionError(data["message"])
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    return [tuple(w) for w in words]
+
+
+def test_served_words_depend_only_on_the_audio_not_its_pacing_or_neighbours(tokenizer) -> None:
+    """Nothing is added to what a client sends: a stream that is late waits (its slot skips
+    the step), so its words and times are those of the local run on the same audio, for
+    any chunk size and pacing, alone or beside 8 other streams joining and leaving."""
+    lm = tiny_random_lm(tokenizer)
+    keep_text_pieces(lm, range(20, 26))  # it says words
+
+    def engine(slots: int) -> BatchedEngine:
+        codec = ToyCodecForTests(sample_rate=SAMPLE_RATE, frame_rate=FR, num_codebooks=4)
+        return BatchedEngine(lm, codec, slots, cuda_graph=False, temp=0.0, temp_text=0.0)
+
+    rng = np.random.default_rng(11)
+    pcm = (0.3 * rng.standard_normal(int(1.2 * SAMPLE_RATE))).astype(np.float32)
+    expected = words_of(run_until_marker(engine(1), asr_session_factory(tokenizer, False)(),
+                                         pcm))
+    assert len(expected) >= 2, "the random model said too little"
+    cases = [(240, "fast"), (1920, "realtime"), (7680, "pauses"), (24000, "fast"),
+             (240, "pauses"), (24000, "pauses")]
+
+    async def neighbour(url: str, i: int) -> None:
+        await asyncio.sleep(0.1 * i)  # join while the others stream, leave before them
+        noise = (0.3 * np.random.default_rng(100 + i).standard_normal(
+            int((0.3 + 0.1 * i) * SAMPLE_RATE))).astype(np.float32)
+        await _paced_client(url, noise, 1920, "pauses" if i % 2 else "fast", seed=i)
+
+    async def main() -> tuple[list[list[tuple]], list[list[tuple]]]:
+        alone_service = EngineService("asr", engine(1), asr_session_factory(tokenizer, True))
+        async with serving(asr=alone_service) as server:
+            alone = [await _paced_client(server.url, pcm, chunk, pacing, seed=k)
+                     for k, (chunk, pacing) in enumerate(cases[:3])]
+        crowd_service = EngineService("asr", engine(len(cases) + 8),
+                                      asr_session_factory(tokenizer, True))
+        async with serving(asr=crowd_service) as server:
+            results = await asyncio.gather(
+                *[_paced_client(server.url, pcm, chunk, pacing, seed=k)
+                  for k, (chunk, pacing) in enumerate(cases)],
+                *[neighbour(server.url, i) for i in range(8)])
+        return alone, list(results[: len(cases)])
+
+    alone, crowded = run(main())
+    for got in alone + crowded:
+        assert [w[0] for w in got] == [w[0] for w in expected]
+        assert [w[1] for w in got] == pytest.approx([w[1] for w in expected], abs=1e-6)
+        assert [w[2] for w in got[:-1]] == pytest.approx([w[2] for w in expected[:-1]],
+                                                         abs=1e-6)

@@ -209,3 +209,45 @@ def test_bad_input_is_refused(tmp_path) -> None:
             streamer.reset_slots(torch.tensor([True, False, True]))
     with pytest.raises(ValueError, match="batch_size"):
         LMStreamer(lm, 0)
+
+
+@pytest.mark.parametrize("make_config,cfg_coef", [(stt_like, 1.0), (moshi_like, 1.0),
+                                                   (moshi_like, 2.0)],
+                         ids=["stt", "moshi", "moshi-cfg"])
+def test_a_skipped_slot_waits_exactly_as_it_was(make_config, cfg_coef, tmp_path) -> None:
+    """`step(active=mask)`: a slot left out of a step keeps its offset, caches and random
+    stream, so its tokens (sampled, with delays) are those it gives stepping alone, whatever
+    the pattern of skips and what its neighbour does meanwhile."""
+    config = make_config()
+    _, ours = moshi_and_ours(config, tmp_path)
+    steps = 24
+    inputs = _inputs(config, steps, 1, seed=4)[:, 0]  # [T, n_in, 1]
+    sampling = dict(temp=0.8, temp_text=0.7, cfg_coef=cfg_coef, cuda_graph=False)
+
+    def run(pattern: list[tuple[bool, bool]]) -> list[torch.Tensor]:
+        got, t = [], 0
+        with LMStreamer(ours, 2, seed=7, **sampling) as streamer:
+            for active in pattern:
+                x = torch.randint(0, config.card, (2, *inputs.shape[1:]))  # the neighbour's
+                if active[0]:
+                    x[0] = inputs[t]
+                out = streamer.step(x, active=torch.tensor(active))
+                if active[0]:
+                    t += 1
+                    got.append(None if out is None or out[0, 0, 0] == UNGENERATED
+                               else out[0].clone())
+                if t == steps:
+                    return got
+        raise AssertionError("the pattern ended before the stream did")
+
+    alone = run([(True, True)] * steps)
+    rng = torch.Generator().manual_seed(5)
+    pattern = [(bool(a), bool(b)) for a, b in torch.rand(4 * steps, 2, generator=rng) > 0.4]
+    skipped = run(pattern)
+    assert sum(not a for a, _ in pattern[:2 * steps]) > 5  # the stream really was skipped
+    for t, (a, b) in enumerate(zip(alone, skipped)):
+        assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), f"step {t}"
+    with pytest.raises(ValueError, match="active"):
+        with LMStreamer(ours, 2, **sampling) as streamer:
+            streamer.step(inputs[:1].expand(2, -1, -1).clone() if config.n_q > config.dep_q
+                          else None, active=torch.tensor([True]))

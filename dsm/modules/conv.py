@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dsm.modules.streaming import StreamingModule, StreamingState
+from dsm.modules.streaming import StreamingModule, StreamingState, active_slots
 
 PAD_MODES = ("constant", "replicate")
 # up to this many output frames a convolution runs as unfold + linear (see `_conv`)
@@ -26,11 +26,13 @@ SMALL_OUTPUT_FRAMES = 64
 
 class ConvState(StreamingState):
     """Last input samples of each slot `[B, C_in, left_context]`, plus, for replicate
-    padding, whether the slot has not seen any input yet `[B]`."""
+    padding, whether the slot has not seen any input yet `[B]`, and which slots the next
+    step advances (`active` `[B]`)."""
 
     def __init__(self, previous: torch.Tensor, first: torch.Tensor) -> None:
         self.previous = previous
         self.first = first
+        self.active = active_slots(previous.shape[0], previous.device)
 
     def reset(self, slots: torch.Tensor) -> None:
         self.previous.masked_fill_(slots.view(-1, 1, 1), 0.0)
@@ -100,12 +102,14 @@ class StreamingConv1d(StreamingModule):
         assert isinstance(state, ConvState)
         if left == 0:
             return self._conv(x)
+        active = state.active.view(-1, 1, 1)
+        previous = state.previous
         if self.pad_mode == "replicate":
-            fill = x[..., :1].expand_as(state.previous)
-            state.previous.copy_(torch.where(state.first.view(-1, 1, 1), fill, state.previous))
-            state.first.zero_()
-        x = torch.cat([state.previous, x], dim=-1)
-        state.previous.copy_(x[..., x.shape[-1] - left:])
+            fill = x[..., :1].expand_as(previous)
+            previous = torch.where(state.first.view(-1, 1, 1), fill, previous)
+            state.first.logical_and_(~state.active)
+        x = torch.cat([previous, x], dim=-1)
+        state.previous.copy_(torch.where(active, x[..., x.shape[-1] - left:], state.previous))
         return self._conv(x)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,6 +133,7 @@ class ConvTransposeState(StreamingState):
 
     def __init__(self, partial: torch.Tensor) -> None:
         self.partial = partial
+        self.active = active_slots(partial.shape[0], partial.device)  # slots the step advances
 
     def reset(self, slots: torch.Tensor) -> None:
         self.partial.masked_fill_(slots.view(-1, 1, 1), 0.0)
@@ -208,5 +213,5 @@ class StreamingConvTranspose1d(StreamingModule):
         if bias is not None:
             # the next chunk adds its own bias to these samples
             tail = tail - bias[:, None]
-        state.partial.copy_(tail)
+        state.partial.copy_(torch.where(state.active.view(-1, 1, 1), tail, state.partial))
         return y[..., :kept]

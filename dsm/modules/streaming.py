@@ -8,7 +8,9 @@ a layer looks at `self.state` to know which it is doing.
 State tensors have the batch as their first dimension and are updated in place, so that a
 CUDA graph captured over a step keeps pointing at them. `reset_slots(mask)` returns the
 chosen batch slots to their initial state without touching the others, which is how a new
-stream joins slot 3 while slots 0-2 go on.
+stream joins slot 3 while slots 0-2 go on. `set_active(mask)` makes the following steps
+skip the slots outside `mask`: their state stays exactly as it was (their outputs of those
+steps are to be ignored), so a stream with no input yet waits without hearing anything.
 """
 
 from __future__ import annotations
@@ -27,16 +29,11 @@ class StreamingState:
         """Return the slots where `slots` (bool `[B]`) is True to their initial state."""
         raise NotImplementedError
 
-    def snapshot(self, slots: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
-        """Copies of the chosen slots' rows of every `[B, ...]` state tensor."""
-        return {name: value[slots].clone() for name, value in vars(self).items()
-                if isinstance(value, torch.Tensor) and value.dim() > 0
-                and value.shape[0] == batch_size}
 
-    def restore(self, slots: torch.Tensor, saved: dict[str, torch.Tensor]) -> None:
-        """Put back rows taken by `snapshot` (in place: graphs keep their pointers)."""
-        for name, rows in saved.items():
-            getattr(self, name)[slots] = rows
+
+def active_slots(batch_size: int, device: torch.device | str) -> torch.Tensor:
+    """A state's `active` mask `[B]`: the slots the next step advances (all, at first)."""
+    return torch.ones(batch_size, dtype=torch.bool, device=device)
 
 
 class StreamingModule(nn.Module):
@@ -110,24 +107,22 @@ class StreamingModule(nn.Module):
                 state.reset(slots.to(_state_device(state, slots.device)))
 
 
-    @contextmanager
-    def keep_slots(self, slots: torch.Tensor) -> Iterator[StreamingModule]:
-        """Run a step inside this context and the chosen slots (bool `[B]`) come out of it
-        with the state they went in with: those slots skip the step (their outputs are to
-        be ignored), the others advance."""
+    def set_active(self, slots: torch.Tensor | None = None) -> None:
+        """Which slots the next steps advance (bool `[B]`; None: all); the others keep their
+        state. In place, so a CUDA graph captured over a step reads the current mask."""
         if not self.is_streaming:
-            raise RuntimeError(f"{type(self).__name__}.keep_slots needs streaming() first")
+            raise RuntimeError(f"{type(self).__name__}.set_active needs streaming() first")
         batch = self._streaming_batch_size
         assert batch is not None
-        saved = []
+        if slots is None:
+            slots = torch.ones(batch, dtype=torch.bool)
+        if slots.shape != (batch,):
+            raise ValueError(f"slots must be a bool tensor of shape [{batch}], "
+                             f"got {tuple(slots.shape)}")
         for module in self.streaming_modules():
-            state = module._streaming_state
-            if state is not None:
-                where = slots.to(_state_device(state, slots.device), torch.bool)
-                saved.append((state, where, state.snapshot(where, batch)))
-        yield self
-        for state, where, rows in saved:
-            state.restore(where, rows)
+            active = getattr(module._streaming_state, "active", None)
+            if active is not None:
+                active.copy_(slots.to(active.device, torch.bool))
 
 
 def _state_device(state: StreamingState, default: torch.device) -> torch.device:

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from dsm.modules.layer_scale import LayerScale
 from dsm.modules.norm import NORM_KINDS, make_norm
 from dsm.modules.rope import rope_tables, rotate_halves, rotate_pairs
-from dsm.modules.streaming import StreamingModule, StreamingState
+from dsm.modules.streaming import StreamingModule, StreamingState, active_slots
 
 POSITIONAL_EMBEDDINGS = ("rope", "none", "sin", "sin_rope", "rope_concat")
 GATING_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -187,6 +187,7 @@ class _AttentionPlan:
     # cos, signed sin [B|1, T, 1, Dh/2, 2] (interleaved) or [B|1, T, 1, 2, Dh/2] ("rope_concat")
     rope: tuple[torch.Tensor, torch.Tensor] | None = None
     write_gather: torch.Tensor | None = None  # write_index expanded to [B, Hkv, W, Dh]
+    inactive: torch.Tensor | None = None  # [B, 1, 1, 1] slots that write back their own entries
     lockstep_step: int = 0
 
 
@@ -351,6 +352,9 @@ def _write_ring(state: _AttentionState, k: torch.Tensor, v: torch.Tensor, plan: 
         k, v = k[:, :, T - W :], v[:, :, T - W :]
     if k.dtype != state.keys.dtype:
         k, v = k.to(state.keys.dtype), v.to(state.values.dtype)
+    if plan.inactive is not None:  # skipped slots write back their own entries
+        k = torch.where(plan.inactive, state.keys.gather(2, plan.write_gather), k)
+        v = torch.where(plan.inactive, state.values.gather(2, plan.write_gather), v)
     state.keys.scatter_(2, plan.write_gather, k)
     state.values.scatter_(2, plan.write_gather, v)
 
@@ -478,6 +482,7 @@ class _TransformerState(StreamingState):
     def __init__(self, offsets: torch.Tensor, cache_positions: torch.Tensor) -> None:
         self.offsets = offsets  # [B] long
         self.cache_positions = cache_positions  # [B, capacity] long
+        self.active = active_slots(offsets.shape[0], offsets.device)  # [B] slots the step advances
         self.host_step = 0
         self.lockstep = True
 
@@ -486,10 +491,6 @@ class _TransformerState(StreamingState):
         self.cache_positions.masked_fill_(slots[:, None], -1)
         self.host_step = 0
         self.lockstep = False
-
-    def restore(self, slots: torch.Tensor, saved: dict[str, torch.Tensor]) -> None:
-        super().restore(slots, saved)
-        self.lockstep = False  # the restored slots are behind the others
 
     def reset_all(self) -> None:
         """Every slot back to step 0 with device ops only (safe inside a CUDA graph capture)."""
@@ -590,8 +591,12 @@ class StreamingTransformer(StreamingModule):
             positions = state.offsets[:, None] + torch.arange(T, device=state.offsets.device)  # [B, T]
             write_index = positions[:, T - min(T, capacity) :] % capacity  # [B, W]
         W = write_index.shape[1]
+        # Slots outside `active` keep their ring as it was: they write back what is there.
+        inactive = ~state.active
+        written = torch.where(inactive[:, None], state.cache_positions.gather(1, write_index),
+                              positions[:, T - W:])
         if T == 1:
-            state.cache_positions.scatter_(1, write_index, positions)
+            state.cache_positions.scatter_(1, write_index, written)
             key_positions = state.cache_positions
             mode = "write_first"
         else:
@@ -602,10 +607,11 @@ class StreamingTransformer(StreamingModule):
         if self.config.context is not None:
             mask = mask & (delta < self.config.context)
         if mode == "concat":
-            state.cache_positions.scatter_(1, write_index, positions[:, T - W :])
+            state.cache_positions.scatter_(1, write_index, written)
         B, Hkv, Dh = positions.shape[0], self.config.num_kv_heads, self.config.head_dim
         write_gather = write_index.view(B, 1, W, 1).expand(B, Hkv, W, Dh)
-        return _AttentionPlan(mode, positions, mask[:, None], write_index, write_gather=write_gather)
+        return _AttentionPlan(mode, positions, mask[:, None], write_index, write_gather=write_gather,
+                              inactive=inactive.view(B, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x `[B, T, D]` -> `[B, T, D]`: the whole sequence, or the next T steps when streaming."""
@@ -634,6 +640,6 @@ class StreamingTransformer(StreamingModule):
         for layer in self.layers:
             x = layer(x, plan, weight_indices)
         if state is not None:
-            state.offsets.add_(T)
+            state.offsets.add_(state.active.long() * T)
             state.host_step += T
         return x

@@ -10,6 +10,11 @@ Times: the engine feeds the codes of audio frame `f` at step `f + 1` (the model 
 first input as its initial token, as in training, where inputs are shifted by one), so
 output frame `j` holds text position `j`, which sits alongside audio frame `j - d`
 (`d` = text delay in frames); times are those of `dsm.streams.alignment`.
+
+A model whose stt_config has `audio_silence_prefix_seconds` (stt-2.6b-en: 1 s) hears that
+much silence before the stream's first sample, as moshi's run_inference feeds it (1 s is
+12.5 frames, so the frame grid shifts by half a frame); word times stay on the clock of the
+audio the client sent.
 """
 
 from __future__ import annotations
@@ -157,6 +162,7 @@ class ASRSession(Session):
         frame_rate: float,
         text_delay: int,
         max_delay: int = 0,
+        silence_prefix: int = 0,
         step_events: bool = False,
         seed: int = 0,
     ) -> None:
@@ -167,15 +173,21 @@ class ASRSession(Session):
         self.text_delay = int(text_delay)
         self.max_delay = int(max_delay)
         self.step_events = step_events
-        self.decoder = TextStreamDecoder(tokenizer, frame_rate, text_delay)
+        if silence_prefix < 0:
+            raise ValueError(f"silence_prefix must not be negative, got {silence_prefix}")
+        # Times count from the client's first sample: the prefix's frames join the delay.
+        prefix_frames = round(silence_prefix / self.frame_size)
+        self.decoder = TextStreamDecoder(tokenizer, frame_rate, self.text_delay + prefix_frames)
         self._chunks: deque[np.ndarray] = deque()
-        self._buffered = 0
+        if silence_prefix:
+            self._chunks.append(np.zeros(int(silence_prefix), dtype=np.float32))
+        self._buffered = int(silence_prefix)
         self._frames_in = 0  # audio frames taken by the engine (real or silence)
         self._real_frames = 0
         self._ended = False
         self._flush_left = 0
         self._markers: deque[tuple[int, int]] = deque()  # (frames before marker, id)
-        self._samples_pushed = 0
+        self._samples_pushed = int(silence_prefix)
         self._steps = 0
 
     # --- input ----------------------------------------------------------------------------

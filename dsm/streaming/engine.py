@@ -4,13 +4,16 @@ Sessions (ASR, TTS, translation) attach to a free slot, take input while attache
 get their events from the engine's steps. One engine step runs, for all N slots at once:
 codec `encode_step` of each slot's next pcm frame, one `LMStreamer.step`, codec
 `decode_step` of the generated audio codes; then each session turns its slot's output
-into events. Slots without a session run on padding and their output is dropped.
+into events. Only the slots whose session is ready advance (`LMStreamer.step(active=)`,
+`set_active` on the codec): the others, and empty slots, keep their state exactly as it
+was, so a stream's output depends on its own input only, never on its neighbours or on
+how its input is paced.
 
 Input timing: the codes of a slot's audio frame `f` are fed to the model at the slot's step
 `f + 1` (step 0 gets a placeholder the model reads as its initial token), which is how the
 model saw them in training (inputs shifted by one position).
 
-A step runs when every attached session is ready (an ASR stream has a whole frame or is
+A step runs when some attached session is ready (an ASR stream has a whole frame or is
 flushing; a TTS stream is always ready and pads while it waits for text). `run()` is the
 asyncio loop: it waits for work, runs each step in a worker thread so the event loop
 stays free, and hands events to each session's queue (`Session.events()`).
@@ -29,6 +32,10 @@ import torch
 
 from dsm.streaming.events import Event
 from dsm.streaming.streamer import UNGENERATED, LMStreamer
+
+END_OF_INPUT = None
+"""What `Session.take_frame` returns for Hibiki's end-of-input frame: every input codebook
+reads `card` (the codec's cardinality, as moshi's run_inference feeds it)."""
 
 
 class EngineFullError(RuntimeError):
@@ -61,6 +68,8 @@ class Session:
     # decoder state of the slot starts afresh there, as if nothing had been decoded before.
     first_audio_frame = 0
     uses_text_hook = False  # forces the text stream (TTS)
+    # A conditioned model's conditions for this stream (None: the engine's defaults).
+    conditions: dict[str, str | None] | None = None
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -76,7 +85,8 @@ class Session:
     def ready(self) -> bool:
         return not self.finished
 
-    def take_frame(self) -> np.ndarray:
+    def take_frame(self) -> np.ndarray | None:
+        """The next pcm frame `[frame_size]`, or `END_OF_INPUT` (Hibiki's end marker)."""
         raise NotImplementedError
 
     def force_text(self, sampled: int) -> int:
@@ -133,12 +143,17 @@ class BatchedEngine:
         num_slots: int,
         *,
         cuda_graph: bool = True,
+        conditions: dict[str, str | None] | None = None,
+        null_conditions: dict[str, str | None] | None = None,
         **sampling: Any,
     ) -> None:
         self.lm = lm
         self.codec = codec
         self.num_slots = num_slots
         self.streamer = LMStreamer(lm, num_slots, cuda_graph=cuda_graph, **sampling)
+        # A conditioned model's conditions for sessions that bring none (`Session.conditions`).
+        self.conditions = conditions
+        self.null_conditions = null_conditions
         self.device = self.streamer.device
         self.frame_size: int = codec.frame_size
         self.sample_rate: int = codec.sample_rate
@@ -162,6 +177,8 @@ class BatchedEngine:
             device=self.device,
         )
         self._silence = np.zeros(self.frame_size, dtype=np.float32)
+        self._end_of_input = np.zeros(num_slots, dtype=bool)  # slots whose frame is END_OF_INPUT
+        self._active = np.zeros(num_slots, dtype=bool)  # slots that step this time
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.steps = 0
@@ -197,6 +214,8 @@ class BatchedEngine:
             mask[slot] = True
             seeds = torch.zeros(self.num_slots, dtype=torch.long)
             seeds[slot] = session.seed
+            if self.streamer.conditioned:
+                self._set_condition(slot, session)
             self.streamer.reset_slots(mask, seeds)
             self.codec.reset_slots(mask)
             self._prev_codes[slot] = self.streamer.card
@@ -212,6 +231,20 @@ class BatchedEngine:
         self._wake.set()
         return slot
 
+    def _set_condition(self, slot: int, session: Session) -> None:
+        """The slot's condition (and its guidance's null one) from the session or defaults."""
+        conditions = session.conditions if session.conditions is not None else self.conditions
+        if conditions is None:
+            names = self.lm.condition_provider.names
+            raise ValueError(f"this model is conditioned on {names}: give the session conditions")
+        null = self.null_conditions
+        if self.streamer.use_cfg and null is None:
+            raise ValueError("guidance (cfg_coef != 1) on a conditioned model needs null conditions")
+        self.streamer.set_condition(
+            slot, self.lm.condition_sum([conditions]),
+            self.lm.condition_sum([null]) if self.streamer.use_cfg and null is not None else None,
+        )
+
     def detach(self, session: Session) -> None:
         """Free the session's slot (its stream stops; other slots go on untouched)."""
         with self._lock:
@@ -225,12 +258,11 @@ class BatchedEngine:
 
     # --- stepping ---------------------------------------------------------------------------
     def ready(self) -> bool:
-        """True when some session is attached and every attached session can step."""
-        active = [s for s in self.sessions if s is not None]
-        return bool(active) and all(s.ready() for s in active)
+        """True when some attached session can step."""
+        return any(s is not None and not s.finished and s.ready() for s in self.sessions)
 
     def step(self) -> dict[Session, list[Event]]:
-        """Run one step for every slot; returns each attached session's new events."""
+        """Run one step for the ready slots; returns their sessions' new events."""
         with self._lock:
             sessions = list(self.sessions)
             frames = self._take_frames(sessions)
@@ -239,12 +271,22 @@ class BatchedEngine:
         return results
 
     def _take_frames(self, sessions: list[Session | None]) -> np.ndarray | None:
-        if self.num_inputs == 0:
-            return None
-        frames = np.zeros((self.num_slots, self.frame_size), dtype=np.float32)
+        """Which slots step (`self._active`) and their pcm frames (None: no audio input)."""
+        self._active[:] = False
+        self._end_of_input[:] = False
+        frames = None
+        if self.num_inputs > 0:
+            frames = np.zeros((self.num_slots, self.frame_size), dtype=np.float32)
         for slot, session in enumerate(sessions):
-            if session is not None and session.needs_audio_input and session.ready():
-                frames[slot] = session.take_frame()
+            if session is None or session.finished or not session.ready():
+                continue
+            self._active[slot] = True
+            if frames is not None and session.needs_audio_input:
+                frame = session.take_frame()
+                if frame is END_OF_INPUT:
+                    self._end_of_input[slot] = True  # codes all `card`; the encoder waits
+                else:
+                    frames[slot] = frame
         return frames
 
     @torch.no_grad()
@@ -252,16 +294,24 @@ class BatchedEngine:
         self, sessions: list[Session | None], frames: np.ndarray | None
     ) -> dict[Session, list[Event]]:
         streamer = self.streamer
+        active = torch.from_numpy(self._active.copy())
         input_tokens = None
         if frames is not None:
             wav = torch.from_numpy(frames).to(self.device)[:, None, :]  # [N, 1, frame]
+            # End-of-input slots read codes all `card`; their encoder does not advance.
+            ends = torch.from_numpy(self._end_of_input.copy())
+            self.codec.set_active(active & ~ends)
             codes = self.codec.encode_step(wav)[:, : self.num_inputs]  # [N, n_in, 1]
+            if bool(ends.any()):
+                ends_dev = ends.to(self.device)[:, None, None]
+                codes = torch.where(ends_dev, torch.full_like(codes, self.streamer.card), codes)
             input_tokens = self._prev_codes.clone()
-            self._prev_codes.copy_(codes)
+            stepping = active.to(self.device)[:, None, None]
+            self._prev_codes.copy_(torch.where(stepping, codes, self._prev_codes))
         hook = None
         if any(s is not None and s.uses_text_hook for s in sessions):
-            hook = _TextHook(sessions, streamer.text_card)
-        out = streamer.step(input_tokens, text_hook=hook)
+            hook = _TextHook(sessions, self._active.copy())
+        out = streamer.step(input_tokens, text_hook=hook, active=active)
         self.steps += 1
         pcm = None
         tokens_np = None
@@ -270,11 +320,12 @@ class BatchedEngine:
             if streamer.dep_q > 0:
                 self._restart_decoders(sessions, tokens_np)
                 audio = out[:, 1:].clamp_min(0)  # ungenerated rows decode as code 0
+                self.codec.set_active(active)
                 pcm = self.codec.decode_step(audio)[:, 0].cpu().numpy()  # [N, frame]
         extra = streamer.extra_probs.cpu().numpy() if streamer.num_extra_heads else None
         results: dict[Session, list[Event]] = {}
         for slot, session in enumerate(sessions):
-            if session is None or session.finished:
+            if session is None or session.finished or not self._active[slot]:
                 continue
             slot_tokens = None
             if tokens_np is not None and tokens_np[slot, 0] != UNGENERATED:
@@ -302,7 +353,7 @@ class BatchedEngine:
         """Reset the codec state of slots reaching their first real audio frame this step."""
         restart = torch.zeros(self.num_slots, dtype=torch.bool)
         for slot, session in enumerate(sessions):
-            if session is None or tokens[slot, 0] == UNGENERATED:
+            if session is None or not self._active[slot] or tokens[slot, 0] == UNGENERATED:
                 continue
             if self._frames_out[slot] == session.first_audio_frame > 0:
                 restart[slot] = True
@@ -312,7 +363,7 @@ class BatchedEngine:
 
     # --- asyncio loop -----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None, poll_s: float = 0.005) -> None:
-        """Step whenever every attached session is ready, until `stop` is set."""
+        """Step whenever some attached session is ready, until `stop` is set."""
         while stop is None or not stop.is_set():
             if not self.ready():
                 self._wake.clear()
@@ -331,13 +382,14 @@ class BatchedEngine:
 class _TextHook:
     """Per-slot text forcing for TTS sessions; other slots keep the sampled token."""
 
-    def __init__(self, sessions: list[Session | None], text_card: int) -> None:
+    def __init__(self, sessions: list[Session | None], active: np.ndarray) -> None:
         self.sessions = sessions
-        self.text_card = text_card
+        self.active = active  # [N] slots that step (the others consume no text)
 
     def __call__(self, sampled: torch.Tensor) -> torch.Tensor:
         values = sampled.cpu().tolist()
         for slot, session in enumerate(self.sessions):
-            if session is not None and session.uses_text_hook and not session.finished:
+            if (session is not None and session.uses_text_hook and not session.finished
+                    and self.active[slot]):
                 values[slot] = session.force_text(int(values[slot]))
         return torch.tensor(values, dtype=torch.long, device=sampled.device)

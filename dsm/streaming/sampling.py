@@ -79,9 +79,13 @@ class SlotRandom:
         self._seed_hashes.copy_(hash32(self.seeds))
         self.counters.masked_fill_(slots, 0)
 
-    def advance(self) -> None:
-        """Move every slot to its next step (call once per model step)."""
-        self.counters.add_(1)
+    def advance(self, active: torch.Tensor | None = None) -> None:
+        """Move every slot (or the `active` ones, bool `[B]`) to its next step (call once
+        per model step)."""
+        if active is None:
+            self.counters.add_(1)
+        else:
+            self.counters.add_(active.long())
 
     def _step_keys(self, stream_constants: torch.Tensor) -> torch.Tensor:
         """[B, S] keys of this step for streams given by their constants [S]."""

@@ -493,24 +493,21 @@ class EngineService(SteppedService):
     sessions only from this loop, between engine steps (a step runs in a worker thread, so
     the event loop keeps serving clients while the model computes).
 
-    When to step (the engine steps every slot at once):
-    - ASR: when every stream has a whole frame (lockstep, exact). A stream that has had
-      nothing while others waited `starve_after_s` is fed silence for that step, as a live
-      stream whose audio is late would be: one late or idle client never stalls the others.
+    When to step (only the ready slots advance; the others keep their state as it was):
+    - ASR: when some stream has a whole frame or is flushing. A stream whose audio is late
+      simply waits: nothing is ever added to what a client sent, so its words are those of
+      `dsm transcribe` on the same audio, whatever the pacing and the neighbours.
     - TTS: when some stream has words to speak or is finishing; streams waiting for their
       next words only pad meanwhile, and nobody steps while all of them wait.
     """
 
     def __init__(self, kind: Literal["asr", "tts"], engine: object, make_session: object,
-                 starve_after_s: float | None = 0.5, **limits: int) -> None:
+                 **limits: int) -> None:
         super().__init__(engine.num_slots, **limits)  # type: ignore[attr-defined]
         self.kind = kind
         self.engine = engine
         self.make_session = make_session
-        self.starve_after_s = starve_after_s
         self.sessions: dict[int, object] = {}  # stream slot -> engine session
-        self._starving_since: float | None = None
-        self.silence_frames = 0  # frames of silence fed to late ASR streams
         # Joining and leaving the engine happen between steps only (a step may be running
         # in its worker thread when a client connects or vanishes; resetting a slot then
         # would race with the step writing that slot's state).
@@ -580,24 +577,7 @@ class EngineService(SteppedService):
             return False
         if self.kind == "tts":
             return any(self._tts_busy(s) for s in sessions)
-        if self.engine.ready():  # type: ignore[attr-defined]
-            self._starving_since = None
-            return True
-        if not any(s.ready() for s in sessions):  # type: ignore[attr-defined]
-            self._starving_since = None
-            return False
-        loop = asyncio.get_running_loop()
-        if self._starving_since is None:
-            self._starving_since = loop.time()
-        if self.starve_after_s is None or loop.time() - self._starving_since < self.starve_after_s:
-            self.retry_after = self.starve_after_s  # wake up to check again
-            return False
-        for session in sessions:  # the late ones hear silence for this step
-            if not session.ready() and not session.finished:  # type: ignore[attr-defined]
-                missing = session.frame_size - session.buffered_samples  # type: ignore[attr-defined]
-                session.push_pcm(np.zeros(missing, dtype=np.float32))  # type: ignore[attr-defined]
-                self.silence_frames += 1
-        return True
+        return bool(self.engine.ready())  # type: ignore[attr-defined]
 
     async def run_once(self) -> bool:
         self._apply_joins_and_leaves()
@@ -626,17 +606,18 @@ class EngineService(SteppedService):
 def load_engine_service(kind: Literal["asr", "tts"], directory: str | Path, max_streams: int,
                         device: str | None = None, cuda_graph: bool = True,
                         **sampling: Any) -> EngineService:
-    """A served model from a model directory (`dsm.streaming.model_dir`: the same format and
-    loader as `dsm transcribe --model DIR` / `dsm speak --model DIR`), `max_streams` slots.
+    """A served model from a model directory or a Hugging Face repo id (`resolve_model`: the
+    same format and loader as `dsm transcribe --model REF` / `dsm speak --model REF`),
+    `max_streams` slots.
 
     Greedy decoding unless the directory's `lm_gen_config` or `sampling` say otherwise.
     """
     import torch
 
-    from dsm.streaming.model_dir import load_model_dir
+    from dsm.streaming.model_dir import load_model_dir, resolve_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model_dir(directory, device=device)
+    model = load_model_dir(resolve_model(directory, kind), device=device)
     if model.task != kind:
         raise ValueError(f"{model.path} is a {model.task} model: it cannot serve {kind.upper()}")
     codec = model.codec

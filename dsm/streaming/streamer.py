@@ -21,13 +21,22 @@ token with greedy sampling):
 
 Slots are independent: each has its own offset, its own KV cache rows in the model's
 streaming state, and its own random stream (`SlotRandom`), so a stream's tokens do not
-depend on its neighbours. All state is preallocated; the step path has no host syncs,
+depend on its neighbours. `step(..., active=mask)` advances only the slots in `mask`: the
+others keep their offset, KV cache, token cache and random stream exactly as they were
+(what the step returns for them is to be ignored), so a stream that has no input yet
+waits instead of being fed something, whatever its neighbours do. All state is preallocated; the step path has no host syncs,
 and on a GPU it is captured as CUDA graphs (see `cuda_graph.GraphedStep`).
 
-Classifier-free guidance (`cfg_coef != 1`) runs the batch twice: the second half sees
-the text stream replaced by -1 (a zero embedding) past its initial token, and audio
-logits become `null + (cond - null) * cfg_coef` (text logits stay the conditional ones),
-as moshi's LMGen with `cfg_is_no_text=True`.
+Classifier-free guidance (`cfg_coef != 1`) runs the batch twice. For a model without
+conditioners the second half sees the text stream replaced by -1 (a zero embedding) past
+its initial token, and audio logits become `null + (cond - null) * cfg_coef` (text logits
+stay the conditional ones), as moshi's LMGen with `cfg_is_no_text=True`. For a conditioned
+model (Hibiki) both halves read the same tokens and differ only by their condition (the
+slot's own and its "null" one, e.g. "very_good" and "very_bad"), and text and audio logits
+are both guided, as moshi's LMGen given doubled condition tensors.
+
+A conditioned model's per-slot conditions live in a static buffer (`set_condition`), set
+when a stream attaches and read by every step.
 """
 
 from __future__ import annotations
@@ -113,6 +122,7 @@ class LMStreamer:
         initial = [self.text_card] + [self.card] * config.n_q
         self.initial = torch.tensor(initial, dtype=torch.long, device=device)[None, :, None]
         self.offsets = torch.zeros(B, dtype=torch.long, device=device)
+        self.active = torch.ones(B, dtype=torch.bool, device=device)  # slots this step advances
         self.rng = SlotRandom(B, device, seed)
         self._seed = seed
         # Static buffers the step reads and writes (CUDA graphs keep pointing at them).
@@ -133,6 +143,14 @@ class LMStreamer:
         )
         self._noise: torch.Tensor | None = None
         self._steps_since_reset = 0
+        self._all_active = True  # host copy: whether `active` is all True
+
+        # Conditioned models: each slot's "sum" condition, then (with CFG) its null one.
+        self.conditioned = bool(getattr(lm, "is_conditioned", False))
+        self.condition: torch.Tensor | None = None
+        if self.conditioned:
+            rows = 2 * B if self.use_cfg else B
+            self.condition = torch.zeros(rows, 1, config.dim, dtype=torch.float32, device=device)
 
         self._exit = ExitStack()
         lm_batch = 2 * B if self.use_cfg else B
@@ -183,17 +201,36 @@ class LMStreamer:
         if bool(slots.all()):
             self._steps_since_reset = 0
 
+    @torch.inference_mode()
+    def set_condition(self, slot: int, condition: torch.Tensor,
+                      null_condition: torch.Tensor | None = None) -> None:
+        """Give `slot` its condition `[1, 1, dim]` (`lm.condition_sum`) and, with CFG, the
+        condition its guidance pushes away from (required then)."""
+        if self.condition is None:
+            raise ValueError("this model has no conditioners")
+        if not 0 <= slot < self.batch_size:
+            raise ValueError(f"slot {slot} outside 0..{self.batch_size - 1}")
+        self.condition[slot] = condition.reshape(1, -1).to(self.condition)
+        if self.use_cfg:
+            if null_condition is None:
+                raise ValueError("CFG on a conditioned model needs the null condition")
+            self.condition[self.batch_size + slot] = null_condition.reshape(1, -1).to(self.condition)
+
     # --- stepping -------------------------------------------------------------------------
     @torch.inference_mode()
     def step(
-        self, input_tokens: torch.Tensor | None = None, text_hook: TextHook | None = None
+        self, input_tokens: torch.Tensor | None = None, text_hook: TextHook | None = None,
+        active: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """One frame for every slot: `input_tokens` [B, n_in, 1] -> tokens [B, 1 + dep_q, 1].
 
         Returns None while the delays fill after a full reset. `text_hook` (TTS) sees the
         sampled text tokens [B] and returns those to use instead; they feed the depformer and
         the next step. Extra heads' probabilities (VAD) are in `extra_probs` afterwards.
+        `active` (bool [B], default all): the slots this step advances; the others stay as
+        they were and their rows of the result mean nothing.
         """
+        self._set_active(active)
         self._load_input(input_tokens)
         self._phase_text()
         if text_hook is not None:
@@ -209,6 +246,19 @@ class LMStreamer:
         if self._steps_since_reset <= self.max_delay:
             return None
         return self.out_buf.clone()
+
+    def _set_active(self, active: torch.Tensor | None) -> None:
+        if active is None:
+            if self._all_active:
+                return
+            active = torch.ones(self.batch_size, dtype=torch.bool)
+        active = torch.as_tensor(active, dtype=torch.bool)
+        if active.shape != (self.batch_size,):
+            raise ValueError(f"active must be a bool tensor of shape [{self.batch_size}], "
+                             f"got {tuple(active.shape)}")
+        self.active.copy_(active)
+        self.lm.set_active(active.repeat(2) if self.use_cfg else active)
+        self._all_active = bool(active.all())
 
     def _load_input(self, input_tokens: torch.Tensor | None) -> None:
         B, n_in = self.batch_size, self.num_inputs
@@ -238,15 +288,23 @@ class LMStreamer:
         codes = self.cache.gather(2, read_at)  # [B, K, 1]
         is_initial = offsets <= self.delays[None, :, None]
         codes = torch.where(is_initial, self.initial, codes)
-        if self.use_cfg:
+        if self.use_cfg and self.conditioned:
+            codes = torch.cat([codes, codes], dim=0)  # the halves differ by their condition
+        elif self.use_cfg:
             null = codes.clone()
             null[:, :1] = torch.where(is_initial[:, :1], codes[:, :1], torch.full_like(codes[:, :1], -1))
             codes = torch.cat([codes, null], dim=0)
-        hidden, text_logits = self.lm.forward_temporal(codes)  # [B', 1, D], [B', 1, 1, Vt]
+        # [B', 1, D], [B', 1, 1, Vt]
+        if self.condition is not None:
+            hidden, text_logits = self.lm.forward_temporal(codes, self.condition)
+        else:
+            hidden, text_logits = self.lm.forward_temporal(codes)
         self._hidden = hidden
         if self._noise_width > 0:
             self._noise = self.rng.gumbel_block(self._noise_streams, self._noise_width)
-        text = sample_tokens(text_logits[:B, 0, 0], self.text_params, noise=self._stream_noise(0))
+        text_logits = text_logits[:, 0, 0]
+        text_logits = self._guided(text_logits) if self.conditioned else text_logits[:B]
+        text = sample_tokens(text_logits, self.text_params, noise=self._stream_noise(0))
         self.text_buf.copy_(text)
         if self.num_extra_heads > 0:
             probs = self.lm.extra_heads_probs(hidden[:B])  # list of [B, 1, n]
@@ -289,13 +347,18 @@ class LMStreamer:
         if self.dep_q > 0:
             rows.extend(self._sample_audio())
         generated = torch.stack(rows, dim=1)[:, :, None]  # [B, 1 + dep_q, 1]
-        self.offsets.add_(1)
+        self.offsets.add_(self.active.long())
         offsets = self.offsets[:, None, None]
         write_at = (offsets & mask).expand_as(generated)
-        self.cache[:, : 1 + self.dep_q].scatter_(2, write_at, generated)
+        generated_rows = self.cache[:, : 1 + self.dep_q]
+        # a skipped slot writes back what is there (its offset did not move: that is the
+        # token its next step reads)
+        kept = generated_rows.gather(2, write_at)
+        generated = torch.where(self.active[:, None, None], generated, kept)
+        generated_rows.scatter_(2, write_at, generated)
         gen_delays = self.delays[: 1 + self.dep_q][None, :, None]
         read_at = (offsets - self.max_delay + gen_delays) & mask  # [B, 1 + dep_q, 1]
         out = self.cache[:, : 1 + self.dep_q].gather(2, read_at)
         filling = offsets <= self.max_delay  # [B, 1, 1]
         self.out_buf.copy_(torch.where(filling, torch.full_like(out, UNGENERATED), out))
-        self.rng.advance()
+        self.rng.advance(self.active)

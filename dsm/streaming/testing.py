@@ -32,6 +32,7 @@ class ScriptedConfig:
 class _ScriptState(StreamingState):
     def __init__(self, batch_size: int) -> None:
         self.positions = torch.zeros(batch_size, dtype=torch.long)
+        self.active = torch.ones(batch_size, dtype=torch.bool)  # slots the step advances
 
     def reset(self, slots: torch.Tensor) -> None:
         self.positions.masked_fill_(slots, 0)
@@ -75,7 +76,7 @@ class ScriptedLMForTests(StreamingModule):
             position = int(state.positions[slot])
             token = script[position] if position < len(script) else self.pad_id
             logits[slot, 0, 0, token] = 0.0
-        state.positions += 1
+        state.positions += state.active.long()
         hidden = torch.zeros(batch, 1, 4)
         return hidden, logits
 

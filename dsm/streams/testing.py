@@ -98,3 +98,6 @@ class ToyCodecForTests:
 
     def reset_slots(self, mask: torch.Tensor) -> None:
         """Stateless: nothing to reset."""
+
+    def set_active(self, slots: torch.Tensor | None = None) -> None:
+        """Stateless: every slot is always as it was."""
