@@ -72,7 +72,8 @@ class ASRTaskConfig:
     chain_fraction: float = 0.0             # training: share of items that are streams of
                                             # several utterances, filling max_frames
     chain_gap_s: tuple[float, float] = (0.3, 4.0)  # training: silence between them, seconds
-    init_from: str | None = None            # start from these LM weights: a model directory
+    init_from: str | None = None            # start from these LM weights: a model directory,
+                                            # a Hugging Face repo id (owner/name[@REVISION])
                                             # or a `dsm train` checkpoint of the same shapes
 
     def __post_init__(self) -> None:
@@ -422,14 +423,15 @@ def transcribe_pcms(model: Any, pcms: list[Any], num_slots: int = 8) -> list[Tra
 
 
 def run_asr_model(args: Any, rows: list[Any]) -> list[dict[str, Any]]:
-    """`dsm eval asr --model DIR`: transcribe every manifest row's audio with the model
-    directory (streaming, as `dsm transcribe`), giving the outputs `evaluate_asr` scores."""
+    """`dsm eval asr --model REF`: transcribe every manifest row's audio with the model
+    (a directory or Hugging Face repo id; streaming, as `dsm transcribe`), giving the
+    outputs `evaluate_asr` scores."""
     import torch
 
-    from dsm.streaming.model_dir import load_model_dir, read_audio
+    from dsm.streaming.model_dir import load_model_dir, read_audio, resolve_model
 
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model_dir(args.model, device=device)
+    model = load_model_dir(resolve_model(args.model, "asr"), device=device)
     if model.task != "asr":
         raise ValueError(f"{args.model} is a {model.task} model, not an ASR one")
     pcms = [read_audio(row.audio, model.codec.sample_rate) for row in rows]

@@ -378,12 +378,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True,
                         help="reference JSONL manifest (for translation: the target language)")
     parser.add_argument("--hyp", help="outputs to score, JSONL (see the description above)")
-    parser.add_argument("--model", help="a model to produce the outputs, where its runner is "
-                        "wired (instead of --hyp)")
+    parser.add_argument("--model", metavar="REF", help="a model to produce the outputs, where "
+                        "its runner is wired (instead of --hyp): a model directory or a Hugging "
+                        "Face repo id (kyutai/stt-1b-en_fr[@REVISION]); for codec: a codec spec")
     parser.add_argument("--source-manifest", help="translation with --model: the source-language "
                         "manifest, paired by id (default: X.en.jsonl beside X.fr.jsonl)")
-    parser.add_argument("--asr-model", help="tts with --model: the independent ASR model "
-                        "that transcribes the speech (default: the shipped dsm/assets/asr)")
+    parser.add_argument("--asr-model", metavar="REF", help="tts with --model: the independent "
+                        "ASR model that transcribes the speech, a model directory or a Hugging "
+                        "Face repo id (default: the shipped dsm/assets/asr)")
     parser.add_argument("--json", dest="json_path", help="also write the results here as JSON")
     parser.add_argument("--per-utterance", action="store_true",
                         help="print one line per utterance after the summary")

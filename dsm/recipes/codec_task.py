@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from dsm.codecs.init import unit_gain_init
 from dsm.codecs.loading import save_codec
 from dsm.codecs.mimi import Mimi, MimiConfig
+from dsm.models.hub import ModelRefError, is_repo_ref, resolve_model_ref
 from dsm.recipes.balancer import Balancer
 from dsm.recipes.config import RecipeError
 from dsm.recipes.discriminator import (
@@ -102,7 +103,8 @@ class CodecTaskConfig:
     discriminator_filters: int = 32
     adversarial_start: int = 0              # reconstruction-only steps before the GAN starts
     init: str = "unit_gain"                 # conv init: "unit_gain" (dsm.codecs.init) | "torch"
-    init_from: str | None = None            # start from this codec: a directory or a checkpoint
+    init_from: str | None = None            # start from this codec: a directory, a checkpoint
+                                            # or a model's Hugging Face repo id (its Mimi)
     # "all", or "decoder": the encoder side (encoder, its transformer, downsampling,
     # quantizer with its codebooks) is frozen, so the codes stay what they are while the
     # decoder keeps learning. Models trained on the codes stay valid (same fingerprint).
@@ -290,13 +292,16 @@ class CodecTask(Task):
         return models
 
     def _initial_weights(self, source: str, codec: Mimi) -> dict[str, Tensor]:
-        """Codec weights from a codec directory or a codec run's trainer checkpoint."""
+        """Codec weights from a codec directory, a codec run's trainer checkpoint, or the
+        codec of a model named by its Hugging Face repo id (e.g. a Kyutai repo's Mimi)."""
         from dsm.codecs import load_codec
         from dsm.codecs.mimi import check_state_dict
 
         where = f"{self.recipe.source}: key 'task.init_from'"
         path = Path(source)
-        if path.is_dir():
+        if not path.exists() and is_repo_ref(source):
+            state = self._model_codec_weights(source, where)
+        elif path.is_dir():
             state = load_codec(path).state_dict()
         elif path.is_file():
             try:
@@ -310,6 +315,21 @@ class CodecTask(Task):
         except ValueError as error:
             raise RecipeError(str(error)) from None
         return state
+
+    @staticmethod
+    def _model_codec_weights(source: str, where: str) -> dict[str, Tensor]:
+        """The codec weights of the model directory a Hugging Face repo id resolves to."""
+        import json
+
+        from dsm.codecs import load_codec
+        from dsm.streaming.model_dir import ModelDirError, codec_spec
+
+        try:
+            directory = resolve_model_ref(source)
+            extras = json.loads((directory / "config.json").read_text())
+            return load_codec(codec_spec(directory, extras)).state_dict()
+        except (ModelRefError, ModelDirError, OSError, ValueError) as error:
+            raise RecipeError(f"{where}: {error}") from None
 
     def optimizer_parameters(self, models: Mapping[str, nn.Module]) -> dict[str, list[nn.Parameter]]:
         return {

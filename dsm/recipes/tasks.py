@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
+from dsm.models.hub import ModelRefError, is_repo_ref, resolve_model_ref
 from dsm.recipes.config import Recipe, RecipeError
 from dsm.recipes.manifest import jsonl_objects
 
@@ -126,7 +127,8 @@ class Task:
 
 def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, model_name: str,
                             kind: str) -> None:
-    """Load `task.init_from` into `lm`: a model directory (`load_lm`) or a `dsm train`
+    """Load `task.init_from` into `lm`: a model directory (`load_lm`), a Hugging Face repo
+    id resolved to one (`dsm.models.hub`, e.g. "kyutai/stt-1b-en_fr@main") or a `dsm train`
     checkpoint whose models hold `model_name` (a run of the same kind). Every weight must
     fit (a missing, extra or differently shaped tensor is a RecipeError naming them), with
     two exceptions, both of which start out computing exactly what the source did:
@@ -137,6 +139,11 @@ def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, mode
       zero (`_with_new_layers`): a deeper model that training then puts to use."""
     path = Path(source)
     where = f"{recipe_source}: key 'task.init_from'"
+    if not path.exists() and is_repo_ref(source):
+        try:
+            path = resolve_model_ref(source)
+        except ModelRefError as error:
+            raise RecipeError(f"{where}: {error}") from None
     if path.is_dir():
         from dsm.models import load_lm
 
@@ -145,7 +152,8 @@ def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, mode
         except (ValueError, OSError) as error:
             raise RecipeError(f"{where}: {error}") from None
     elif not path.is_file():
-        raise RecipeError(f"{where}: {path} is neither a model directory nor a checkpoint")
+        raise RecipeError(f"{where}: {path} is neither a model directory nor a checkpoint (nor "
+                          "a Hugging Face repo id, owner/name[@REVISION])")
     else:
         state = torch.load(path, map_location="cpu", weights_only=False)
         models = state.get("models") if isinstance(state, dict) else None

@@ -335,7 +335,7 @@ def translate_manifest(args: argparse.Namespace, rows: list[ManifestRow]) -> lis
     """`dsm eval translation --model DIR` runner: hypotheses {"id", "text"} for the target
     manifest `rows`, translating the source rows of the same ids."""
     from dsm.recipes.cmd_eval import EvalError
-    from dsm.streaming.model_dir import ModelDirError, load_model_dir, read_audio
+    from dsm.streaming.model_dir import ModelDirError, load_model_dir, read_audio, resolve_model
 
     source_path = Path(getattr(args, "source_manifest", None) or source_manifest_for(args.manifest))
     if source_path == Path(args.manifest):
@@ -352,7 +352,7 @@ def translate_manifest(args: argparse.Namespace, rows: list[ManifestRow]) -> lis
                         + (" ..." if len(missing) > 5 else ""))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        model = load_model_dir(args.model, device=device)
+        model = load_model_dir(resolve_model(args.model, "translation"), device=device)
         if model.task != "translation":
             raise ModelDirError(f"{model.path} is a {model.task} model, not a translation one")
         pcms = [read_audio(by_id[row.id].audio, model.codec.sample_rate) for row in rows]

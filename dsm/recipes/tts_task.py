@@ -106,7 +106,8 @@ class TTSTaskConfig:
     top_k: int = 50
     temp_text: float = 0.0
     top_k_text: int = 1
-    init_from: str | None = None      # start from these LM weights: a TTS model directory or
+    init_from: str | None = None      # start from these LM weights: a TTS model directory, a
+                                      # Hugging Face repo id (owner/name[@REVISION]) or
                                       # a `dsm train` checkpoint of the same shapes (e.g. to
                                       # adapt a model to a retrained codec's codes)
     model: TTSModelConfig = field(default_factory=TTSModelConfig)
@@ -511,11 +512,11 @@ def intelligibility(tts_model: Any, asr_model: Any, texts: Sequence[str], *, see
 
 
 def run_tts_model(args: argparse.Namespace, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """`dsm eval tts --model DIR`: speak each row's text, transcribe it with the ASR model
+    """`dsm eval tts --model REF`: speak each row's text, transcribe it with the ASR model
     (`--asr-model`, default the shipped dsm/assets/asr), time the first audio."""
     from dsm.streaming.model_dir import load_model_dir, resolve_model
 
-    tts_model = load_model_dir(args.model)
+    tts_model = load_model_dir(resolve_model(args.model, "tts"))
     if tts_model.task != "tts":
         raise ValueError(f"{args.model} is a {tts_model.task} model, not a TTS one")
     check_codec(tts_model)

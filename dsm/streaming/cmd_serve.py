@@ -8,6 +8,7 @@ Clients written for Kyutai's server work unchanged.
 Examples:
   dsm serve                               # the default models shipped in dsm/assets
   dsm serve --asr models/stt --tts models/tts --port 8080 --api-key public_token
+  dsm serve --asr kyutai/stt-1b-en_fr     # a Hugging Face repo id (HF_HUB_OFFLINE=1: cache only)
   dsm serve --scripted-asr words.json     # a test double: no model, answers with a script
 
 With --api-key, clients must send the key in the `kyutai-api-key` header or the `auth_id`
@@ -35,9 +36,11 @@ HELP = "serve streaming ASR / TTS over websockets (Kyutai's protocol) and the br
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--asr", type=Path, metavar="DIR", help="ASR model directory (with "
-                        "neither --asr nor --tts: the shipped default models)")
-    parser.add_argument("--tts", type=Path, metavar="DIR", help="TTS model directory")
+    parser.add_argument("--asr", metavar="REF", help="ASR model: a model directory or a Hugging "
+                        "Face repo id (kyutai/stt-1b-en_fr[@REVISION]); with neither --asr nor "
+                        "--tts: the shipped default models")
+    parser.add_argument("--tts", metavar="REF", help="TTS model: a model directory or a Hugging "
+                        "Face repo id (kyutai/stt-1b-en_fr[@REVISION])")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     parser.add_argument("--api-key", action="append", default=[], metavar="K",
@@ -111,7 +114,7 @@ def build_services(args: argparse.Namespace) -> tuple[ModelService | None, Model
                                       cuda_graph=not args.no_cuda_graph)
     if asr is None and tts is None:
         raise ValueError("nothing to serve: no default model is installed in dsm/assets; "
-                         "give --asr DIR and/or --tts DIR (or a scripted test double)")
+                         "give --asr REF and/or --tts REF (or a scripted test double)")
     return asr, tts
 
 

@@ -21,8 +21,10 @@ HELP = "speak text with a streaming TTS model into a wav file"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="the text to speak")
     parser.add_argument("-o", "--out", default=None, help="output wav file")
-    parser.add_argument("--model", default=None,
-                        help="TTS model directory (default: the shipped model in dsm/assets/tts)")
+    parser.add_argument("--model", default=None, metavar="REF",
+                        help="TTS model: a model directory or a Hugging Face repo id "
+                        "(kyutai/stt-1b-en_fr[@REVISION]); default: the shipped model in "
+                        "dsm/assets/tts")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--no-cuda-graph", action="store_true", help="run the step eagerly")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")

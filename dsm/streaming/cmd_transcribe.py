@@ -8,6 +8,7 @@ finished it, with its start time. `--json` prints the final words with start and
 Examples:
   dsm transcribe speech.wav --model models/asr
   dsm transcribe speech.wav --model models/asr --json
+  dsm transcribe speech.wav --model kyutai/stt-1b-en_fr     # a Hugging Face repo id
   dsm transcribe speech.wav --server ws://127.0.0.1:8080 --rtf 1
 """
 
@@ -30,8 +31,10 @@ HELP = "transcribe an audio file (streaming ASR), printing words as they come"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="audio file (wav, flac, ...; any rate, mixed to mono)")
-    parser.add_argument("--model", default=None,
-                        help="ASR model directory (default: the shipped model in dsm/assets/asr)")
+    parser.add_argument("--model", default=None, metavar="REF",
+                        help="ASR model: a model directory or a Hugging Face repo id "
+                        "(kyutai/stt-1b-en_fr[@REVISION]); default: the shipped model in "
+                        "dsm/assets/asr")
     parser.add_argument("--json", action="store_true",
                         help="print the words as JSON [{word, start, end}] at the end")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
@@ -67,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
 
 def load_model_and_audio(model: str | None, default: str, tasks: tuple[str, ...], what: str,
                          file: str, device: str | None) -> tuple[ModelDir, np.ndarray]:
-    """The model directory `model` (None: the shipped `default`) on `device` (None: cuda
+    """The model `model` (a directory or Hugging Face repo id; None: the shipped `default`,
+    see `resolve_model`) on `device` (None: cuda
     if present), which must do one of `tasks` (else "not a `what` one"), and `file` read
     as mono float32 at its codec's rate. Raises ModelDirError, ValueError or
     FileNotFoundError with a message for the user."""

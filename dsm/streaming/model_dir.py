@@ -7,10 +7,16 @@ DIR/
                        codec            codec spec or path relative to DIR ("mimi:mimi.safetensors",
                                         "codec"), or Kyutai's mimi_name (a Mimi safetensors file),
                                         or, when neither is given, a codec/ folder (save_codec)
-                       model_type       "stt" | "tts" | "translation" (optional: guessed from
-                                        stt_config / tts_config, then from the stream shapes)
+                       model_type       "stt" | "tts" | "translation" | "hibiki" | "moshi"
+                                        (optional: guessed from stt_config / tts_config, then
+                                        from the stream shapes). "hibiki": Kyutai's speech
+                                        translation (conditioned on description "very_good",
+                                        end-of-input frame, text EOS ends the stream);
+                                        "moshi": a full-duplex dialogue LM (engine and LM API)
                        stt_config       {"audio_delay_seconds": s}: text behind audio (ASR and
-                                        translation; default 0.5 s)
+                                        translation; default 0.5 s);
+                                        "audio_silence_prefix_seconds": silence fed before the
+                                        audio, as moshi's run_inference (stt-2.6b-en: 1 s)
                        tts_config       {"audio_delay": s}: audio behind text (TTS; default 1.28 s)
                        lm_gen_config    optional sampling defaults (temp, temp_text, top_k, ...)
                        weights_dtype    set by `dsm ship --dtype`: the weights are stored in
@@ -20,7 +26,10 @@ DIR/
   codec/ or a Mimi safetensors file
 ```
 `write_model_dir` writes one (recipes, tests); `load_model_dir` reads one and makes the
-engine and sessions of its task.
+engine and sessions of its task. `resolve_model` turns what a user names (`--model`) into
+one: a directory, or a Hugging Face repo id (`kyutai/stt-1b-en_fr[@REVISION]`) resolved to
+its cached snapshot by `dsm.models.hub`, whose Kyutai config.json names moshi_name,
+mimi_name and tokenizer_name.
 """
 
 from __future__ import annotations
@@ -33,9 +42,16 @@ from typing import Any
 
 import torch
 
-TASKS = ("asr", "tts", "translation")
+TASKS = ("asr", "tts", "translation")  # what write_model_dir writes; loading also knows
+# "dialogue": Kyutai's full-duplex Moshi, usable through the engine, the LM API and `dsm bench`
 _MODEL_TYPES = {"stt": "asr", "asr": "asr", "tts": "tts", "translation": "translation",
-                "hibiki": "translation"}
+                "hibiki": "translation", "moshi": "dialogue"}
+# Hibiki's conditions, as moshi's run_inference sets them: the label it is steered towards,
+# and (with guidance) the one it is steered away from.
+HIBIKI_CONDITIONS = {"description": "very_good"}
+HIBIKI_NULL_CONDITIONS = {"description": "very_bad"}
+# Hibiki's text EOS (sentencepiece eos id): the translation is complete.
+HIBIKI_EOS_ID = 2
 SAMPLING_KEYS = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
 
 
@@ -90,6 +106,10 @@ class ModelDir:
     text_delay: int  # frames of text behind audio (ASR, translation)
     audio_delay: int  # frames of audio behind text (TTS)
     sampling: dict[str, Any] = field(default_factory=dict)
+    model_type: str | None = None  # config.json's model_type, as written
+    silence_prefix: int = 0  # samples of silence fed before the audio (stt_config)
+    conditions: dict[str, str | None] | None = None  # a conditioned model's default conditions
+    null_conditions: dict[str, str | None] | None = None  # ... and its guidance's opposite
 
     @property
     def frame_rate(self) -> float:
@@ -104,7 +124,9 @@ class ModelDir:
         from dsm.streaming.engine import BatchedEngine
 
         settings = {"temp": 0.0, "temp_text": 0.0, **self.sampling, **sampling}
-        return BatchedEngine(self.lm, self.codec, num_slots, cuda_graph=cuda_graph, **settings)
+        return BatchedEngine(self.lm, self.codec, num_slots, cuda_graph=cuda_graph,
+                             conditions=self.conditions, null_conditions=self.null_conditions,
+                             **settings)
 
     def asr_session(self, **kwargs: Any) -> Any:
         from dsm.streaming.asr import ASRSession
@@ -112,7 +134,7 @@ class ModelDir:
         return ASRSession(
             self.tokenizer, sample_rate=self.codec.sample_rate, frame_size=self.codec.frame_size,
             frame_rate=self.frame_rate, text_delay=self.text_delay, max_delay=self.max_delay,
-            **kwargs,
+            silence_prefix=self.silence_prefix, **kwargs,
         )
 
     def tts_session(self, **kwargs: Any) -> Any:
@@ -125,10 +147,13 @@ class ModelDir:
     def translation_session(self, **kwargs: Any) -> Any:
         from dsm.streaming.translation import TranslationSession
 
+        if self.model_type == "hibiki":
+            kwargs.setdefault("end_of_input", True)
+            kwargs.setdefault("eos_id", HIBIKI_EOS_ID)
         return TranslationSession(
             self.tokenizer, sample_rate=self.codec.sample_rate, frame_size=self.codec.frame_size,
             frame_rate=self.frame_rate, text_delay=self.text_delay, max_delay=self.max_delay,
-            **kwargs,
+            silence_prefix=self.silence_prefix, **kwargs,
         )
 
 
@@ -160,9 +185,30 @@ def load_model_dir(
     frame_rate = float(codec.frame_rate)
     stt = extras.get("stt_config") or {}
     tts = extras.get("tts_config") or {}
-    text_delay = round(float(stt.get("audio_delay_seconds", 0.5)) * frame_rate)
+    delay_s = float(stt.get("audio_delay_seconds", 0.5))
+    prefix_s = float(stt.get("audio_silence_prefix_seconds", 0.0))
+    if delay_s < 0 or prefix_s < 0:
+        raise ModelDirError(f"{directory}: stt_config delays must not be negative")
+    silence_prefix = round(prefix_s * codec.sample_rate)
+    # Text lag behind the *padded* stream, rounded as a whole: with stt-2.6b-en's 1 s prefix
+    # (12.5 frames) and 2.5 s delay that is 44 frames, 32 past the prefix's 12, as Kyutai's
+    # server uses; without a prefix it is round(delay * frame rate) (stt-1b: 6).
+    text_delay = round((delay_s + prefix_s) * frame_rate) - round(prefix_s * frame_rate)
     audio_delay = round(float(tts.get("audio_delay", 1.28)) * frame_rate)
     config = lm.config
+    model_type = extras.get("model_type")
+    conditions = null_conditions = None
+    if model_type == "hibiki":
+        # moshi's loader: an EOS fed back reads as padding, so an early EOS changes nothing.
+        with torch.no_grad():
+            lm.text_emb.weight[HIBIKI_EOS_ID] = lm.text_emb.weight[tokenizer.pad_id]
+        if lm.is_conditioned:
+            conditions, null_conditions = dict(HIBIKI_CONDITIONS), dict(HIBIKI_NULL_CONDITIONS)
+    elif lm.is_conditioned:
+        raise ModelDirError(
+            f"{directory}: the LM is conditioned on {lm.condition_provider.names}, and dsm "
+            f"knows the conditions to give only for model_type 'hibiki' (got {model_type!r})"
+        )
     if tokenizer.vocab_size > config.text_card:
         raise ModelDirError(
             f"{directory}: the tokenizer has {tokenizer.vocab_size} pieces, the LM's text_card "
@@ -180,9 +226,14 @@ def load_model_dir(
         raise ModelDirError(f"{directory}: a {task} model needs audio input rows (n_q > dep_q)")
     if task == "tts" and config.dep_q == 0:
         raise ModelDirError(f"{directory}: a TTS model needs generated audio rows (dep_q > 0)")
+    if task == "dialogue" and (config.dep_q == 0 or n_in == 0):
+        raise ModelDirError(f"{directory}: a full-duplex (moshi) model both hears and speaks "
+                            "audio (0 < dep_q < n_q)")
     gen = extras.get("lm_gen_config") or {}
     sampling = {k: gen[k] for k in SAMPLING_KEYS if k in gen}
-    return ModelDir(directory, task, lm, codec, tokenizer, text_delay, audio_delay, sampling)
+    return ModelDir(directory, task, lm, codec, tokenizer, text_delay, audio_delay, sampling,
+                    model_type=model_type, silence_prefix=silence_prefix, conditions=conditions,
+                    null_conditions=null_conditions)
 
 
 def write_model_dir(
@@ -231,15 +282,25 @@ def installed_default(task: str) -> Path | None:
     return default if (default / "config.json").is_file() else None
 
 
+MODEL_REF_HELP = "a model directory or a Hugging Face repo id (kyutai/stt-1b-en_fr[@REVISION])"
+
+
 def resolve_model(path: str | Path | None, task: str) -> Path:
-    """`--model DIR`, or the shipped default model for `task` (dsm/assets/<task>)."""
+    """`--model REF` as a model directory: REF a directory, or a Hugging Face repo id
+    resolved through the cache (`dsm.models.hub`); None: the shipped default model for
+    `task` (dsm/assets/<task>). Raises ModelDirError saying what is missing."""
     if path is not None:
-        return Path(path)
+        from dsm.models.hub import ModelRefError, resolve_model_ref
+
+        try:
+            return resolve_model_ref(path)
+        except ModelRefError as error:
+            raise ModelDirError(str(error)) from None
     default = installed_default(task)
     if default is None:
         raise ModelDirError(
             f"no default {task} model is installed ({DEFAULT_MODELS / task}); pass --model "
-            "DIR (a model directory: config.json, model.safetensors, tokenizer.model, codec)"
+            f"REF ({MODEL_REF_HELP})"
         )
     return default
 
