@@ -1,6 +1,7 @@
 """Helpers shared by several test files: chunked streaming with a slot reset, random LMs
-whose text head says something, a server for the length of a block, and the local run a
-protocol client is compared with. Import explicitly: `from helpers import ...`."""
+whose text head says something, a server for the length of a block, the local run a
+protocol client is compared with, and a tiny moshi Mimi at the real rates for pipeline
+conformance. Import explicitly: `from helpers import ...`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 if TYPE_CHECKING:
     from dsm.streaming.asr import ASRSession
@@ -152,3 +154,69 @@ def held_out_utterances(count: int, first: int = 0) -> list[Any]:
     assert {u.speaker for u in utterances} <= held_out
     assert len({u.speaker for u in utterances}) >= 3
     return utterances
+
+
+# A Mimi with the real rates, frame and attention window (24 kHz, 1920 samples, 12.5 Hz, 250
+# encoder steps) and tiny widths, in moshi's `get_mimi` terms: moshi's run_inference pads in
+# 24 kHz samples, so its pipelines are compared at the real rates. (Past a full window,
+# 10 s, moshi's streaming Mimi drops a key that its offline Mimi and dsm keep: see
+# tests/test_mimi.py.)
+MOSHI_TINY_MIMI_24K = dict(
+    sample_rate=24000, channels=1, frame_rate=12.5,
+    seanet=dict(channels=1, dimension=32, causal=True, n_filters=4, n_residual_layers=1,
+                activation="ELU", compress=2, dilation_base=2, disable_norm_outer_blocks=0,
+                kernel_size=7, residual_kernel_size=3, last_kernel_size=3, norm="none",
+                pad_mode="constant", ratios=[8, 6, 5, 4], true_skip=True),
+    quantizer=dict(dimension=16, n_q=4, bins=64, input_dimension=32, output_dimension=32),
+    transformer=dict(d_model=24, num_heads=4, num_layers=2, causal=True, layer_scale=0.01,
+                     context=250, conv_layout=True, max_period=10000, gating="none",
+                     norm="layer_norm", positional_embedding="rope", dim_feedforward=48,
+                     input_dimension=32, output_dimensions=[32]),
+)
+
+
+def moshi_tiny_mimi_24k(path: Any, seed: int = 1) -> tuple[torch.nn.Module, Any]:
+    """moshi's Mimi of `MOSHI_TINY_MIMI_24K` with random weights whose codes follow the
+    audio (conv biases zeroed, codebooks at the latents' scale), saved in Kyutai's layout
+    at `path`; returns (moshi's model, dsm's `Mimi` loaded from that file)."""
+    from moshi.models import loaders
+
+    from dsm.codecs import MimiConfig
+    from dsm.codecs.mimi import load_mimi
+    from dsm.codecs.seanet import SEANetConfig
+    from dsm.codecs.testing import randomize_codebooks
+    from dsm.modules.transformer import TransformerConfig
+
+    torch.manual_seed(seed)
+    reference = loaders.get_mimi(None, MOSHI_TINY_MIMI_24K, num_codebooks=4)
+    randomize_codebooks(reference)
+    with torch.no_grad():
+        for name, param in reference.named_parameters():
+            if "layer_scale" in name:
+                param.fill_(1.0)
+            elif name.endswith("bias"):
+                param.zero_()
+        for name, buffer in reference.named_buffers():
+            if name.endswith("embedding_sum"):
+                buffer.mul_(0.1)
+    reference.eval()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    config = MimiConfig(
+        sample_rate=24000, frame_rate=12.5,
+        seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[8, 6, 5, 4]),
+        transformer=TransformerConfig(d_model=24, num_heads=4, num_layers=2, dim_feedforward=48,
+                                      context=250, layer_scale=0.01),
+        codebook_dim=16, n_q=4, bins=64,
+    )
+    return reference, load_mimi(path, config=config)
+
+
+def varied_pcm(seconds: float, seed: int = 5) -> np.ndarray:
+    """24 kHz test audio whose codes change: tones and noise bursts, a new one every 0.1 s."""
+    rng = np.random.default_rng(seed)
+    segments = []
+    for k in range(int(seconds * 10) + 1):
+        t = np.arange(2400) / 24000
+        tone = np.sin(2 * np.pi * rng.uniform(100, 3000) * t) * rng.uniform(0.05, 0.8)
+        segments.append(tone if k % 2 else rng.uniform(0.0, 0.6) * rng.standard_normal(2400))
+    return np.concatenate(segments)[: int(seconds * 24000)].astype(np.float32)

@@ -10,8 +10,13 @@ wall-clock rates move with the neighbours' load, CPU time much less. CPU runs us
 torch thread unless --threads says otherwise (thread stalls on a busy machine swamp what
 is measured).
 
+With --model, the weights are a real model's (a directory or a Hugging Face repo id, any
+of Kyutai's types: stt, tts, hibiki, moshi), loaded into both from its file; a conditioned
+model (Hibiki) runs with its conditions absent (learnt padding) in both.
+
 Example: dsm bench lm --preset tiny-stt --batch 1,8,32
          dsm bench lm --preset stt-1b --batch 64,256,512 --device cuda --steps 100
+         dsm bench lm --model kyutai/moshiko-pytorch-bf16 --batch 1,8 --device cuda
 """
 
 from __future__ import annotations
@@ -29,7 +34,11 @@ REAL_TIME_STEPS_PER_S = 12.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny-stt", help="LM preset (dsm.models.PRESETS)")
+    parser.add_argument("--preset", default="tiny-stt",
+                        help="LM preset with random weights (dsm.models.PRESETS)")
+    parser.add_argument("--model", default=None,
+                        help="instead of a preset: a model directory or Hugging Face repo id "
+                        "(kyutai/stt-1b-en_fr[@REVISION]) whose LM weights both generators use")
     parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--steps", type=int, default=50, help="timed steps per measurement")
@@ -64,7 +73,6 @@ def main(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from dsm.models import load_lm, preset
-    from dsm.streaming.streamer import LMStreamer
 
     device = torch.device(args.device)
     threads = args.threads or (1 if device.type == "cpu" else None)
@@ -80,8 +88,15 @@ def main(args: argparse.Namespace) -> int:
         return 2
     dtype_name = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     dtype = getattr(torch, dtype_name)
-    config = preset(args.preset)
     sampling = dict(temp=0.8, temp_text=0.7, top_k=250, top_k_text=25)
+    if args.model is not None:
+        try:
+            ours, reference, name = _load_model(args.model, device, dtype, not args.no_moshi)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"error: {error}")
+            return 2
+        return _run(args, ours, reference, name, device, dtype_name, batches, sampling)
+    config = preset(args.preset)
 
     reference = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,8 +117,65 @@ def main(args: argparse.Namespace) -> int:
         del state
         ours = load_lm(path, config, device=device, dtype=dtype).eval()
 
+    return _run(args, ours, reference, f"preset {args.preset}", device, dtype_name, batches,
+                sampling)
+
+
+def _load_model(ref: str, device: torch.device, dtype: torch.dtype, with_moshi: bool
+                ) -> tuple[torch.nn.Module, torch.nn.Module | None, str]:
+    """dsm's LM of a model directory (or repo id) and, when asked, moshi's with its weights."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from dsm.models import LMConfig, load_lm
+    from dsm.streaming.model_dir import resolve_model
+
+    directory = resolve_model(ref, "asr")
+    config = LMConfig.from_json(directory / "config.json")
+    weights = directory / str(config.extras.get("moshi_name", "model.safetensors"))
+    ours = load_lm(directory, device=device, dtype=dtype).eval()
+    reference = None
+    if with_moshi and config.audio_heads == "depformer":
+        from moshi.models.lm import LMModel
+        from moshi.models.loaders import get_condition_fuser, get_conditioner_provider
+
+        extra: dict = {}
+        if config.conditioners:
+            spec = copy.deepcopy({"conditioners": config.conditioners, "fuser": config.fuser})
+            extra = {"condition_provider": get_conditioner_provider(config.dim, device, spec),
+                     "fuser": get_condition_fuser(spec)}
+        with torch.device(device):
+            reference = LMModel(**config.moshi_kwargs(), **extra).to(dtype).eval()
+        reference.load_state_dict(load_file(str(weights), device=str(device)))
+        if reference.condition_provider is not None:
+            reference.condition_provider.float()
+    return ours, reference, f"model {ref}"
+
+
+def _absent_conditions(lm: torch.nn.Module, reference: torch.nn.Module | None, batch: int,
+                       streamer: object, sampling: dict) -> dict:
+    """Every slot of a conditioned model without its conditions (both generators alike)."""
+    names = lm.condition_provider.names
+    absent = lm.condition_sum([{n: None for n in names}])
+    for slot in range(batch):
+        streamer.set_condition(slot, absent)  # type: ignore[attr-defined]
+    if reference is None:
+        return {}
+    from moshi.conditioners import ConditionAttributes
+
+    attributes = [ConditionAttributes(text={n: None for n in names}, tensor={})] * batch
+    return {"condition_tensors": reference.condition_provider.prepare_and_provide(attributes)}
+
+
+def _run(args: argparse.Namespace, ours: torch.nn.Module, reference: torch.nn.Module | None,
+         name: str, device: torch.device, dtype_name: str, batches: list[int],
+         sampling: dict) -> int:
+    from dsm.streaming.streamer import LMStreamer
+
+    config = ours.config
     n_in = config.n_q - config.dep_q
-    print(f"preset {args.preset}: dim {config.dim}, {config.num_layers} layers, n_q {config.n_q}, "
+    print(f"{name}: dim {config.dim}, {config.num_layers} layers, n_q {config.n_q}, "
           f"dep_q {config.dep_q}; device {device} ({dtype_name}), "
           f"threads {torch.get_num_threads()}; best of {args.rounds} alternating rounds of "
           f"{args.steps} steps each")
@@ -119,13 +191,16 @@ def main(args: argparse.Namespace) -> int:
         inputs = torch.randint(0, config.card, (total, batch, n_in, 1), generator=generator)
         inputs = inputs.to(device)
         streamer = LMStreamer(ours, batch, cuda_graph=not args.no_cuda_graph, **sampling)
+        conditions = {}
+        if getattr(ours, "is_conditioned", False):
+            conditions = _absent_conditions(ours, reference, batch, streamer, sampling)
         generator_ref = None
         exit_stack = ExitStack()
         exit_stack.enter_context(streamer)
         if reference is not None:
             from moshi.models.lm import LMGen
 
-            generator_ref = LMGen(reference, **sampling)
+            generator_ref = LMGen(reference, **sampling, **conditions)
             exit_stack.enter_context(generator_ref.streaming(batch))
             exit_stack.enter_context(torch.no_grad())
         with exit_stack:
