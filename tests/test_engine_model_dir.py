@@ -158,7 +158,7 @@ def test_step_events_carry_the_vad_heads(model_dirs) -> None:
         while engine.ready() and len(steps) < 4:
             steps += [e for e in engine.step().get(session, []) if isinstance(e, StepEvent)]
         vad = engine.streamer.extra_probs[0]  # [heads, classes] of the last step
-    assert [s.step_idx for s in steps] == [0, 1, 2, 3]
+    assert [s.step_idx for s in steps] == [1, 2, 3, 4]
     assert len(steps[-1].prs) == 1 and 0.0 < steps[-1].prs[0] < 1.0
     assert steps[-1].prs[0] == pytest.approx(float(vad[0, 0]))
     assert steps[-1].buffered_pcm == 0
@@ -199,3 +199,55 @@ def test_tts_audio_is_the_codec_decoding_of_its_frames_from_the_audio_delay(mode
     streamed = np.concatenate(pcm)
     assert streamed.shape == offline.shape
     assert np.abs(streamed - offline).max() < 1e-4
+
+
+def test_step_events_only_for_a_model_with_vad_heads(model_dirs) -> None:
+    """Kyutai's server sends Step only when the model has VAD heads (its clients read
+    prs[2] and crash on an empty list)."""
+    from dsm.streaming.events import StepEvent
+
+    model = load_model_dir(model_dirs["translation"])  # no extra heads
+    with model.engine(1) as engine:
+        session = model.translation_session(step_events=True)
+        engine.attach(session)
+        session.push_pcm(np.zeros(1920 * 4, np.float32))
+        events = []
+        for _ in range(4):
+            events += engine.step().get(session, [])
+    assert events and not any(isinstance(e, StepEvent) for e in events)
+
+
+def test_a_slot_reused_after_non_finite_state_gives_a_fresh_streams_words(model_dirs) -> None:
+    """Absurd samples are refused before the codec; and a slot's whole state, KV caches
+    included, is reset on attach, so a poisoned slot cannot pass NaN to the next stream."""
+    from dsm.streaming.asr import AudioInputError
+
+    model = load_model_dir(model_dirs["asr"])
+    pcm = (0.3 * np.random.default_rng(2).standard_normal(1920 * 10)).astype(np.float32)
+    fresh = _local_words(model_dirs["asr"], pcm)
+    with model.engine(1) as engine:
+        hostile = model.asr_session()
+        engine.attach(hostile)
+        with pytest.raises(AudioInputError, match="peak of 1e\\+20"):
+            hostile.push_pcm(np.full(1920, 1e20, np.float32))
+        with pytest.raises(AudioInputError, match="int16"):
+            hostile.push_pcm(np.full(1920, 1000.0, np.float32))
+        hostile.push_pcm(pcm[:1920 * 3])
+        for _ in range(3):
+            engine.step()
+        # what a NaN that got through would leave behind, in every cache of the slot
+        for module in list(model.lm.modules()) + list(model.codec.modules()):
+            state = getattr(module, "_streaming_state", None)
+            for value in (vars(state) if state is not None else {}).values():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    value.fill_(float("nan"))
+        engine.detach(hostile)
+        session = model.asr_session()
+        engine.attach(session)
+        session.push_pcm(pcm)
+        session.end()
+        events = []
+        while engine.ready():
+            events += engine.step().get(session, [])
+    words = [e.text for e in events if type(e).__name__ == "WordEvent"]
+    assert words == [w["word"] for w in fresh] and words

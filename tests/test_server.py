@@ -120,7 +120,7 @@ def test_kyutai_style_asr_client_gets_words_and_marker_echo() -> None:
     assert types[0] == "Ready"
     assert words == WORDS
     assert set(types) == {"Ready", "Word", "EndWord", "Step", "Marker"}
-    assert steps == list(range(len(steps)))  # one Step per 1920 samples, in order
+    assert steps == list(range(1, len(steps) + 1))  # one Step per 1920 samples, from 1
     assert len(steps) >= (SAMPLE_RATE * 3 + len(speech())) // FRAME_SIZE
 
 

@@ -104,7 +104,7 @@ def test_kyutai_client_gets_the_aligned_words_through_the_engine(tokenizer) -> N
 
     for words, steps in run(main()):
         assert words == local == aligned
-        assert [s["step_idx"] for s in steps] == list(range(len(steps)))
+        assert [s["step_idx"] for s in steps] == list(range(1, len(steps) + 1))
 
 
 def tiny_random_lm(tokenizer: Any) -> torch.nn.Module:
@@ -249,8 +249,6 @@ def test_shutdown_flushes_engine_streams(tokenizer) -> None:
         reader = asyncio.create_task(read_all())
         await server.shutdown()  # ends the input: the session flushes its delay
         messages = await reader
-        steps_before = [m for m in messages if m["type"] == "Step"]
-        assert len(steps_before) > int(2.7 * FR)  # the flush stepped past the audio
         ends = [m for m in messages if m["type"] == "EndWord"]
         assert len(ends) == len(aligned)  # the last word was closed by the flush
         return ([m["text"] for m in messages if m["type"] == "Word"], ws.close_code,

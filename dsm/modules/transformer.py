@@ -196,7 +196,8 @@ class _AttentionState(StreamingState):
     (Hkv = num_heads / kv_repeat: repeated heads are not cached).
 
     Which entry holds which position lives in the transformer's state, shared by all layers;
-    stale entries are masked out, so resetting a slot needs nothing here.
+    stale entries are masked out. Resetting a slot still zeroes its entries: a masked entry
+    holding NaN (a hostile stream's) would poison the next stream of the slot (0 x NaN).
     """
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
@@ -204,7 +205,8 @@ class _AttentionState(StreamingState):
         self.values = values
 
     def reset(self, slots: torch.Tensor) -> None:
-        return None
+        self.keys.masked_fill_(slots.view(-1, 1, 1, 1), 0.0)
+        self.values.masked_fill_(slots.view(-1, 1, 1, 1), 0.0)
 
 
 class _StackedLinear(nn.Module):

@@ -28,6 +28,11 @@ from dsm.streaming.events import EndWordEvent, Event, MarkerEvent, StepEvent, Wo
 from dsm.streams.tokenizer import TextTokenizer
 
 
+# Samples louder than this are not audio (float pcm lives in [-1, 1]; some headroom for
+# clipping clients): refused before they reach the codec, where they overflow.
+MAX_ABS_SAMPLE = 16.0
+
+
 class AudioInputError(ValueError):
     """Pcm that cannot be streamed: wrong rate, shape, type, empty or not finite."""
 
@@ -141,6 +146,12 @@ def check_pcm(pcm: object, sample_rate: int | None, expected_rate: int) -> np.nd
         raise AudioInputError("empty pcm chunk (0 samples)")
     if not np.isfinite(array).all():
         raise AudioInputError("pcm contains non-finite samples (NaN or inf)")
+    peak = float(np.abs(array).max())
+    if peak > MAX_ABS_SAMPLE:
+        hint = " (int16 samples? divide by 32768)" if peak <= 32768 else ""
+        raise AudioInputError(
+            f"pcm samples must be in [-1, 1]; found a peak of {peak:.3g}{hint}"
+        )
     return array.astype(np.float32, copy=False)
 
 
@@ -268,11 +279,12 @@ class ASRSession(Session):
         position = self.decoder.position
         while self._markers and position >= self._markers[0][0] + self.text_delay:
             events.append(MarkerEvent(id=self._markers.popleft()[1]))
-        if self.step_events:
-            # prs[h]: head h's probability of its class 0 (Kyutai's VAD heads: "the turn
-            # ends within head h's horizon"; clients read e.g. prs[2] > 0.5 as end of turn).
-            prs = [] if output.extra_probs is None else [float(p[0]) for p in output.extra_probs]
-            events.append(StepEvent(step_idx=self._steps - 1, prs=prs, buffered_pcm=self._buffered))
+        if self.step_events and output.extra_probs is not None:
+            # As Kyutai's server: a Step per model step, only for a model with VAD heads,
+            # counted from 1. prs[h]: head h's probability of its class 0 ("the turn ends
+            # within head h's horizon"; clients read e.g. prs[2] > 0.5 as end of turn).
+            prs = [float(p[0]) for p in output.extra_probs]
+            events.append(StepEvent(step_idx=self._steps, prs=prs, buffered_pcm=self._buffered))
         if self._ended and self._flush_left == 0 and self._buffered == 0:
             events.extend(self.decoder.flush())
             while self._markers:

@@ -3,7 +3,9 @@
 Starts `dsm serve` in a child process on a free loopback port (or uses --server URL),
 then runs N clients at once for a bounded time. Each client streams audio at real time
 in 80 ms frames, then sends a Marker and silence until the marker comes back. The added
-latency of a step is the time from sending audio frame k to receiving `Step{step_idx: k}`
+latency of a step is the time from sending audio frame k (from 0) to receiving
+`Step{step_idx: k + 1}` (Kyutai's servers count steps from 1 and send them for models with
+VAD heads)
 (everything the server and the model add on top of the model's own text delay); p50 /
 p95 / max are over all steps of all clients. It also checks that every client got its
 words (the script, for the scripted double; the same words as the other clients, for a
@@ -53,7 +55,8 @@ BENCH_SCRIPT = [{"word": w, "start": 0.3 + 0.5 * i, "end": 0.6 + 0.5 * i}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--server", metavar="URL", help="an already running server")
-    what.add_argument("--asr", type=Path, metavar="DIR", help="serve this ASR model")
+    what.add_argument("--asr", metavar="REF", help="serve this ASR model: a model directory or "
+                      "a Hugging Face repo id (kyutai/stt-1b-en_fr[@REVISION])")
     what.add_argument("--scripted", action="store_true",
                       help="serve the scripted ASR test double (no model; the default): "
                       "measures what the server itself adds")
@@ -105,8 +108,9 @@ async def run_client(url: str, pcm: np.ndarray, seconds: float, api_key: str | N
             try:
                 async for data in ws:
                     message = decode_server_message(data)
-                    if isinstance(message, StepEvent) and message.step_idx in sent_at:
-                        result.latencies.append(time.monotonic() - sent_at[message.step_idx])
+                    if isinstance(message, StepEvent) and message.step_idx - 1 in sent_at:
+                        result.latencies.append(
+                            time.monotonic() - sent_at[message.step_idx - 1])
                     elif isinstance(message, WordEvent):
                         result.words.append(message.text)
                     elif isinstance(message, MarkerEvent):

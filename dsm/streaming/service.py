@@ -388,7 +388,7 @@ class ScriptedASRService(SteppedService):
         if state.open_word_end is not None and state.open_word_end + self.delay_s <= now + 1e-9:
             stream.emit(EndWordEvent(state.open_word_end))
             state.open_word_end = None
-        stream.emit(StepEvent(state.step_idx - 1, [0.0, 0.0, 0.0, 0.0], state.held))
+        stream.emit(StepEvent(state.step_idx, [0.0, 0.0, 0.0, 0.0], state.held))
         assert state.markers is not None
         while state.markers:
             position, marker_id = state.markers[0]
