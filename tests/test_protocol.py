@@ -137,3 +137,14 @@ def test_times_keep_double_precision() -> None:
     decoded = P.decode_server_message(P.encode_event(event))
     assert isinstance(decoded, WordEvent) and decoded.start_time == event.start_time
     assert not math.isnan(decoded.start_time)
+
+
+def test_tts_input_as_kyutai_servers_read_it() -> None:
+    assert P.decode_tts_input("hello") == P.TextIn("hello")  # a text frame is text
+    assert P.decode_tts_input(b"\0") == P.EosIn()  # one zero byte ends the text
+    assert P.decode_tts_input(msgpack.packb({"type": "Text", "text": ""})) == P.NoOpIn("Text")
+    assert P.decode_tts_input("") == P.NoOpIn("Text")
+    with pytest.raises(P.ProtocolError, match="limit is 3"):
+        P.decode_tts_input("abcd", max_chars=3)
+    with pytest.raises(P.ProtocolError, match="text frame"):  # the ASR endpoint: still refused
+        P.decode_asr_input("hello")

@@ -190,3 +190,52 @@ def test_dsm_transcribe_local_and_through_dsm_serve_give_the_same_words(
     assert [w["word"] for w in remote[:shared]] == [w["word"] for w in local[:shared]]
     assert [w["start"] for w in remote[:shared]] == pytest.approx(
         [w["start"] for w in local[:shared]], abs=1e-3)
+
+
+def test_tts_as_kyutai_clients_send_it(model_dirs: dict[str, Path]) -> None:
+    """Kyutai's TTS clients (and unmute) send one bare word per Text message: each message
+    is whole words, so they get the same audio as a client sending the whole text. Text
+    frames are text, a binary zero byte ends the text, an empty Text is nothing, and a bare
+    Eos closes normally; the slot is free afterwards each time."""
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_arguments(parser)
+    args = parser.parse_args(["--tts", str(model_dirs["tts"]), "--max-streams", "2",
+                              "--device", "cpu", "--no-cuda-graph"])
+    _, tts = cmd_serve.build_services(args)
+    words = "the cat sat on the mat".split()
+
+    async def client(url: str, frames: list[bytes | str]) -> tuple[list[dict], int | None]:
+        async with websockets.connect(url + "/api/tts_streaming?format=PcmMessagePack") as ws:
+            for frame in frames:
+                await ws.send(frame)
+            return [msgpack.unpackb(m) async for m in ws], ws.close_code
+
+    def text(t: str) -> bytes:
+        return msgpack.packb({"type": "Text", "text": t})
+
+    eos = msgpack.packb({"type": "Eos"})
+
+    async def main() -> list[tuple[list[dict], int | None]]:
+        async with serving(None, tts) as server:
+            results = []
+            for frames in ([text(" ".join(words)), eos],
+                           [text(w) for w in words] + [eos],
+                           [text(""), *words, b"\0"],
+                           [eos]):
+                results.append(await client(server.url, frames))
+                while tts.active:
+                    await asyncio.sleep(0.01)
+            return results
+
+    whole, bare, raw, empty = asyncio.run(asyncio.wait_for(main(), 120))
+
+    def audio(messages: list[dict]) -> np.ndarray:
+        return np.concatenate([m["pcm"] for m in messages if m["type"] == "Audio"])
+
+    for messages, code in (whole, bare, raw):
+        assert code == 1000
+        assert [m["text"] for m in messages if m["type"] == "Text"] == words
+    assert np.array_equal(audio(bare[0]), audio(whole[0]))
+    assert np.array_equal(audio(raw[0]), audio(whole[0]))
+    messages, code = empty
+    assert code == 1000 and [m["type"] for m in messages] == ["Ready"]

@@ -27,7 +27,6 @@ from dsm.streaming.engine import Session, SessionClosedError, SlotOutput
 from dsm.streaming.events import EndWordEvent, Event, MarkerEvent, StepEvent, WordEvent
 from dsm.streams.tokenizer import TextTokenizer
 
-
 # Samples louder than this are not audio (float pcm lives in [-1, 1]; some headroom for
 # clipping clients): refused before they reach the codec, where they overflow.
 MAX_ABS_SAMPLE = 16.0

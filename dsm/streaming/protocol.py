@@ -77,7 +77,7 @@ class NoOpIn:
 
 
 AsrInput = AudioIn | MarkerIn | NoOpIn
-TtsInput = TextIn | EosIn
+TtsInput = TextIn | EosIn | NoOpIn
 
 
 def unpack_map(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
@@ -166,11 +166,22 @@ def decode_asr_input(
 def decode_tts_input(
     data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES, max_chars: int = MAX_TEXT_CHARS
 ) -> TtsInput:
-    """A client frame on `/api/tts_streaming` -> `TextIn` / `EosIn`."""
+    """A client frame on `/api/tts_streaming` -> `TextIn` / `EosIn` / `NoOpIn`.
+
+    As Kyutai's server: a websocket text frame is text, a binary frame of one zero byte is
+    the end of the text, an empty `Text` is nothing.
+    """
+    if isinstance(data, str):
+        if len(data) > max_chars:
+            raise ProtocolError(f"text frame of {len(data)} characters; the limit is {max_chars}")
+        return TextIn(data) if data else NoOpIn("Text")
+    if data == b"\0":
+        return EosIn()
     message = unpack_map(data, max_bytes)
     kind = message["type"]
     if kind == "Text":
-        return TextIn(_str_field(message, "text", max_chars))
+        text = _str_field(message, "text", max_chars)
+        return TextIn(text) if text else NoOpIn("Text")
     if kind == "Eos":
         return EosIn()
     raise ProtocolError(f"unknown message type {kind!r} on the TTS endpoint "

@@ -553,11 +553,14 @@ class EngineService(SteppedService):
                         session.push_pcm(value)  # type: ignore[attr-defined]
                 elif kind == "marker":
                     session.marker(value)  # type: ignore[attr-defined]
-                elif kind == "text":
-                    session.push_text(value)  # type: ignore[attr-defined]
+                elif kind == "text":  # Kyutai's protocol: each message is whole words
+                    session.push_text(value, whole_words=True)  # type: ignore[attr-defined]
                 elif kind == "end":
                     if self.kind == "asr":
                         session.end()  # type: ignore[attr-defined]
+                    elif not session.has_text:  # type: ignore[attr-defined]
+                        stream._finish(None)  # nothing to say: a normal close, as Kyutai's
+                        return
                     else:
                         session.end_text()  # type: ignore[attr-defined]
         except (ValueError, RuntimeError, AttributeError) as error:

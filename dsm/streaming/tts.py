@@ -159,8 +159,11 @@ class TTSSession(Session):
         self.audio_frames = 0
 
     # --- input ----------------------------------------------------------------------------
-    def push_text(self, text: str) -> None:
-        """Add text (a word, several, or part of one). Raises on empty or unencodable text."""
+    def push_text(self, text: str, whole_words: bool = False) -> None:
+        """Add text (a word, several, or part of one). Raises on empty or unencodable text.
+
+        `whole_words`: the text ends on a word boundary (Kyutai's protocol: each `Text`
+        message holds whole words, so "Hello" then "world" are two words)."""
         if self.finished:
             raise SessionClosedError("push_text on a finished or detached TTS session")
         if not isinstance(text, str):
@@ -170,8 +173,15 @@ class TTSSession(Session):
         buffer = self._partial + text
         pieces = _SPACE.split(buffer)
         complete, self._partial = pieces[:-1], pieces[-1]
+        if whole_words:
+            complete, self._partial = pieces, ""
         self._queue_words(complete)
         self._notify()
+
+    @property
+    def has_text(self) -> bool:
+        """Whether any word was queued (a stream ended with none has nothing to say)."""
+        return self._any_text or bool(self._partial.strip())
 
     def end_text(self) -> None:
         """No more text: the last partial word is queued, and the stream ends after it."""
