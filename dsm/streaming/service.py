@@ -571,8 +571,7 @@ class EngineService(SteppedService):
         stream.set_buffered(queued + getattr(session, "buffered_samples", 0))
 
     def _tts_busy(self, session: object) -> bool:
-        feeder = session.feeder  # type: ignore[attr-defined]
-        return bool(feeder.waiting or feeder._feeding or feeder.closed)
+        return bool(session.ready())  # type: ignore[attr-defined]
 
     def _should_step(self) -> bool:
         sessions = list(self.sessions.values())

@@ -210,6 +210,12 @@ class TTSSession(Session):
             self._any_text = True
 
     # --- engine side ----------------------------------------------------------------------
+    def ready(self) -> bool:
+        """Steps only while it has words to speak or is finishing: a stream waiting for its
+        next words keeps its state (its slot skips the steps its neighbours take), so its
+        audio depends on its own text, not on who else is speaking."""
+        return not self.finished and (self.feeder.pending or self.feeder.closed)
+
     def force_text(self, sampled: int) -> int:
         return self.feeder.next_token(sampled)
 
