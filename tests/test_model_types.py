@@ -101,3 +101,16 @@ def test_unknown_config_fields_are_refused_by_name(dirs, tmp_path) -> None:
     LMConfig.from_dict({**raw, "cross_attention": False, "lora": False, "model_id": {"sig": 1}})
     with pytest.raises(LMConfigError, match="cross_attention"):
         LMConfig.from_dict({**raw, "cross_attention": True})
+
+
+def test_a_mimi_of_another_shape_is_refused(dirs, tmp_path) -> None:
+    import shutil
+
+    copy = tmp_path / "mimi-config"
+    shutil.copytree(dirs["moshi"], copy)
+    raw = json.loads((copy / "config.json").read_text())
+    raw.pop("codec", None)
+    raw.update(mimi_name="mimi.safetensors", mimi_config_name="mimi_config.json")
+    (copy / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelDirError, match="mimi_config.json"):
+        load_model_dir(copy)

@@ -67,6 +67,12 @@ def codec_spec(directory: Path, extras: dict[str, Any]) -> str:
         if sep and kind in ("mimi", "encodec_24khz"):
             return spec if Path(rest).is_absolute() else f"{kind}:{directory / rest}"
         return spec if Path(spec).is_absolute() else str(directory / spec)
+    if extras.get("mimi_config_name"):
+        raise ModelDirError(
+            f"{directory}: config.json names a Mimi config ({extras['mimi_config_name']}); dsm "
+            "loads Kyutai's published full-size Mimi only, so a Mimi of another shape is "
+            "refused rather than loaded wrongly"
+        )
     if "mimi_name" in extras:
         return f"mimi:{directory / str(extras['mimi_name'])}"
     if (directory / "codec").is_dir():
