@@ -77,7 +77,8 @@ def test_server_messages_have_kyutai_field_names_and_types() -> None:
         (msgpack.packb({"type": "Audio", "pcm": [float("inf")]}), "non-finite"),
         (msgpack.packb({"type": "Marker", "id": "a"}), "Marker.id must be an integer"),
         (msgpack.packb({"type": "Marker", "id": True}), "Marker.id must be an integer"),
-        (msgpack.packb({"type": "OggOpus", "data": b""}), "OggOpus input is not supported"),
+        (msgpack.packb({"type": "OggOpus", "data": "not bytes"}), "OggOpus.data must be binary"),
+        (msgpack.packb({"type": "OggOpus"}), 'lacks the "data" field'),
         ("a text frame", "text frame"),
     ],
 )

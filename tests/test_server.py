@@ -181,6 +181,7 @@ def test_auth_by_header_or_query_and_clear_refusals() -> None:
                 ("wrong_query", base + "/api/asr-streaming?auth_id=nope", {}),
                 ("tts_format", base + "/api/tts_streaming?auth_id=k1", {}),
                 ("tts_opus", base + "/api/tts_streaming?auth_id=k1&format=OggOpus", {}),
+                ("tts_bad", base + "/api/tts_streaming?auth_id=k1&format=Mp3", {}),
                 ("unknown", base + "/api/nothing", {}),
             ]:
                 try:
@@ -200,8 +201,9 @@ def test_auth_by_header_or_query_and_clear_refusals() -> None:
     results = run(main())
     for name in ("missing", "wrong", "wrong_query"):
         assert results[name][0] == 401 and "API key" in results[name][1], name
-    assert results["tts_format"][0] == 400 and "format=PcmMessagePack" in results["tts_format"][1]
-    assert results["tts_opus"][0] == 400 and "'OggOpus'" in results["tts_opus"][1]
+    assert results["tts_format"] == results["tts_opus"] == "accepted"  # Kyutai's default
+    assert results["tts_bad"][0] == 400 and "'Mp3'" in results["tts_bad"][1]
+    assert "OggOpus, OggOpusMessagePack, Pcm, PcmMessagePack" in results["tts_bad"][1]
     assert results["unknown"][0] == 404
     assert results["header"] == results["query"] == {"type": "Ready"}
     assert results["witness"] == WORDS

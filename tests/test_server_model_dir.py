@@ -239,3 +239,76 @@ def test_tts_as_kyutai_clients_send_it(model_dirs: dict[str, Path]) -> None:
     assert np.array_equal(audio(raw[0]), audio(whole[0]))
     messages, code = empty
     assert code == 1000 and [m["type"] for m in messages] == ["Ready"]
+
+
+def test_tts_formats_and_opus_input_as_kyutai_serves_them(model_dirs: dict[str, Path]) -> None:
+    """Kyutai's four TTS formats give the same speech (Opus within its loss), the raw ones
+    with nothing but audio; Ogg Opus sent to the ASR endpoint is heard as the pcm it decodes
+    to (the same words as the local run on that pcm)."""
+    import sphn
+
+    from dsm.streaming.audio_formats import OpusInputDecoder
+
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_arguments(parser)
+    args = parser.parse_args(["--asr", str(model_dirs["asr"]), "--tts", str(model_dirs["tts"]),
+                              "--max-streams", "2", "--device", "cpu", "--no-cuda-graph"])
+    asr, tts = cmd_serve.build_services(args)
+    text = msgpack.packb({"type": "Text", "text": "the cat sat on the mat"})
+    eos = msgpack.packb({"type": "Eos"})
+    rng = np.random.default_rng(4)
+    pcm = (0.3 * rng.standard_normal(1920 * 12)).astype(np.float32)
+    writer = sphn.OpusStreamWriter(SAMPLE_RATE)
+    pages = [writer.append_pcm(pcm[i:i + 1920]) for i in range(0, pcm.size, 1920)]
+    heard = OpusInputDecoder().decode(b"".join(pages))
+    expected = _local_words_until_marker(model_dirs["asr"], heard)
+
+    async def speak(url: str, fmt: str) -> list[bytes]:
+        async with websockets.connect(f"{url}/api/tts_streaming?format={fmt}") as ws:
+            await ws.send(text)
+            await ws.send(eos)
+            return [m async for m in ws]
+
+    async def hear_opus(url: str) -> list[tuple[str, float]]:
+        async with websockets.connect(url + "/api/asr-streaming") as ws:
+            for page in pages:
+                await ws.send(msgpack.packb({"type": "OggOpus", "data": page}))
+            await ws.send(msgpack.packb({"type": "Marker", "id": 1}))
+            words = []
+            async for message in ws:
+                data = msgpack.unpackb(message)
+                if data["type"] == "Word":
+                    words.append((data["text"], data["start_time"]))
+                elif data["type"] == "Marker":
+                    return words
+                elif data["type"] == "Error":
+                    raise AssertionError(data["message"])
+                await ws.send(msgpack.packb({"type": "Audio", "pcm": [0.0] * FRAME_SIZE}))
+        raise AssertionError("no marker")
+
+    async def main() -> tuple[dict[str, list[bytes]], list[tuple[str, float]]]:
+        async with serving(asr, tts) as server:
+            frames = {fmt: await speak(server.url, fmt)
+                      for fmt in ("PcmMessagePack", "Pcm", "OggOpus", "OggOpusMessagePack")}
+            return frames, await hear_opus(server.url)
+
+    frames, words = asyncio.run(asyncio.wait_for(main(), 120))
+    messages = [msgpack.unpackb(m) for m in frames["PcmMessagePack"]]
+    reference = np.concatenate([m["pcm"] for m in messages if m["type"] == "Audio"])
+    raw = np.frombuffer(b"".join(frames["Pcm"]), dtype="<f4")
+    assert np.array_equal(raw, reference.astype(np.float32))
+    assert all(isinstance(m, bytes) for m in frames["Pcm"] + frames["OggOpus"])
+    ogg = b"".join(frames["OggOpus"])
+    assert ogg[:4] == b"OggS"
+    packed = [msgpack.unpackb(m) for m in frames["OggOpusMessagePack"]]
+    assert [m["type"] for m in packed][0] == "Ready"
+    assert b"".join(m["data"] for m in packed if m["type"] == "OggOpus") == ogg
+    assert [m["text"] for m in packed if m["type"] == "Text"] == "the cat sat on the mat".split()
+    decoded = OpusInputDecoder().decode(ogg)
+    assert abs(decoded.size - reference.size) <= 1920 * 2
+    n = min(decoded.size, reference.size)
+    lag = int(np.argmax(np.correlate(decoded[:n], reference[:n], "full"))) - (n - 1)
+    shifted = decoded[lag:n] if lag >= 0 else decoded[: n + lag]
+    ref = reference[: shifted.size] if lag >= 0 else reference[-lag:n]
+    assert np.corrcoef(shifted, ref)[0, 1] > 0.8  # the same speech, through Opus
+    assert words == [(w, pytest.approx(t)) for w, t in expected] and expected

@@ -1,8 +1,11 @@
 """Serve streaming ASR and TTS over websockets, speaking Kyutai's protocol.
 
-Endpoints: /api/asr-streaming (Audio{pcm} 24 kHz, Marker{id} in; Ready, Word, EndWord,
-Step, Marker, Error out), /api/tts_streaming?format=PcmMessagePack (Text, Eos in; Ready,
-Audio, Text, Error out), /api/health (JSON), and the browser demo at /.
+Endpoints: /api/asr-streaming (Audio{pcm} 24 kHz or OggOpus{data}, Marker{id} in; Ready,
+Word, EndWord, Step (models with VAD heads), Marker, Error out), /api/tts_streaming (Text, Eos
+in, each Text whole words; ?format= OggOpus (the default, as Kyutai's), OggOpusMessagePack,
+Pcm or PcmMessagePack: audio, with Ready, Text and Error in the MessagePack ones), /api/health
+(JSON), and the browser demo at /. A stream waiting for input skips the steps (nothing is
+ever added to what a client sent).
 Clients written for Kyutai's server work unchanged.
 
 Examples:

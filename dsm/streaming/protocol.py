@@ -76,7 +76,14 @@ class NoOpIn:
     type: str
 
 
-AsrInput = AudioIn | MarkerIn | NoOpIn
+@dataclass(frozen=True)
+class OpusIn:
+    """Kyutai's `OggOpus{data}`: a piece of an Ogg Opus stream (24 kHz mono)."""
+
+    data: bytes
+
+
+AsrInput = AudioIn | MarkerIn | NoOpIn | OpusIn
 TtsInput = TextIn | EosIn | NoOpIn
 
 
@@ -158,7 +165,10 @@ def decode_asr_input(
     if kind in ("Init", "Ping"):
         return NoOpIn(kind)
     if kind == "OggOpus":
-        raise ProtocolError("OggOpus input is not supported by dsm serve: send Audio{pcm}")
+        data = _field(message, "data")
+        if not isinstance(data, bytes):
+            raise ProtocolError("OggOpus.data must be binary (msgpack bin)")
+        return OpusIn(data)
     raise ProtocolError(f"unknown message type {kind!r} on the ASR endpoint "
                         "(expected Audio or Marker)")
 

@@ -2,7 +2,8 @@
 
 Endpoints (one port):
 - `/api/asr-streaming`: Kyutai's ASR protocol (see dsm.streaming.protocol).
-- `/api/tts_streaming?format=PcmMessagePack`: Kyutai's TTS protocol.
+- `/api/tts_streaming?format=F`: Kyutai's TTS protocol, F one of Kyutai's formats
+  (OggOpus, the default, OggOpusMessagePack, Pcm, PcmMessagePack: see audio_formats).
 - `/api/health`: JSON with each service's open streams and capacity.
 - `/`: the browser demo (files of the `demo/` folder).
 
@@ -36,12 +37,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from dsm.streaming.audio_formats import (
+    DEFAULT_TTS_FORMAT,
+    TTS_FORMATS,
+    OpusInputDecoder,
+    TtsOutputEncoder,
+)
 from dsm.streaming.protocol import (
     MAX_MESSAGE_BYTES,
     AudioIn,
     EosIn,
     MarkerIn,
     NoOpIn,
+    OpusIn,
     ProtocolError,
     TextIn,
     decode_asr_input,
@@ -57,7 +65,6 @@ log = logging.getLogger("dsm.serve")
 ASR_PATH = "/api/asr-streaming"
 TTS_PATH = "/api/tts_streaming"
 HEALTH_PATH = "/api/health"
-TTS_FORMAT = "PcmMessagePack"
 DEFAULT_DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
 
 # websocket close codes
@@ -89,6 +96,8 @@ class _Session:
     stream: ModelStream
     shutting_down: bool = False
     input_ended: bool = False
+    output: TtsOutputEncoder | None = None  # TTS: the client's format
+    opus: OpusInputDecoder | None = None  # ASR: made on the first OggOpus message
 
 
 class StreamingServer:
@@ -196,11 +205,11 @@ class StreamingServer:
                     "missing or wrong API key: send the kyutai-api-key header "
                     "or the auth_id query parameter\n")
             if url.path == TTS_PATH:
-                fmt = (query.get("format") or [""])[0]
-                if fmt != TTS_FORMAT:
+                fmt = (query.get("format") or [DEFAULT_TTS_FORMAT])[0]
+                if fmt not in TTS_FORMATS:
                     return connection.respond(
                         HTTPStatus.BAD_REQUEST,
-                        f"unsupported TTS format {fmt!r}: use format={TTS_FORMAT}\n")
+                        f"unsupported TTS format {fmt!r}: one of {', '.join(TTS_FORMATS)}\n")
             if self.shutting_down:
                 return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
                                           "the server is shutting down\n")
@@ -234,9 +243,14 @@ class StreamingServer:
     async def _close(self, connection: ServerConnection, code: int, reason: str,
                      error: str | None = None) -> None:
         self.closed_by_code[code] = self.closed_by_code.get(code, 0) + 1
+        session = next((s for s in self.sessions if s.connection is connection), None)
         with contextlib.suppress(ConnectionClosed):
             if error is not None:
-                await connection.send(encode_error(error))
+                frame: bytes | None = encode_error(error)
+                if session is not None and session.output is not None:
+                    frame = session.output.control(frame)  # raw formats carry no messages
+                if frame is not None:
+                    await connection.send(frame)
         await connection.close(code, reason[:120])
 
     async def _serve_stream(self, connection: ServerConnection, kind: str,
@@ -247,12 +261,18 @@ class StreamingServer:
             await self._close(connection, CLOSE_TRY_AGAIN, "all slots busy", str(error))
             return
         session = _Session(kind, connection, stream)
+        if kind == "tts":
+            query = parse_qs(urlsplit(connection.request.path).query) if connection.request else {}
+            session.output = TtsOutputEncoder((query.get("format") or [DEFAULT_TTS_FORMAT])[0])
         self.sessions.add(session)
         reader = asyncio.create_task(self._read(session))
         writer = asyncio.create_task(self._write(session))
         try:
             with contextlib.suppress(ConnectionClosed):
-                await connection.send(encode_ready())
+                ready = encode_ready() if session.output is None else session.output.control(
+                    encode_ready())
+                if ready is not None:
+                    await connection.send(ready)
             await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
             if writer.done():
                 error = writer.exception()
@@ -310,6 +330,11 @@ class StreamingServer:
             try:
                 if isinstance(message, AudioIn):
                     await stream.push_pcm(message.pcm)
+                elif isinstance(message, OpusIn):
+                    session.opus = session.opus or OpusInputDecoder()
+                    pcm = session.opus.decode(message.data)
+                    if pcm.size:
+                        await stream.push_pcm(pcm)
                 elif isinstance(message, MarkerIn):
                     await stream.push_marker(message.id)
                 elif isinstance(message, TextIn):
@@ -327,7 +352,9 @@ class StreamingServer:
     async def _write(self, session: _Session) -> None:
         """Stream events -> client messages, until the stream ends."""
         async for event in session.stream:
-            await session.connection.send(encode_event(event))
+            frame = encode_event(event) if session.output is None else session.output.encode(event)
+            if frame is not None:
+                await session.connection.send(frame)
 
 
 def _response(status: int, body: bytes, content_type: str) -> Response:
