@@ -188,3 +188,23 @@ def test_feeder_pending_tracks_words_not_yet_spoken(tokenizer) -> None:
     for _ in ids:
         feeder.next_token(PAD)
     assert not feeder.pending
+
+
+def test_break_markup_is_a_pause_not_words(tokenizer) -> None:
+    """`<break time="0.4s"/>` (Kyutai's TTS preprocessing) is that many frames of padding
+    fed as one word, whether the text comes whole or cut anywhere, even inside the tag."""
+    text = 'the cat <break time="0.4s"/> sat <break time="x.5s"/>on'
+    sessions = [_tts(tokenizer), _tts(tokenizer)]
+    sessions[0].push_text(text)
+    for i in range(0, len(text), 5):  # cut across words and inside the tags
+        sessions[1].push_text(text[i:i + 5])
+    for session in sessions:
+        session.end_text()
+    for session in sessions:
+        queued = [(w.text, w.tokens) for w in session.feeder.waiting]
+        assert [t for t, _ in queued] == ["the", "cat", '<break time="0.40s">', "sat",
+                                          "<break", 'time="x.5s"/>on']  # not a duration: text
+        assert queued[2][1] == [tokenizer.pad_id] * 5  # 0.4 s at 12.5 Hz
+    whole = _tts(tokenizer)
+    whole.push_text('one <break time="99s"/>', whole_words=True)
+    assert len(whole.feeder.waiting[1].tokens) == 125  # at most 10 s

@@ -119,6 +119,9 @@ class TextFeeder:
 
 
 _SPACE = re.compile(r"\s+")
+# Kyutai's pause markup in TTS text: <break time="1.5s"/>
+_BREAK = re.compile(r'<break\s+time="([0-9.]+)s"\s*/>')
+MAX_BREAK_S = 10.0
 
 
 class TTSSession(Session):
@@ -171,11 +174,25 @@ class TTSSession(Session):
         if not text:
             raise TextInputError("empty text")
         buffer = self._partial + text
-        pieces = _SPACE.split(buffer)
-        complete, self._partial = pieces[:-1], pieces[-1]
-        if whole_words:
-            complete, self._partial = pieces, ""
-        self._queue_words(complete)
+        self._partial = ""
+        if not whole_words:  # an unclosed break tag, or the last word, may go on next time
+            cut = buffer.rfind("<break")
+            if cut >= 0 and "/>" not in buffer[cut:]:
+                buffer, self._partial = buffer[:cut], buffer[cut:]
+        items: list[str | float] = []
+        last = 0
+        for tag in _BREAK.finditer(buffer):
+            items.extend(w for w in _SPACE.split(buffer[last:tag.start()]) if w)
+            try:
+                items.append(float(tag.group(1)))
+            except ValueError:  # "1.2.3s": not a duration, dropped as Kyutai's parser does
+                pass
+            last = tag.end()
+        tail = _SPACE.split(buffer[last:])
+        if not whole_words and not self._partial and tail:
+            self._partial = tail.pop()
+        items.extend(w for w in tail if w)
+        self._queue_words(items)
         self._notify()
 
     @property
@@ -188,16 +205,24 @@ class TTSSession(Session):
         if self.feeder.closed:
             return
         if self._partial:
-            self._queue_words([self._partial])
-            self._partial = ""
+            partial, self._partial = self._partial, ""
+            self._queue_words([w for w in _SPACE.split(partial) if w])
         if not self._any_text:
             raise TextInputError("the text is empty: nothing to speak")
         self.feeder.close()
         self._notify()
 
-    def _queue_words(self, words: list[str]) -> None:
+    def _queue_words(self, words: list[str | float]) -> None:
+        """Words, and pauses (seconds, from `<break time="1.0s"/>`: pad tokens fed as one
+        word, as Kyutai's preprocessing does, up to 10 s)."""
         encoded: list[tuple[str, list[int]]] = []
         for word in words:
+            if isinstance(word, float):
+                if word > 0:
+                    frames = max(int(min(word, MAX_BREAK_S) * self.frame_rate), 1)
+                    encoded.append((f'<break time="{word:.2f}s">',
+                                    [self.tokenizer.pad_id] * frames))
+                continue
             if not word:
                 continue
             try:
