@@ -81,6 +81,8 @@ def test_dsm_serve_model_dirs_match_local_runs(model_dirs: dict[str, Path]) -> N
     args = parser.parse_args(["--asr", str(model_dirs["asr"]), "--tts", str(model_dirs["tts"]),
                               "--max-streams", "3", "--device", "cpu", "--no-cuda-graph"])
     asr, tts = cmd_serve.build_services(args)
+    # room for the 41 s of silence Kyutai's file client sends around its marker
+    assert asr.max_buffered_samples == tts.max_buffered_samples == 48 * SAMPLE_RATE
 
     async def tts_client(url: str, text: str) -> tuple[list[dict], int | None]:
         async with websockets.connect(url + "/api/tts_streaming?format=PcmMessagePack") as ws:

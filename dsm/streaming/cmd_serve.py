@@ -29,6 +29,7 @@ from pathlib import Path
 
 from dsm.streaming.server import DEFAULT_DEMO_DIR, ServerConfig, run_server
 from dsm.streaming.service import (
+    DEFAULT_MAX_BUFFERED_S,
     ModelService,
     ScriptedASRService,
     ScriptedTTSService,
@@ -53,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     parser.add_argument("--no-cuda-graph", action="store_true", help="run steps eagerly on GPU")
+    parser.add_argument("--max-buffered-s", type=float, default=DEFAULT_MAX_BUFFERED_S,
+                        metavar="S", help="seconds of a client's audio held ahead of the model; "
+                        "past that the server reads that client no further until the model "
+                        "catches up (memory: 96 KB per second per stream; default: %(default)s, "
+                        "room for the trailing silence of Kyutai's file client)")
     parser.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
                         help="close a stream whose client sends nothing for S seconds")
     parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
@@ -111,10 +117,12 @@ def build_services(args: argparse.Namespace) -> tuple[ModelService | None, Model
 
         if asr_dir:
             asr = load_engine_service("asr", asr_dir, args.max_streams, device=args.device,
-                                      cuda_graph=not args.no_cuda_graph)
+                                      cuda_graph=not args.no_cuda_graph,
+                                      max_buffered_s=args.max_buffered_s)
         if tts_dir:
             tts = load_engine_service("tts", tts_dir, args.max_streams, device=args.device,
-                                      cuda_graph=not args.no_cuda_graph)
+                                      cuda_graph=not args.no_cuda_graph,
+                                      max_buffered_s=args.max_buffered_s)
     if asr is None and tts is None:
         raise ValueError("nothing to serve: no default model is installed in dsm/assets; "
                          "give --asr REF and/or --tts REF (or a scripted test double)")

@@ -44,6 +44,12 @@ from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
 log = logging.getLogger("dsm.serve")
 
 
+# Audio a served stream may hold ahead of the model: Kyutai's file client sends 1 s of
+# silence, the file, then 40 s of silence around its marker, faster than real time, and
+# closes only once all of it is sent (4.6 MB of float32 at 24 kHz per stream).
+DEFAULT_MAX_BUFFERED_S = 48.0
+
+
 class CapacityError(RuntimeError):
     """Every slot of the service is taken; the message says how many there are."""
 
@@ -607,10 +613,12 @@ class EngineService(SteppedService):
 
 def load_engine_service(kind: Literal["asr", "tts"], directory: str | Path, max_streams: int,
                         device: str | None = None, cuda_graph: bool = True,
+                        max_buffered_s: float = DEFAULT_MAX_BUFFERED_S,
                         **sampling: Any) -> EngineService:
     """A served model from a model directory or a Hugging Face repo id (`resolve_model`: the
     same format and loader as `dsm transcribe --model REF` / `dsm speak --model REF`),
-    `max_streams` slots.
+    `max_streams` slots, each holding at most `max_buffered_s` of a client's audio ahead of
+    the model (past that the server stops reading that client until the model catches up).
 
     Greedy decoding unless the directory's `lm_gen_config` or `sampling` say otherwise.
     """
@@ -628,6 +636,8 @@ def load_engine_service(kind: Literal["asr", "tts"], directory: str | Path, max_
                          f"codec runs at {codec.sample_rate} Hz with {codec.frame_size}-sample "
                          "frames")
     engine = model.engine(max_streams, cuda_graph=cuda_graph, **sampling)
+    limit = max(FRAME_SIZE, int(max_buffered_s * SAMPLE_RATE))
     if kind == "asr":
-        return EngineService("asr", engine, lambda: model.asr_session(step_events=True))
-    return EngineService("tts", engine, model.tts_session)
+        return EngineService("asr", engine, lambda: model.asr_session(step_events=True),
+                             max_buffered_samples=limit)
+    return EngineService("tts", engine, model.tts_session, max_buffered_samples=limit)
