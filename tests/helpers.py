@@ -220,3 +220,25 @@ def varied_pcm(seconds: float, seed: int = 5) -> np.ndarray:
         tone = np.sin(2 * np.pi * rng.uniform(100, 3000) * t) * rng.uniform(0.05, 0.8)
         segments.append(tone if k % 2 else rng.uniform(0.0, 0.6) * rng.standard_normal(2400))
     return np.concatenate(segments)[: int(seconds * 24000)].astype(np.float32)
+
+
+def assert_same_tokens(got: list[Any], expected: list[Any]) -> None:
+    """Streamed frames `[B, 1 + dep_q, 1]` (None while the delays fill) equal step by step,
+    and not a degenerate constant text stream."""
+    assert [g is None for g in got] == [e is None for e in expected]
+    for t, (g, e) in enumerate(zip(got, expected)):
+        if e is not None:
+            assert torch.equal(g, e), f"step {t}: {g[:, :, 0].tolist()} != {e[:, :, 0].tolist()}"
+    text = torch.stack([g[:, 0, 0] for g in got if g is not None])
+    assert len(set(text.flatten().tolist())) > 3
+
+
+def run_session_to_end(engine: BatchedEngine, session: Any, pcm: np.ndarray) -> Any:
+    """Attach `session`, push `pcm`, end it, and step `engine` until it finishes."""
+    with engine:
+        engine.attach(session)
+        session.push_pcm(pcm)
+        session.end()
+        while not session.finished:
+            engine.step()
+    return session

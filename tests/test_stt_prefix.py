@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import moshi_tiny_mimi_24k, varied_pcm
+from helpers import moshi_tiny_mimi_24k, run_session_to_end, varied_pcm
 from safetensors.torch import save_file
 
 from dsm.cli import main as dsm_main
@@ -111,13 +111,7 @@ def dsm_run(directory: Path, pcm: np.ndarray) -> RecordingSession:
         model.tokenizer, sample_rate=model.codec.sample_rate, frame_size=model.codec.frame_size,
         frame_rate=model.frame_rate, text_delay=model.text_delay, max_delay=model.max_delay,
         silence_prefix=model.silence_prefix)
-    with model.engine(1) as engine:
-        engine.attach(session)
-        session.push_pcm(pcm)
-        session.end()
-        while not session.finished:
-            engine.step()
-    return session
+    return run_session_to_end(model.engine(1), session, pcm)
 
 
 def test_the_model_directory_reads_the_prefix_and_the_delay(setup) -> None:
