@@ -103,7 +103,7 @@ def test_limits_on_samples_bytes_and_text() -> None:
 
 
 def test_noop_and_empty_inputs() -> None:
-    assert P.decode_asr_input(msgpack.packb({"type": "Init"})) == P.NoOpIn("Init")
+    assert P.decode_asr_input(msgpack.packb({"type": "Init"})) == P.InitIn()
     assert P.decode_asr_input(msgpack.packb({"type": "Ping"})) == P.NoOpIn("Ping")
     empty = P.decode_asr_input(msgpack.packb({"type": "Audio", "pcm": []}))
     assert isinstance(empty, P.AudioIn) and empty.pcm.shape == (0,)

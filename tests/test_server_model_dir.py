@@ -314,3 +314,42 @@ def test_tts_formats_and_opus_input_as_kyutai_serves_them(model_dirs: dict[str, 
     ref = reference[: shifted.size] if lag >= 0 else reference[-lag:n]
     assert np.corrcoef(shifted, ref)[0, 1] > 0.8  # the same speech, through Opus
     assert words == [(w, pytest.approx(t)) for w, t in expected] and expected
+
+
+def test_init_restarts_an_asr_stream(model_dirs: dict[str, Path]) -> None:
+    """Kyutai's `Init`: what the stream heard before is dropped, `Ready` comes again, and
+    the words are those of a fresh stream on what follows."""
+    service = load_engine_service("asr", model_dirs["asr"], 1, device="cpu", cuda_graph=False)
+    rng = np.random.default_rng(9)
+    before = (0.3 * rng.standard_normal(1920 * 8)).astype(np.float32)
+    after = (0.3 * rng.standard_normal(int(1.2 * SAMPLE_RATE))).astype(np.float32)
+    expected = _local_words_until_marker(model_dirs["asr"], after)
+    assert expected, "the random model said nothing"
+
+    async def main() -> tuple[list[str], list[tuple[str, float]]]:
+        async with serving(asr=service) as server:
+            async with websockets.connect(server.url + "/api/asr-streaming") as ws:
+                types = [msgpack.unpackb(await ws.recv())["type"]]
+                await ws.send(msgpack.packb({"type": "Audio", "pcm": before.tolist()}))
+                await asyncio.sleep(0.3)  # it is heard (and words may come) before the Init
+                await ws.send(msgpack.packb({"type": "Init"}))
+                await ws.send(msgpack.packb({"type": "Audio", "pcm": after.tolist()}))
+                await ws.send(msgpack.packb({"type": "Marker", "id": 1}))
+                words: list[tuple[str, float]] = []
+                ready_seen = False
+                async for message in ws:
+                    data = msgpack.unpackb(message)
+                    types.append(data["type"])
+                    if data["type"] == "Ready":
+                        ready_seen, words = True, []  # only what follows the reset counts
+                    elif data["type"] == "Word" and ready_seen:
+                        words.append((data["text"], data["start_time"]))
+                    elif data["type"] == "Marker":
+                        return types, words
+                    await ws.send(msgpack.packb({"type": "Audio", "pcm": [0.0] * FRAME_SIZE}))
+        raise AssertionError("no marker")
+
+    types, words = asyncio.run(asyncio.wait_for(main(), 120))
+    assert types.count("Ready") == 2
+    assert [w for w, _ in words] == [w for w, _ in expected]
+    assert [t for _, t in words] == pytest.approx([t for _, t in expected])

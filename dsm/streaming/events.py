@@ -58,4 +58,9 @@ class TextEvent:
     stop_s: float
 
 
-Event = WordEvent | EndWordEvent | StepEvent | MarkerEvent | AudioEvent | TextEvent
+@dataclass(frozen=True)
+class ReadyEvent:
+    """The stream (again) takes input: sent after a client's `Init` reset it."""
+
+
+Event = WordEvent | EndWordEvent | StepEvent | MarkerEvent | AudioEvent | TextEvent | ReadyEvent

@@ -30,6 +30,7 @@ from dsm.streaming.events import (
     EndWordEvent,
     Event,
     MarkerEvent,
+    ReadyEvent,
     StepEvent,
     TextEvent,
     WordEvent,
@@ -71,9 +72,15 @@ class EosIn:
 
 @dataclass(frozen=True)
 class NoOpIn:
-    """Kyutai's `Init` and `Ping`: accepted and ignored."""
+    """Kyutai's `Ping` (and an empty TTS `Text`): accepted and ignored."""
 
     type: str
+
+
+@dataclass(frozen=True)
+class InitIn:
+    """Kyutai's `Init` on the ASR endpoint: start the stream afresh (the server answers
+    `Ready` once it has)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class OpusIn:
     data: bytes
 
 
-AsrInput = AudioIn | MarkerIn | NoOpIn | OpusIn
+AsrInput = AudioIn | MarkerIn | NoOpIn | OpusIn | InitIn
 TtsInput = TextIn | EosIn | NoOpIn
 
 
@@ -162,7 +169,9 @@ def decode_asr_input(
         return AudioIn(_pcm_field(message, max_samples))
     if kind == "Marker":
         return MarkerIn(_int_field(message, "id"))
-    if kind in ("Init", "Ping"):
+    if kind == "Init":
+        return InitIn()
+    if kind == "Ping":
         return NoOpIn(kind)
     if kind == "OggOpus":
         data = _field(message, "data")
@@ -248,6 +257,8 @@ def encode_event(event: Event) -> bytes:
     if isinstance(event, AudioEvent):
         pcm = np.asarray(event.pcm, dtype=np.float32).reshape(-1)
         return _pack({"type": "Audio", "pcm": pcm})
+    if isinstance(event, ReadyEvent):
+        return encode_ready()
     if isinstance(event, TextEvent):
         return _pack({"type": "Text", "text": event.text, "start_s": event.start_s,
                       "stop_s": event.stop_s})

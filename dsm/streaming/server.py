@@ -47,6 +47,7 @@ from dsm.streaming.protocol import (
     MAX_MESSAGE_BYTES,
     AudioIn,
     EosIn,
+    InitIn,
     MarkerIn,
     NoOpIn,
     OpusIn,
@@ -339,6 +340,8 @@ class StreamingServer:
                     await stream.push_marker(message.id)
                 elif isinstance(message, TextIn):
                     await stream.push_text(message.text)
+                elif isinstance(message, InitIn):
+                    await stream.reset()
                 elif isinstance(message, EosIn):
                     session.input_ended = True
                     await stream.end()

@@ -35,6 +35,7 @@ from dsm.streaming.events import (
     EndWordEvent,
     Event,
     MarkerEvent,
+    ReadyEvent,
     StepEvent,
     TextEvent,
     WordEvent,
@@ -73,6 +74,9 @@ class ModelStream(Protocol):
 
     async def end(self) -> None:
         """No more input: process what is pending, then the events end."""
+
+    async def reset(self) -> None:
+        """Start afresh (Kyutai's `Init`): earlier input dropped, then a `ReadyEvent`."""
 
     def __aiter__(self) -> AsyncIterator[Event]:
         """The stream's events until it ends; raises `StreamError` if it failed."""
@@ -155,6 +159,14 @@ class QueuedStream:
             return
         self.ended = True
         self.inputs.append(("end", None))
+        self.service.wake()
+
+    async def reset(self) -> None:
+        """Kyutai's `Init`: what came before is dropped, the stream starts afresh and says
+        `Ready` (a `ReadyEvent`) once it has."""
+        self._check_open()
+        self.ended = False
+        self.inputs.append(("init", None))
         self.service.wake()
 
     async def __aiter__(self) -> AsyncIterator[Event]:
@@ -342,7 +354,13 @@ class ScriptedASRService(SteppedService):
     def _drain(self, stream: QueuedStream, state: _ScriptedASRState) -> None:
         while stream.inputs:
             kind, value = stream.inputs.popleft()
-            if kind == "pcm":
+            if kind == "init":  # afresh: this state is the slot's (run_once holds it)
+                fresh = _ScriptedASRState(pcm=deque(), markers=deque())
+                for name in fresh.__dataclass_fields__:
+                    setattr(state, name, getattr(fresh, name))
+                stream.set_buffered(0)
+                stream.emit(ReadyEvent())
+            elif kind == "pcm":
                 assert isinstance(value, np.ndarray)
                 state.pcm.append(value)
                 state.held += value.shape[0]
@@ -554,6 +572,12 @@ class EngineService(SteppedService):
         try:
             while stream.inputs:
                 kind, value = stream.inputs.popleft()
+                if kind == "init":  # a fresh session in the same slot, from the next step on
+                    self.detach(stream)
+                    self.attach(stream)
+                    stream.set_buffered(sum(v.shape[0] for k, v in stream.inputs if k == "pcm"))
+                    stream.emit(ReadyEvent())
+                    return
                 if kind == "pcm":
                     if value.shape[0]:  # type: ignore[union-attr]
                         session.push_pcm(value)  # type: ignore[attr-defined]
