@@ -14,7 +14,7 @@ Input timing: the codes of a slot's audio frame `f` are fed to the model at the 
 model saw them in training (inputs shifted by one position).
 
 A step runs when some attached session is ready (an ASR stream has a whole frame or is
-flushing; a TTS stream is always ready and pads while it waits for text). `run()` is the
+flushing; a TTS stream has words to speak or is finishing). `run()` is the
 asyncio loop: it waits for work, runs each step in a worker thread so the event loop
 stays free, and hands events to each session's queue (`Session.events()`).
 """

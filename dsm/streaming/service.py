@@ -521,8 +521,8 @@ class EngineService(SteppedService):
     - ASR: when some stream has a whole frame or is flushing. A stream whose audio is late
       simply waits: nothing is ever added to what a client sent, so its words are those of
       `dsm transcribe` on the same audio, whatever the pacing and the neighbours.
-    - TTS: when some stream has words to speak or is finishing; streams waiting for their
-      next words only pad meanwhile, and nobody steps while all of them wait.
+    - TTS: when some stream has words to speak or is finishing; a stream waiting for its
+      next words keeps its state meanwhile, and nobody steps while all of them wait.
     """
 
     def __init__(self, kind: Literal["asr", "tts"], engine: object, make_session: object,

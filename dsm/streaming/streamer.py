@@ -24,8 +24,9 @@ streaming state, and its own random stream (`SlotRandom`), so a stream's tokens 
 depend on its neighbours. `step(..., active=mask)` advances only the slots in `mask`: the
 others keep their offset, KV cache, token cache and random stream exactly as they were
 (what the step returns for them is to be ignored), so a stream that has no input yet
-waits instead of being fed something, whatever its neighbours do. All state is preallocated; the step path has no host syncs,
-and on a GPU it is captured as CUDA graphs (see `cuda_graph.GraphedStep`).
+waits instead of being fed something, whatever its neighbours do. All state is
+preallocated; the step path has no host syncs, and on a GPU it is captured as CUDA graphs
+(see `cuda_graph.GraphedStep`; the active mask is one of its static buffers).
 
 Classifier-free guidance (`cfg_coef != 1`) runs the batch twice. For a model without
 conditioners the second half sees the text stream replaced by -1 (a zero embedding) past
