@@ -593,10 +593,15 @@ class StreamingTransformer(StreamingModule):
             positions = state.offsets[:, None] + torch.arange(T, device=state.offsets.device)  # [B, T]
             write_index = positions[:, T - min(T, capacity) :] % capacity  # [B, W]
         W = write_index.shape[1]
-        # Slots outside `active` keep their ring as it was: they write back what is there.
-        inactive = ~state.active
-        written = torch.where(inactive[:, None], state.cache_positions.gather(1, write_index),
-                              positions[:, T - W:])
+        # Slots outside `active` keep their ring as it was. A one-step call may write: the
+        # skipped slot's next step writes that same entry (same offset) before attending,
+        # and the entry it replaced is past the window. Several steps at once (the codec's)
+        # would overwrite entries still in the window, so those slots write back what is there.
+        inactive = None if T == 1 else ~state.active
+        written = positions[:, T - W:]
+        if inactive is not None:
+            written = torch.where(inactive[:, None], state.cache_positions.gather(1, write_index),
+                                  written)
         if T == 1:
             state.cache_positions.scatter_(1, write_index, written)
             key_positions = state.cache_positions
@@ -613,7 +618,7 @@ class StreamingTransformer(StreamingModule):
         B, Hkv, Dh = positions.shape[0], self.config.num_kv_heads, self.config.head_dim
         write_gather = write_index.view(B, 1, W, 1).expand(B, Hkv, W, Dh)
         return _AttentionPlan(mode, positions, mask[:, None], write_index, write_gather=write_gather,
-                              inactive=inactive.view(B, 1, 1, 1))
+                              inactive=None if inactive is None else inactive.view(B, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x `[B, T, D]` -> `[B, T, D]`: the whole sequence, or the next T steps when streaming."""

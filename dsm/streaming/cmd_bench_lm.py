@@ -154,7 +154,7 @@ def _load_model(ref: str, device: torch.device, dtype: torch.dtype, with_moshi: 
 
 
 def _absent_conditions(lm: torch.nn.Module, reference: torch.nn.Module | None, batch: int,
-                       streamer: object, sampling: dict) -> dict:
+                       streamer: object) -> dict:
     """Every slot of a conditioned model without its conditions (both generators alike)."""
     names = lm.condition_provider.names
     absent = lm.condition_sum([{n: None for n in names}])
@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace, ours: torch.nn.Module, reference: torch.nn.Mo
         streamer = LMStreamer(ours, batch, cuda_graph=not args.no_cuda_graph, **sampling)
         conditions = {}
         if getattr(ours, "is_conditioned", False):
-            conditions = _absent_conditions(ours, reference, batch, streamer, sampling)
+            conditions = _absent_conditions(ours, reference, batch, streamer)
         generator_ref = None
         exit_stack = ExitStack()
         exit_stack.enter_context(streamer)

@@ -179,6 +179,7 @@ class BatchedEngine:
         self._silence = np.zeros(self.frame_size, dtype=np.float32)
         self._end_of_input = np.zeros(num_slots, dtype=bool)  # slots whose frame is END_OF_INPUT
         self._active = np.zeros(num_slots, dtype=bool)  # slots that step this time
+        self._codec_active = torch.ones(num_slots, dtype=torch.bool)  # the mask the codec has
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.steps = 0
@@ -300,7 +301,7 @@ class BatchedEngine:
             wav = torch.from_numpy(frames).to(self.device)[:, None, :]  # [N, 1, frame]
             # End-of-input slots read codes all `card`; their encoder does not advance.
             ends = torch.from_numpy(self._end_of_input.copy())
-            self.codec.set_active(active & ~ends)
+            self._set_codec_active(active & ~ends)
             codes = self.codec.encode_step(wav)[:, : self.num_inputs]  # [N, n_in, 1]
             if bool(ends.any()):
                 ends_dev = ends.to(self.device)[:, None, None]
@@ -320,7 +321,7 @@ class BatchedEngine:
             if streamer.dep_q > 0:
                 self._restart_decoders(sessions, tokens_np)
                 audio = out[:, 1:].clamp_min(0)  # ungenerated rows decode as code 0
-                self.codec.set_active(active)
+                self._set_codec_active(active)
                 pcm = self.codec.decode_step(audio)[:, 0].cpu().numpy()  # [N, frame]
         extra = streamer.extra_probs.cpu().numpy() if streamer.num_extra_heads else None
         results: dict[Session, list[Event]] = {}
@@ -343,6 +344,12 @@ class BatchedEngine:
                 events = []
             results[session] = events
         return results
+
+    def _set_codec_active(self, mask: torch.Tensor) -> None:
+        """The codec's slot mask, set only when it changes (it walks the codec's modules)."""
+        if not torch.equal(mask, self._codec_active):
+            self.codec.set_active(mask)
+            self._codec_active = mask.clone()
 
     def _release_finished(self, results: dict[Session, list[Event]]) -> None:
         for session in results:

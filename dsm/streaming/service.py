@@ -600,16 +600,8 @@ class EngineService(SteppedService):
         queued = sum(v.shape[0] for k, v in stream.inputs if k == "pcm")  # type: ignore[union-attr]
         stream.set_buffered(queued + getattr(session, "buffered_samples", 0))
 
-    def _tts_busy(self, session: object) -> bool:
-        return bool(session.ready())  # type: ignore[attr-defined]
-
     def _should_step(self) -> bool:
-        sessions = list(self.sessions.values())
-        if not sessions:
-            return False
-        if self.kind == "tts":
-            return any(self._tts_busy(s) for s in sessions)
-        return bool(self.engine.ready())  # type: ignore[attr-defined]
+        return bool(self.sessions) and bool(self.engine.ready())  # type: ignore[attr-defined]
 
     async def run_once(self) -> bool:
         self._apply_joins_and_leaves()

@@ -144,7 +144,7 @@ class LMStreamer:
         )
         self._noise: torch.Tensor | None = None
         self._steps_since_reset = 0
-        self._all_active = True  # host copy: whether `active` is all True
+        self._active_host = torch.ones(B, dtype=torch.bool)  # host copy of `active`
 
         # Conditioned models: each slot's "sum" condition, then (with CFG) its null one.
         self.conditioned = bool(getattr(lm, "is_conditioned", False))
@@ -249,17 +249,19 @@ class LMStreamer:
         return self.out_buf.clone()
 
     def _set_active(self, active: torch.Tensor | None) -> None:
+        """Copy the mask into the streamer's and the model's buffers when it changes (most
+        steps it does not: walking the model's modules every step would cost)."""
         if active is None:
-            if self._all_active:
-                return
             active = torch.ones(self.batch_size, dtype=torch.bool)
-        active = torch.as_tensor(active, dtype=torch.bool)
+        active = torch.as_tensor(active, dtype=torch.bool).cpu()
         if active.shape != (self.batch_size,):
             raise ValueError(f"active must be a bool tensor of shape [{self.batch_size}], "
                              f"got {tuple(active.shape)}")
+        if torch.equal(active, self._active_host):
+            return
+        self._active_host = active.clone()
         self.active.copy_(active)
         self.lm.set_active(active.repeat(2) if self.use_cfg else active)
-        self._all_active = bool(active.all())
 
     def _load_input(self, input_tokens: torch.Tensor | None) -> None:
         B, n_in = self.batch_size, self.num_inputs
