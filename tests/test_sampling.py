@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsm.streaming.sampling import SamplingParams, SlotRandom, hash32, sample_tokens
+from dsm.streaming.sampling import (
+    SamplingParams,
+    SlotRandom,
+    SlotSampling,
+    hash32,
+    sample_tokens,
+)
 
 
 def test_hash32_matches_python_reference() -> None:
@@ -139,3 +145,47 @@ def test_noise_block_equals_per_stream_draws() -> None:
     assert torch.equal(
         sample_tokens(logits, params, noise=block[:, 2]), sample_tokens(logits, params, rng, 2)
     )
+
+
+@pytest.mark.parametrize(
+    ("default", "max_top_k"),
+    [(SamplingParams(0.8, 25), 25), (SamplingParams(0.8, 25), 60), (SamplingParams(0.7, 0), 10),
+     (SamplingParams(0.9, 0, 0.9), 10), (SamplingParams(0.0), 30), (SamplingParams(0.8, 10, 0.8), 40)],
+    ids=["topk-same-width", "topk-wider", "full-vocab", "top-p", "greedy-default", "topk-top-p"],
+)
+def test_slot_sampling_at_its_defaults_draws_what_sample_tokens_draws(
+        default: SamplingParams, max_top_k: int) -> None:
+    """A served stream that chooses nothing samples exactly as before (same noise, same
+    tokens), whatever room the server leaves for streams that do choose."""
+    vocab, batch = 100, 64
+    slots = SlotSampling(default, vocab, max_top_k, batch, "cpu")
+    rng = SlotRandom(batch, seed=3)
+    for _ in range(5):
+        logits = torch.randn(batch, vocab) * 3
+        noise = rng.gumbel_block(1, max(slots.width, 1))[:, 0]
+        expected = sample_tokens(logits, default, noise=noise)
+        assert torch.equal(slots.sample(logits, noise), expected)
+        rng.advance()
+
+
+def test_slot_sampling_per_slot_choices() -> None:
+    vocab, batch = 50, 4
+    slots = SlotSampling(SamplingParams(0.0), vocab, 10, batch, "cpu")
+    slots.set(1, 1.0, 3)  # samples among its 3 best
+    slots.set(2, 0.0, None)  # greedy, like the default slots 0 and 3
+    rng = SlotRandom(batch, seed=1)
+    logits = torch.randn(batch, vocab)
+    drawn: set[int] = set()
+    for _ in range(200):
+        tokens = slots.sample(logits, rng.gumbel_block(1, slots.width)[:, 0])
+        assert tokens[[0, 2, 3]].tolist() == logits[[0, 2, 3]].argmax(-1).tolist()
+        drawn.add(int(tokens[1]))
+        rng.advance()
+    assert drawn == set(logits[1].topk(3).indices.tolist())
+    slots.set(1, None, None)  # back to the default: greedy
+    assert int(slots.sample(logits, rng.gumbel_block(1, slots.width)[:, 0])[1]) == int(
+        logits[1].argmax())
+    with pytest.raises(ValueError, match="above this server's limit 10"):
+        slots.set(0, 1.0, 11)
+    with pytest.raises(ValueError, match="decodes greedily"):
+        SlotSampling(SamplingParams(0.0), vocab, 0, batch, "cpu").set(0, 0.5, None)

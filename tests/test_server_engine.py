@@ -65,9 +65,11 @@ def local_run(engine: BatchedEngine, session: Session, feed: Callable[[Session],
     return events
 
 
-def asr_session_factory(tokenizer: Any, step_events: bool) -> Callable[[], ASRSession]:
-    return lambda: ASRSession(tokenizer, sample_rate=SAMPLE_RATE, frame_size=FRAME_SIZE,
-                              frame_rate=FR, text_delay=DELAY, step_events=step_events)
+def asr_session_factory(tokenizer: Any, step_events: bool) -> Callable[..., ASRSession]:
+    """An `EngineService`'s session maker (the stream's options are not used here)."""
+    return lambda options=None: ASRSession(tokenizer, sample_rate=SAMPLE_RATE,
+                                           frame_size=FRAME_SIZE, frame_rate=FR,
+                                           text_delay=DELAY, step_events=step_events)
 
 
 def words_of(events: list) -> list[tuple[str, float, float | None]]:
@@ -157,7 +159,7 @@ def test_kyutai_tts_client_gets_every_word_and_the_local_audio(tokenizer) -> Non
         codec = ToyCodecForTests(sample_rate=SAMPLE_RATE, frame_rate=FR, num_codebooks=2)
         return BatchedEngine(lm, codec, slots, temp=0.0, temp_text=0.0)
 
-    def make() -> TTSSession:
+    def make(options: object = None) -> TTSSession:
         return TTSSession(tokenizer, frame_rate=FR, audio_delay=2, max_padding=4)
 
     def feed(session: Session) -> None:

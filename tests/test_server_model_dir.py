@@ -62,7 +62,7 @@ def _local_words_until_marker(directory: Path, pcm: np.ndarray) -> list[tuple[st
     """The same directory run locally, the way the protocol runs it: audio, a marker,
     silence until the marker is back."""
     service = load_engine_service("asr", directory, 1, device="cpu", cuda_graph=False)
-    session = service.make_session()  # type: ignore[operator]
+    session = service.make_session(None)  # type: ignore[operator]
     events = run_until_marker(service.engine, session, pcm)
     words = [(e.text, e.start_time) for e in events if isinstance(e, WordEvent)]
     assert any(isinstance(e, EndWordEvent) for e in events) or not words
@@ -353,3 +353,96 @@ def test_init_restarts_an_asr_stream(model_dirs: dict[str, Path]) -> None:
     assert types.count("Ready") == 2
     assert [w for w, _ in words] == [w for w, _ in expected]
     assert [t for _, t in words] == pytest.approx([t for _, t in expected])
+
+
+def test_post_endpoints_and_tts_options_through_the_engine(model_dirs: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """Kyutai's batch endpoints run the same served model: POST /api/asr-streaming gives the
+    words of `dsm transcribe` on the file; POST /api/tts the audio a websocket client gets
+    for the same text and options. A stream's own seed and temperature are honoured
+    (same seed, same audio; another seed, other audio; temperature 0: the greedy audio),
+    and max_seq_len caps its steps."""
+    import io
+    import json
+    import threading
+
+    import soundfile
+    from test_server_post import _post_sync
+
+    from dsm.streaming.model_dir import load_model_dir
+
+    wav = tmp_path / "speech.wav"
+    pcm = (0.3 * np.random.default_rng(4).standard_normal(int(1.5 * SAMPLE_RATE)))
+    soundfile.write(wav, pcm.astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
+    local_model = load_model_dir(model_dirs["asr"])
+    engine = local_model.engine(1, cuda_graph=False)
+    session = local_model.asr_session()
+    engine.attach(session)
+    session.push_pcm(pcm.astype(np.float32))
+    session.end()
+    local: list[tuple[str, float]] = []
+    while not session.finished:
+        for event in engine.step().get(session, []):
+            if isinstance(event, WordEvent):
+                local.append((event.text, event.start_time))
+    engine.close()
+    assert len(local) >= 2, "the random model said too little"
+
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_arguments(parser)
+    asr, tts = cmd_serve.build_services(parser.parse_args(
+        ["--asr", str(model_dirs["asr"]), "--tts", str(model_dirs["tts"]), "--max-streams", "2",
+         "--device", "cpu", "--no-cuda-graph"]))
+    loop = asyncio.new_event_loop()
+    server = StreamingServer(ServerConfig(port=0), asr, tts)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def speak(**query: Any) -> np.ndarray:
+        status, kind, body = _post_sync(server.port, "/api/tts", json.dumps(
+            {"text": ["the cat sat", "on the mat"], **query}).encode())
+        assert status == 200 and kind == "audio/wav", body[:200]
+        return soundfile.read(io.BytesIO(body), dtype="float32")[0]
+
+    async def websocket_audio(query: str) -> np.ndarray:
+        url = server.url + "/api/tts_streaming?format=PcmMessagePack&" + query
+        async with websockets.connect(url) as ws:
+            for word in "the cat sat on the mat".split():
+                await ws.send(msgpack.packb({"type": "Text", "text": word}))
+            await ws.send(msgpack.packb({"type": "Eos"}))
+            messages = [msgpack.unpackb(m) async for m in ws]
+        return np.concatenate([m["pcm"] for m in messages if m["type"] == "Audio"])
+
+    try:
+        status, kind, body = _post_sync(server.port, "/api/asr-streaming", wav.read_bytes())
+        greedy = speak()
+        sampled = [speak(seed=7, temperature=1.0, top_k=50), speak(seed=7, temperature=1.0,
+                                                                   top_k=50),
+                   speak(seed=8, temperature=1.0, top_k=50)]
+        cold = speak(temperature=0.0, seed=3)
+        capped = speak(max_seq_len=10)
+        streamed = asyncio.run_coroutine_threadsafe(
+            websocket_audio("seed=7&temperature=1.0&top_k=50"), loop).result(60)
+        too_wide = _post_sync(server.port, "/api/tts", json.dumps(
+            {"text": ["hi"], "top_k": 5000, "temperature": 1.0}).encode())
+    finally:
+        asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+    assert status == 200 and kind == "application/json"
+    words = [(m["text"], m["start_time"]) for m in json.loads(body) if m["type"] == "Word"]
+    assert [w for w, _ in words] == [w for w, _ in local]
+    assert [t for _, t in words] == pytest.approx([t for _, t in local], abs=1e-6)
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:  # the WAV holds 16-bit samples
+        return a.shape == b.shape and bool(np.abs(a - b).max() <= 1.0 / 16384)
+
+    assert greedy.size > 0 and same(cold, greedy)
+    assert same(sampled[0], sampled[1]) and not same(sampled[0], sampled[2])
+    assert not same(sampled[0], greedy)
+    assert same(sampled[0], np.clip(streamed, -1, 1))
+    audio_delay = load_model_dir(model_dirs["tts"]).audio_delay
+    assert 0 < capped.size <= (10 - audio_delay) * FRAME_SIZE < greedy.size
+    assert too_wide[0] == 400 and b"top_k 5000 is above" in too_wide[2]

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from dsm.audio_io import read_audio
 from dsm.codecs.init import unit_gain_init
 from dsm.codecs.loading import save_codec
 from dsm.codecs.mimi import Mimi, MimiConfig
@@ -182,19 +183,6 @@ def manifest_audio_paths(manifest: str | Path) -> list[Path]:
             raise RecipeError(f"{manifest}:{number}: audio file {audio!r} not found ({path})")
         paths.append(path)
     return paths
-
-
-def read_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples of an audio file at `sample_rate` (channels mixed, soxr)."""
-    import soundfile
-
-    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    if rate != sample_rate:
-        import soxr
-
-        mono = soxr.resample(mono, rate, sample_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 class AudioCrops(Dataset):

@@ -79,14 +79,9 @@ def _headers(api_key: str | None) -> dict[str, str]:
 
 def load_audio(path: str | Path) -> np.ndarray:
     """A sound file -> float32 mono 24 kHz `[N]`."""
-    import soundfile
-    import soxr
+    from dsm.audio_io import read_audio
 
-    pcm, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    pcm = pcm.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        pcm = soxr.resample(pcm, rate, SAMPLE_RATE).astype(np.float32)
-    return np.ascontiguousarray(pcm, dtype=np.float32)
+    return read_audio(path, SAMPLE_RATE)
 
 
 # --- ASR -------------------------------------------------------------------------------

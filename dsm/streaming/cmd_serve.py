@@ -3,9 +3,11 @@
 Endpoints: /api/asr-streaming (Audio{pcm} 24 kHz or OggOpus{data}, Marker{id} in; Ready,
 Word, EndWord, Step (models with VAD heads), Marker, Error out), /api/tts_streaming (Text, Eos
 in, each Text whole words; ?format= OggOpus (the default, as Kyutai's), OggOpusMessagePack,
-Pcm or PcmMessagePack: audio, with Ready, Text and Error in the MessagePack ones), /api/health
-(JSON), and the browser demo at /. A stream waiting for input skips the steps (nothing is
-ever added to what a client sent).
+Pcm or PcmMessagePack: audio, with Ready, Text and Error in the MessagePack ones; and Kyutai's
+per-stream seed, temperature, top_k, max_seq_len, voice, cfg_alpha), /api/health (JSON), the
+batch endpoints POST /api/asr-streaming (a sound file in, JSON words out) and POST /api/tts
+(Kyutai's JSON in, a WAV out), and the browser demo at /. A stream waiting for input skips
+the steps (nothing is ever added to what a client sent).
 Clients written for Kyutai's server work unchanged.
 
 Examples:
@@ -27,9 +29,11 @@ import json
 import logging
 from pathlib import Path
 
+from dsm.streaming.http_post import DEFAULT_MAX_BODY_BYTES
 from dsm.streaming.server import DEFAULT_DEMO_DIR, ServerConfig, run_server
 from dsm.streaming.service import (
     DEFAULT_MAX_BUFFERED_S,
+    DEFAULT_STREAM_TOP_K,
     ModelService,
     ScriptedASRService,
     ScriptedTTSService,
@@ -67,7 +71,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="close a connection whose pong is S seconds late "
                         "(default: %(default)s)")
     parser.add_argument("--max-message-bytes", type=int, default=1 << 20, metavar="B",
-                        help="largest websocket message accepted (default: %(default)s)")
+                        help="largest websocket message accepted; a larger one closes its "
+                        "stream with code 1009 (default: %(default)s)")
+    parser.add_argument("--max-post-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                        metavar="B", help="largest POST body (a sound file, a TTS query) "
+                        "accepted; a larger one gets HTTP 413 (default: %(default)s, Kyutai's)")
+    parser.add_argument("--post-slot-wait", type=float, default=30.0, metavar="S",
+                        help="seconds a POST request waits for a free stream before HTTP 503 "
+                        "(default: %(default)s)")
+    parser.add_argument("--stream-top-k", type=int, default=DEFAULT_STREAM_TOP_K, metavar="K",
+                        help="largest top_k a TTS stream may ask for with its temperature "
+                        "(Kyutai's query parameters; 0: streams cannot choose their sampling; "
+                        "default: %(default)s)")
     parser.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                         help="seconds open streams get to finish on shutdown")
     parser.add_argument("--demo-dir", type=Path, default=DEFAULT_DEMO_DIR,
@@ -122,7 +137,8 @@ def build_services(args: argparse.Namespace) -> tuple[ModelService | None, Model
         if tts_dir:
             tts = load_engine_service("tts", tts_dir, args.max_streams, device=args.device,
                                       cuda_graph=not args.no_cuda_graph,
-                                      max_buffered_s=args.max_buffered_s)
+                                      max_buffered_s=args.max_buffered_s,
+                                      stream_top_k=args.stream_top_k)
     if asr is None and tts is None:
         raise ValueError("nothing to serve: no default model is installed in dsm/assets; "
                          "give --asr REF and/or --tts REF (or a scripted test double)")
@@ -142,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
         ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
         shutdown_grace=args.shutdown_grace, demo_dir=args.demo_dir,
+        max_post_bytes=args.max_post_bytes, post_slot_wait=args.post_slot_wait,
     )
 
     async def serve() -> None:

@@ -70,6 +70,11 @@ class Session:
     uses_text_hook = False  # forces the text stream (TTS)
     # A conditioned model's conditions for this stream (None: the engine's defaults).
     conditions: dict[str, str | None] | None = None
+    # The stream's own sampling (None: the engine's; needs an engine made with
+    # `max_slot_top_k`), and the most steps it may take (None: no limit; then it ends).
+    temperature: float | None = None
+    top_k: int | None = None
+    max_steps: int | None = None
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -184,6 +189,7 @@ class BatchedEngine:
         self._wake = threading.Event()
         self.steps = 0
         self._frames_out = [0] * num_slots  # output frames each slot has produced
+        self._steps_taken = [0] * num_slots  # steps each slot's session has taken
 
     def close(self) -> None:
         self.streamer.close()
@@ -217,10 +223,12 @@ class BatchedEngine:
             seeds[slot] = session.seed
             if self.streamer.conditioned:
                 self._set_condition(slot, session)
+            self.streamer.set_slot_sampling(slot, session.temperature, session.top_k)
             self.streamer.reset_slots(mask, seeds)
             self.codec.reset_slots(mask)
             self._prev_codes[slot] = self.streamer.card
             self._frames_out[slot] = 0
+            self._steps_taken[slot] = 0
             self.sessions[slot] = session
             session.slot = slot
             session._wake = self._wake
@@ -256,6 +264,11 @@ class BatchedEngine:
             session.slot = None
             session.finished = True
         session._deliver([], done=True)
+
+    def check_sampling(self, temperature: float | None, top_k: int | None) -> None:
+        """Raises ValueError when a session may not bring this sampling (before it takes
+        a slot)."""
+        self.streamer.check_slot_sampling(temperature, top_k)
 
     # --- stepping ---------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -342,6 +355,9 @@ class BatchedEngine:
                 session.error = f"{type(error).__name__}: {error}"
                 session.finished = True
                 events = []
+            self._steps_taken[slot] += 1
+            if session.max_steps is not None and self._steps_taken[slot] >= session.max_steps:
+                session.finished = True  # its step budget is spent: the stream ends here
             results[session] = events
         return results
 

@@ -312,21 +312,12 @@ def resolve_model(path: str | Path | None, task: str) -> Path:
 
 
 def read_audio(path: str | Path, sample_rate: int) -> Any:
-    """A sound file as mono float32 at `sample_rate` (channels averaged, resampled)."""
-    import numpy as np
-    import soundfile
-    import soxr
+    """A sound file as mono float32 at `sample_rate` (`dsm.audio_io.read_audio`), its
+    errors as `ModelDirError` for the commands."""
+    from dsm.audio_io import AudioFileError
+    from dsm.audio_io import read_audio as read
 
-    file = Path(path)
-    if not file.is_file():
-        raise ModelDirError(f"audio file not found: {file}")
     try:
-        data, rate = soundfile.read(str(file), dtype="float32", always_2d=True)
-    except RuntimeError as error:
-        raise ModelDirError(f"{file}: not a readable sound file ({error})") from None
-    if data.shape[0] == 0:
-        raise ModelDirError(f"{file}: the audio is empty (0 samples)")
-    mono = data.mean(axis=1)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+        return read(path, sample_rate)
+    except AudioFileError as error:
+        raise ModelDirError(str(error)) from None

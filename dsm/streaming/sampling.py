@@ -187,3 +187,80 @@ def sample_tokens(
         candidates = candidates.masked_fill(before > params.top_p, float("-inf"))
     choice = (candidates + draw(candidates.shape[-1])).argmax(dim=-1, keepdim=True)  # [B, 1]
     return indices.gather(-1, choice)[:, 0]
+
+
+class SlotSampling:
+    """Per-slot temperature and top-k for one kind of token (text or audio), in static
+    buffers `[B]` so a captured step reads them; a served stream's own choice (Kyutai's
+    `temperature` / `top_k` query parameters) or the streamer's `default`.
+
+    `max_top_k` is the largest top-k a slot may ask for; the noise drawn each step is as
+    wide as the default or that, whichever is wider. A slot left at the default samples
+    exactly as `sample_tokens(logits, default)` does with the same noise.
+    """
+
+    def __init__(self, default: SamplingParams, vocab: int, max_top_k: int, batch_size: int,
+                 device: torch.device | str) -> None:
+        self.default = default
+        self.vocab = vocab
+        self.width = max(candidates_needed(default, vocab), min(max_top_k, vocab))
+        self.greedy = torch.empty(batch_size, dtype=torch.bool, device=device)
+        self.inverse_temperature = torch.empty(batch_size, dtype=torch.float32, device=device)
+        self.top_k = torch.empty(batch_size, dtype=torch.long, device=device)
+        for slot in range(batch_size):
+            self.set(slot, None, None)
+
+    def check(self, temperature: float | None, top_k: int | None) -> None:
+        """Raises ValueError when a slot may not ask for these values."""
+        if temperature is not None and temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}")
+        sampled = temperature if temperature is not None else self.default.temperature
+        if sampled > 0 and self.width == 0:
+            raise ValueError("this server decodes greedily: it takes no temperature above 0 "
+                             "(dsm serve --stream-top-k K lets streams sample)")
+        if top_k is not None and self.width < self.vocab and top_k > self.width:
+            raise ValueError(f"top_k {top_k} is above this server's limit {self.width} "
+                             "(dsm serve --stream-top-k)")
+
+    def set(self, slot: int, temperature: float | None, top_k: int | None) -> None:
+        """Slot `slot` samples at `temperature` from its `top_k` best tokens (None: the
+        default's value; top_k 0: all `width` candidates)."""
+        self.check(temperature, top_k)
+        temperature = self.default.temperature if temperature is None else temperature
+        top_k = self.default.top_k if top_k is None else top_k
+        self.greedy[slot] = temperature == 0.0
+        self.inverse_temperature[slot] = 0.0 if temperature == 0.0 else 1.0 / temperature
+        limit = self.width if self.width < self.vocab else self.vocab
+        self.top_k[slot] = limit if top_k <= 0 else min(top_k, limit)
+
+    def sample(self, logits: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """`logits` [B, V] -> tokens [B]; `noise` [B, >= width] Gumbel values (one step's)."""
+        best = logits.argmax(dim=-1)
+        if self.width == 0 or noise is None:
+            return best
+        scale = self.inverse_temperature[:, None]
+        top_p = self.default.top_p
+        if self.width >= self.vocab and top_p == 0.0:
+            # all tokens are candidates, noise by token id (as `sample_tokens` does); a slot's
+            # top-k keeps the tokens at least as likely as its k-th best
+            kth = logits.sort(dim=-1, descending=True).values.gather(-1, self.top_k[:, None] - 1)
+            scaled = (logits.float() * scale).masked_fill(logits < kth, float("-inf"))
+            sampled = (scaled + noise[:, : self.vocab]).argmax(dim=-1)
+        else:
+            if self.width >= self.vocab:
+                candidates, indices = (logits.float() * scale).sort(dim=-1, descending=True)
+            else:
+                candidates, indices = logits.topk(self.width, dim=-1)  # sorted, descending
+                candidates = candidates.float() * scale
+            rank = torch.arange(candidates.shape[-1], device=logits.device)
+            candidates = candidates.masked_fill(rank[None, :] >= self.top_k[:, None],
+                                                float("-inf"))
+            if top_p > 0.0:
+                probs = candidates.softmax(dim=-1)
+                before = probs.cumsum(dim=-1) - probs
+                candidates = candidates.masked_fill(before > top_p, float("-inf"))
+            choice = (candidates + noise[:, : candidates.shape[-1]]).argmax(dim=-1, keepdim=True)
+            sampled = indices.gather(-1, choice)[:, 0]
+        return torch.where(self.greedy, best, sampled)

@@ -5,6 +5,8 @@ Endpoints (one port):
 - `/api/tts_streaming?format=F`: Kyutai's TTS protocol, F one of Kyutai's formats
   (OggOpus, the default, OggOpusMessagePack, Pcm, PcmMessagePack: see audio_formats).
 - `/api/health`: JSON with each service's open streams and capacity.
+- `POST /api/asr-streaming` (a sound file in, JSON words out) and `POST /api/tts` (JSON in,
+  a WAV out): Kyutai's batch endpoints, one stream each (see post_endpoints).
 - `/`: the browser demo (files of the `demo/` folder).
 
 Auth: when API keys are configured, a websocket must carry one in the `kyutai-api-key`
@@ -43,6 +45,13 @@ from dsm.streaming.audio_formats import (
     OpusInputDecoder,
     TtsOutputEncoder,
 )
+from dsm.streaming.http_post import (
+    DEFAULT_MAX_BODY_BYTES,
+    PostAwareConnection,
+    PostRequest,
+    PostResponse,
+)
+from dsm.streaming.post_endpoints import RequestError, speak_request, transcribe_upload
 from dsm.streaming.protocol import (
     MAX_MESSAGE_BYTES,
     AudioIn,
@@ -60,11 +69,20 @@ from dsm.streaming.protocol import (
     encode_ready,
 )
 from dsm.streaming.service import CapacityError, ModelService, ModelStream, StreamError
+from dsm.streaming.stream_options import (
+    ASR_STREAMING_FIELDS,
+    TTS_STREAMING_FIELDS,
+    OptionError,
+    StreamOptions,
+    check_fields,
+    parse_options,
+)
 
 log = logging.getLogger("dsm.serve")
 
 ASR_PATH = "/api/asr-streaming"
 TTS_PATH = "/api/tts_streaming"
+TTS_POST_PATH = "/api/tts"
 HEALTH_PATH = "/api/health"
 DEFAULT_DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
 
@@ -88,6 +106,10 @@ class ServerConfig:
     idle_timeout: float = 30.0  # seconds without a client message while input is open
     shutdown_grace: float = 10.0  # seconds streams get to finish on shutdown
     demo_dir: Path | None = DEFAULT_DEMO_DIR
+    open_timeout: float = 10.0  # seconds for a websocket handshake or a POST's head
+    max_post_bytes: int = DEFAULT_MAX_BODY_BYTES  # body of a POST request
+    upload_timeout: float = 60.0  # seconds for a POST's body to arrive
+    post_slot_wait: float = 30.0  # seconds a POST waits for a free slot before 503
 
 
 @dataclass(eq=False)
@@ -131,9 +153,19 @@ class StreamingServer:
         for service in (self.asr, self.tts):
             if service is not None:
                 await service.start()
+        config = self.config
+
+        def connection(*args: Any, **kwargs: Any) -> PostAwareConnection:
+            return PostAwareConnection(*args, post_handler=self._post,
+                                       max_body_bytes=config.max_post_bytes,
+                                       open_timeout=config.open_timeout,
+                                       upload_timeout=config.upload_timeout, **kwargs)
+
         self._server = await serve(
             self._handle, self.config.host, self.config.port,
             process_request=self._process_request,
+            create_connection=connection,  # type: ignore[arg-type]
+            open_timeout=None,  # PostAwareConnection applies config.open_timeout itself
             max_size=self.config.max_message_bytes,
             ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout,
@@ -182,10 +214,10 @@ class StreamingServer:
         return report
 
     # HTTP side of the handshake --------------------------------------------------------
-    def _authorized(self, request: Request, query: dict[str, list[str]]) -> bool:
+    def _authorized(self, header: str | None, query: dict[str, list[str]]) -> bool:
         if not self.config.api_keys:
             return True
-        offered = request.headers.get("kyutai-api-key") or (query.get("auth_id") or [""])[0]
+        offered = header or (query.get("auth_id") or [""])[0]
         return any(hmac.compare_digest(offered.encode(), key.encode())
                    for key in self.config.api_keys)
 
@@ -200,17 +232,15 @@ class StreamingServer:
                 what = "ASR" if url.path == ASR_PATH else "TTS"
                 return connection.respond(HTTPStatus.NOT_FOUND,
                                           f"this server has no {what} model\n")
-            if not self._authorized(request, query):
+            if not self._authorized(request.headers.get("kyutai-api-key"), query):
                 return connection.respond(
                     HTTPStatus.UNAUTHORIZED,
                     "missing or wrong API key: send the kyutai-api-key header "
                     "or the auth_id query parameter\n")
-            if url.path == TTS_PATH:
-                fmt = (query.get("format") or [DEFAULT_TTS_FORMAT])[0]
-                if fmt not in TTS_FORMATS:
-                    return connection.respond(
-                        HTTPStatus.BAD_REQUEST,
-                        f"unsupported TTS format {fmt!r}: one of {', '.join(TTS_FORMATS)}\n")
+            try:
+                _stream_options(url.path, query)
+            except OptionError as error:
+                return connection.respond(HTTPStatus.BAD_REQUEST, f"{error}\n")
             if self.shutting_down:
                 return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
                                           "the server is shutting down\n")
@@ -230,6 +260,26 @@ class StreamingServer:
         if kind.startswith("text/") or kind.endswith("javascript"):
             kind += "; charset=utf-8"
         return _response(200, allowed[name].read_bytes(), kind)
+
+    async def _post(self, request: PostRequest) -> PostResponse:
+        """Kyutai's batch endpoints (post_endpoints); every refusal a status and a reason."""
+        routes = {ASR_PATH: ("ASR", self.asr, transcribe_upload),
+                  TTS_POST_PATH: ("TTS", self.tts, speak_request)}
+        if request.path not in routes:
+            return PostResponse.text(404, f"no POST endpoint at {request.path}: POST "
+                                          f"{ASR_PATH} (a sound file) or {TTS_POST_PATH} (JSON)")
+        what, service, handle = routes[request.path]
+        if service is None:
+            return PostResponse.text(404, f"this server has no {what} model")
+        if not self._authorized(request.headers.get("kyutai-api-key"), request.query):
+            return PostResponse.text(401, "missing or wrong API key: send the kyutai-api-key "
+                                          "header")
+        if self.shutting_down:
+            return PostResponse.text(503, "the server is shutting down")
+        try:
+            return await handle(service, request, self.config.post_slot_wait)
+        except RequestError as error:
+            return error.response()
 
     # websocket side --------------------------------------------------------------------
     async def _handle(self, connection: ServerConnection) -> None:
@@ -256,14 +306,18 @@ class StreamingServer:
 
     async def _serve_stream(self, connection: ServerConnection, kind: str,
                             service: ModelService) -> None:
+        url = urlsplit(connection.request.path if connection.request else "")
+        query = parse_qs(url.query)
         try:
-            stream = await service.open()
+            stream = await service.open(_stream_options(url.path, query))
         except (CapacityError, StreamError) as error:
             await self._close(connection, CLOSE_TRY_AGAIN, "all slots busy", str(error))
             return
+        except ValueError as error:  # options this model cannot honour (a voice, a top_k)
+            await self._close(connection, CLOSE_POLICY, str(error), str(error))
+            return
         session = _Session(kind, connection, stream)
         if kind == "tts":
-            query = parse_qs(urlsplit(connection.request.path).query) if connection.request else {}
             session.output = TtsOutputEncoder((query.get("format") or [DEFAULT_TTS_FORMAT])[0])
         self.sessions.add(session)
         reader = asyncio.create_task(self._read(session))
@@ -358,6 +412,18 @@ class StreamingServer:
             frame = encode_event(event) if session.output is None else session.output.encode(event)
             if frame is not None:
                 await session.connection.send(frame)
+
+
+def _stream_options(path: str, query: dict[str, list[str]]) -> StreamOptions:
+    """A websocket request's query -> its stream's options (OptionError: answer 400)."""
+    if path != TTS_PATH:
+        check_fields(query, ASR_STREAMING_FIELDS, path)
+        return StreamOptions()
+    check_fields(query, TTS_STREAMING_FIELDS, path)
+    fmt = (query.get("format") or [DEFAULT_TTS_FORMAT])[0]
+    if fmt not in TTS_FORMATS:
+        raise OptionError(f"unsupported TTS format {fmt!r}: one of {', '.join(TTS_FORMATS)}")
+    return parse_options(query)
 
 
 def _response(status: int, body: bytes, content_type: str) -> Response:

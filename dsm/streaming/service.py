@@ -41,6 +41,7 @@ from dsm.streaming.events import (
     WordEvent,
 )
 from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.stream_options import StreamOptions
 
 log = logging.getLogger("dsm.serve")
 
@@ -96,7 +97,7 @@ class ModelService(Protocol):
 
     async def start(self) -> None: ...
 
-    async def open(self) -> ModelStream:
+    async def open(self, options: StreamOptions | None = None) -> ModelStream:
         """A new stream in a free slot, or `CapacityError`."""
 
     async def stop(self) -> None:
@@ -112,9 +113,10 @@ class QueuedStream:
     """A `ModelStream` whose input is drained by a `SteppedService`'s loop."""
 
     def __init__(self, service: SteppedService, slot: int, max_buffered_samples: int,
-                 max_pending_events: int) -> None:
+                 max_pending_events: int, options: StreamOptions | None = None) -> None:
         self.service = service
         self.slot = slot
+        self.options = options or StreamOptions()
         self.inputs: deque[tuple[str, object]] = deque()  # ("pcm"|"text"|"marker"|"end", x)
         self.buffered_samples = 0  # queued or held by the service, not yet stepped
         self.max_buffered_samples = max_buffered_samples
@@ -122,6 +124,7 @@ class QueuedStream:
         self.ended = False  # no more input
         self.closed = False  # slot released
         self.error: str | None = None
+        self.input_refused = False  # it ended on input its session refused (a client fault)
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._room = asyncio.Event()
         self._room.set()
@@ -250,7 +253,9 @@ class SteppedService:
         for stream in list(self.streams.values()):
             stream._finish("the server is shutting down")
 
-    async def open(self) -> QueuedStream:
+    async def open(self, options: StreamOptions | None = None) -> QueuedStream:
+        """A stream in a free slot. Raises `CapacityError` when none is free, and
+        `ValueError` when this service cannot honour `options` (the slot stays free)."""
         if self._task is None:
             raise StreamError(f"the {self.kind} service is not running")
         free = next((slot for slot in range(self.capacity) if slot not in self.streams), None)
@@ -258,9 +263,14 @@ class SteppedService:
             raise CapacityError(
                 f"all {self.capacity} {self.kind.upper()} streams are busy; try again later"
             )
-        stream = QueuedStream(self, free, self.max_buffered_samples, self.max_pending_events)
+        stream = QueuedStream(self, free, self.max_buffered_samples, self.max_pending_events,
+                              options)
         self.streams[free] = stream
-        self.attach(stream)
+        try:
+            self.attach(stream)
+        except BaseException:
+            del self.streams[free]
+            raise
         return stream
 
     def release(self, stream: QueuedStream) -> None:
@@ -485,8 +495,8 @@ class ScriptedTTSService(SteppedService):
             state = self.state[stream.slot]
             while stream.inputs and not stream.closed:
                 kind, value = stream.inputs.popleft()
-                if kind == "text":
-                    state.text += str(value)
+                if kind == "text":  # each message is whole words, as Kyutai's protocol
+                    state.text += str(value) + " "
                 elif kind == "end":
                     state.ending = True
                 else:
@@ -512,8 +522,9 @@ class ScriptedTTSService(SteppedService):
 class EngineService(SteppedService):
     """A `ModelService` over one `BatchedEngine` (ASR or TTS sessions).
 
-    `make_session()` builds a fresh session (`ASRSession` with `step_events=True`, or
-    `TTSSession`); each stream gets one in an engine slot. Client input reaches the
+    `make_session(options)` builds a fresh session for a stream's `StreamOptions`
+    (`ASRSession` with `step_events=True`, or `TTSSession`), raising `ValueError` for
+    options it cannot honour; each stream gets one in an engine slot. Client input reaches the
     sessions only from this loop, between engine steps (a step runs in a worker thread, so
     the event loop keeps serving clients while the model computes).
 
@@ -539,7 +550,7 @@ class EngineService(SteppedService):
         self._to_detach: list[object] = []
 
     def attach(self, stream: QueuedStream) -> None:
-        session = self.make_session()  # type: ignore[operator]
+        session = self.make_session(stream.options)  # type: ignore[operator]
         self.sessions[stream.slot] = session
         self._to_attach.append(session)
         self.wake()
@@ -594,6 +605,7 @@ class EngineService(SteppedService):
                     else:
                         session.end_text()  # type: ignore[attr-defined]
         except (ValueError, RuntimeError, AttributeError) as error:
+            stream.input_refused = True
             stream._finish(f"{self.kind.upper()} input refused: {error}")
 
     def _sync_buffered(self, stream: QueuedStream, session: object) -> None:
@@ -627,9 +639,13 @@ class EngineService(SteppedService):
         return True
 
 
+DEFAULT_STREAM_TOP_K = 250  # Kyutai's TTS server default top_k: the most a stream may ask
+
+
 def load_engine_service(kind: Literal["asr", "tts"], directory: str | Path, max_streams: int,
                         device: str | None = None, cuda_graph: bool = True,
                         max_buffered_s: float = DEFAULT_MAX_BUFFERED_S,
+                        stream_top_k: int = DEFAULT_STREAM_TOP_K,
                         **sampling: Any) -> EngineService:
     """A served model from a model directory or a Hugging Face repo id (`resolve_model`: the
     same format and loader as `dsm transcribe --model REF` / `dsm speak --model REF`),
@@ -637,6 +653,9 @@ def load_engine_service(kind: Literal["asr", "tts"], directory: str | Path, max_
     the model (past that the server stops reading that client until the model catches up).
 
     Greedy decoding unless the directory's `lm_gen_config` or `sampling` say otherwise.
+    A TTS stream may bring its own seed, temperature and top-k (at most `stream_top_k`;
+    0: none may), a step limit, and, for a voice-conditioned model, a voice and cfg_alpha
+    (`StreamOptions`).
     """
     import torch
 
@@ -651,9 +670,38 @@ def load_engine_service(kind: Literal["asr", "tts"], directory: str | Path, max_
         raise ValueError(f"{model.path}: the server speaks 24 kHz in 1920-sample frames; this "
                          f"codec runs at {codec.sample_rate} Hz with {codec.frame_size}-sample "
                          "frames")
+    if kind == "tts" and stream_top_k > 0:
+        sampling["max_slot_top_k"] = stream_top_k
     engine = model.engine(max_streams, cuda_graph=cuda_graph, **sampling)
     limit = max(FRAME_SIZE, int(max_buffered_s * SAMPLE_RATE))
     if kind == "asr":
-        return EngineService("asr", engine, lambda: model.asr_session(step_events=True),
+        return EngineService("asr", engine, lambda options: model.asr_session(step_events=True),
                              max_buffered_samples=limit)
-    return EngineService("tts", engine, model.tts_session, max_buffered_samples=limit)
+    return EngineService("tts", engine, lambda options: tts_session(model, engine, options),
+                         max_buffered_samples=limit)
+
+
+def tts_session(model: Any, engine: Any, options: StreamOptions | None) -> Any:
+    """A served TTS stream's session with the client's `StreamOptions` (ValueError, before
+    the stream takes a slot, for what this model or engine cannot honour)."""
+    options = options or StreamOptions()
+    engine.check_sampling(options.temperature, options.top_k)
+    kwargs: dict[str, Any] = {}
+    if options.seed is not None:
+        kwargs["seed"] = options.seed
+    if getattr(model, "takes_voice", False):
+        if options.voice is not None:
+            kwargs["voice"] = options.voice
+        if options.cfg_alpha is not None:
+            kwargs["cfg_alpha"] = options.cfg_alpha
+    else:
+        ignored = [f"{name}={value!r}" for name, value in
+                   (("voice", options.voice), ("cfg_alpha", options.cfg_alpha)) if value is not None]
+        if ignored:  # Kyutai's clients always name a voice; this model has one voice only
+            log.warning("TTS stream: %s ignored: %s is not voice-conditioned",
+                        ", ".join(ignored), getattr(model, "path", "the model"))
+    session = model.tts_session(**kwargs)
+    session.temperature = options.temperature
+    session.top_k = options.top_k
+    session.max_steps = options.max_seq_len
+    return session

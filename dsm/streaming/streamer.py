@@ -52,6 +52,7 @@ from dsm.streaming.cuda_graph import GraphedStep
 from dsm.streaming.sampling import (
     SamplingParams,
     SlotRandom,
+    SlotSampling,
     candidates_needed,
     default_slot_seed,
     sample_tokens,
@@ -69,6 +70,8 @@ class LMStreamer:
 
     Sampling keywords (moshi's names): `temp`, `top_k`, `top_p` for audio tokens,
     `temp_text`, `top_k_text`, `top_p_text` for text; temperature 0 is greedy.
+    `max_slot_top_k` > 0 lets each slot choose its own temperature and top-k (up to that),
+    both kinds of tokens alike (`set_slot_sampling`), as Kyutai's TTS server lets a stream.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class LMStreamer:
         cfg_coef: float = 1.0,
         seed: int = 0,
         cuda_graph: bool = True,
+        max_slot_top_k: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -138,10 +142,20 @@ class LMStreamer:
         self._hidden: torch.Tensor | None = None
         # Gumbel noise of one step for every stream (text, audio 1..dep_q), drawn at once.
         self._noise_streams = 1 + self.dep_q
+        text_vocab = getattr(config, "text_out_card", config.text_card)
         self._noise_width = max(
-            candidates_needed(self.text_params, getattr(config, "text_out_card", config.text_card)),
+            candidates_needed(self.text_params, text_vocab),
             candidates_needed(self.audio_params, config.card) if self.dep_q else 0,
         )
+        self.slot_sampling: tuple[SlotSampling, SlotSampling] | None = None  # text, audio
+        if max_slot_top_k > 0:
+            self.slot_sampling = (
+                SlotSampling(self.text_params, text_vocab, max_slot_top_k, B, device),
+                SlotSampling(self.audio_params, config.card, max_slot_top_k, B, device),
+            )
+            widths = [self.slot_sampling[0].width] + [self.slot_sampling[1].width] * (
+                1 if self.dep_q else 0)
+            self._noise_width = max([self._noise_width, *widths])
         self._noise: torch.Tensor | None = None
         self._steps_since_reset = 0
         self._active_host = torch.ones(B, dtype=torch.bool)  # host copy of `active`
@@ -216,6 +230,37 @@ class LMStreamer:
             if null_condition is None:
                 raise ValueError("CFG on a conditioned model needs the null condition")
             self.condition[self.batch_size + slot] = null_condition.reshape(1, -1).to(self.condition)
+
+    def check_slot_sampling(self, temperature: float | None, top_k: int | None) -> None:
+        """Raises ValueError when a slot may not choose these (see `set_slot_sampling`)."""
+        if temperature is None and top_k is None:
+            return
+        if self.slot_sampling is None:
+            raise ValueError("this engine takes no per-stream temperature or top_k")
+        for kind in self.slot_sampling:
+            kind.check(temperature, top_k)
+
+    @torch.inference_mode()
+    def set_slot_sampling(self, slot: int, temperature: float | None,
+                          top_k: int | None) -> None:
+        """Slot `slot` samples text and audio at `temperature` from the `top_k` best (None:
+        the streamer's settings). Kyutai's rule for a stream's choice: temperature 0 or
+        top_k <= 1 is greedy."""
+        self.check_slot_sampling(temperature, top_k)
+        if self.slot_sampling is None:
+            return
+        if top_k is not None and top_k <= 1:
+            temperature, top_k = 0.0, None
+        for kind in self.slot_sampling:
+            kind.set(slot, temperature, top_k)
+
+    def _sample(self, logits: torch.Tensor, stream: int) -> torch.Tensor:
+        """One token per slot of `logits` [B, V]; stream 0 is text, 1.. the audio rows."""
+        noise = self._stream_noise(stream)
+        if self.slot_sampling is not None:
+            return self.slot_sampling[min(stream, 1)].sample(logits, noise)
+        params = self.text_params if stream == 0 else self.audio_params
+        return sample_tokens(logits, params, noise=noise)
 
     # --- stepping -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -307,7 +352,7 @@ class LMStreamer:
             self._noise = self.rng.gumbel_block(self._noise_streams, self._noise_width)
         text_logits = text_logits[:, 0, 0]
         text_logits = self._guided(text_logits) if self.conditioned else text_logits[:B]
-        text = sample_tokens(text_logits, self.text_params, noise=self._stream_noise(0))
+        text = self._sample(text_logits, 0)
         self.text_buf.copy_(text)
         if self.num_extra_heads > 0:
             probs = self.lm.extra_heads_probs(hidden[:B])  # list of [B, 1, n]
@@ -332,16 +377,12 @@ class LMStreamer:
             for k in range(self.dep_q):
                 prev_in = prev.repeat(2) if self.use_cfg else prev
                 logits = self.lm.depformer_step(k, hidden, prev_in[:, None])  # [B', 1, card]
-                prev = sample_tokens(
-                    self._guided(logits[:, 0]), self.audio_params, noise=self._stream_noise(1 + k)
-                )
+                prev = self._sample(self._guided(logits[:, 0]), 1 + k)
                 tokens.append(prev)
         else:
             all_logits = self._guided(self.lm.parallel_audio_logits(hidden))  # [B, dep_q, 1, card]
             for k in range(self.dep_q):
-                tokens.append(sample_tokens(
-                    all_logits[:, k, 0], self.audio_params, noise=self._stream_noise(1 + k)
-                ))
+                tokens.append(self._sample(all_logits[:, k, 0], 1 + k))
         return tokens
 
     def _run_audio(self) -> None:
