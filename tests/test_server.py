@@ -287,8 +287,26 @@ async def _fault_next_to_witness(server: StreamingServer, frames: list[bytes | s
         ([msgpack.packb({"type": "Audio", "pcm": [float("-inf")] * 10})], 1008, "non-finite"),
         ([msgpack.packb({"type": "Marker"})], 1008, 'lacks the "id" field'),
         ([encode_audio_in(np.zeros(20_000))], 1009, None),  # over max_message_bytes
+        ([msgpack.packb([1, 2, 3])], 1008, "expected a msgpack map, got list"),
+        ([msgpack.packb({"pcm": [0.0]})], 1008, 'no string "type"'),
+        ([msgpack.packb({"type": 7, "pcm": [0.0]})], 1008, 'no string "type"'),
+        ([msgpack.packb({"type": "Audio"})], 1008, 'lacks the "pcm" field'),
+        ([msgpack.packb({"type": "Audio", "pcm": "0.1 0.2"})], 1008, "array of numbers"),
+        ([msgpack.packb({"type": "Audio", "pcm": ["a", "b"]})], 1008, "flat array of numbers"),
+        ([msgpack.packb({"type": "Audio", "pcm": [[0.0, 0.1], [0.2, 0.3]]})], 1008,
+         "flat array of numbers"),
+        ([msgpack.packb({"type": "Audio", "pcm": [0.0, None]})], 1008, "flat array of numbers"),
+        ([msgpack.packb({"type": "Audio", "pcm": [0.0, 1e30]})], 1008, "is not audio"),
+        ([msgpack.packb({"type": "Audio", "pcm": [0.0, 1e300]})], 1008, "non-finite"),
+        ([msgpack.packb({"type": "Audio", "pcm": [0.0, 1e20]})], 1008, "is not audio"),
+        ([msgpack.packb({"type": "Marker", "id": "seven"})], 1008, "must be an integer"),
+        ([msgpack.packb({"type": "OggOpus", "data": "text"})], 1008, "must be binary"),
     ],
-    ids=["malformed", "unknown-type", "text-frame", "nan", "inf", "marker-no-id", "oversized"],
+    ids=["malformed", "unknown-type", "text-frame", "nan", "inf", "marker-no-id", "oversized",
+         "not-a-map", "no-type", "type-not-string", "audio-no-pcm", "pcm-string",
+         "pcm-strings", "pcm-nested", "pcm-none", "pcm-1e30", "pcm-1e300", "pcm-1e20",
+         "marker-id-string",
+         "opus-not-binary"],
 )
 def test_bad_input_gets_error_and_close_code_and_others_go_on(
     frames: list[bytes | str], code: int, needle: str | None
@@ -490,3 +508,177 @@ def test_unresponsive_connection_is_dropped_by_ping_timeout() -> None:
             return words
 
     assert run(main(), timeout=30) == WORDS
+
+
+# --- more bad input: the TTS endpoint, query fields, bursts, paths, memory -----------------
+
+
+async def _tts_fault_next_to_witness(server: StreamingServer, frames: list[bytes | str]
+                                     ) -> tuple[list[dict[str, Any]], int | None, list[str]]:
+    async def faulty() -> tuple[list[dict[str, Any]], int | None]:
+        url = server.url + "/api/tts_streaming?format=PcmMessagePack"
+        async with websockets.connect(url, max_size=None) as ws:
+            await recv_map(ws)  # Ready
+            try:
+                for frame in frames:
+                    await ws.send(frame)
+            except ConnectionClosed:
+                pass
+            return await until_closed(ws), ws.close_code
+
+    witness_task = asyncio.create_task(witness(server))
+    await asyncio.sleep(0.1)
+    messages, code = await faulty()
+    after = await clients.stream_text_tts(server.url, "one two three")  # TTS goes on too
+    assert [w.text for w in after.words] == ["one", "two", "three"]
+    return messages, code, await witness_task
+
+
+@pytest.mark.parametrize(
+    ("frames", "code", "needle"),
+    [
+        ([encode_text_in("word " * 200_000)], 1009, None),  # a megabyte of text in one message
+        ([encode_text_in("word " * 14_000)], 1008, "the limit is 65536"),
+        (["word " * 14_000], 1008, "the limit is 65536"),  # the same as a text frame
+        ([encode_text_in("hello\x07world")], 1008, "control character U+0007"),
+        (["nul\x00inside"], 1008, "control character U+0000"),
+        ([msgpack.packb({"type": "Text"})], 1008, 'lacks the "text" field'),
+        ([msgpack.packb({"type": "Text", "text": 5})], 1008, "must be a string"),
+        ([msgpack.packb({"type": "Audio", "pcm": [0.0]})], 1008, "expected Text or Eos"),
+        ([b"\x00\x01garbage"], 1008, "malformed msgpack"),
+        ([msgpack.packb("just a string")], 1008, "expected a msgpack map"),
+    ],
+    ids=["megabyte-text", "text-over-limit", "text-frame-over-limit", "control-char",
+         "nul-in-text-frame", "text-no-field", "text-not-string", "audio-on-tts", "malformed",
+         "not-a-map"],
+)
+def test_bad_tts_input_gets_error_and_close_code_and_others_go_on(
+    frames: list[bytes | str], code: int, needle: str | None
+) -> None:
+    async def main() -> tuple[Any, ...]:
+        async with scripted_server(max_message_bytes=128_000) as server:
+            messages, close_code, words = await _tts_fault_next_to_witness(server, frames)
+            assert server.asr is not None and server.tts is not None
+            await wait_for_active(server.asr, 0)
+            await wait_for_active(server.tts, 0)
+            return messages, close_code, words
+
+    messages, close_code, words = run(main())
+    assert close_code == code
+    if needle is not None:
+        errors = [m["message"] for m in messages if m["type"] == "Error"]
+        assert len(errors) == 1 and needle in errors[0], errors
+    assert words == WORDS
+
+
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [
+        ("/api/tts_streaming?format=PcmMessagePack&bogus=1", "unknown field(s) bogus"),
+        ("/api/tts_streaming?format=Wav", "unsupported TTS format 'Wav'"),
+        ("/api/tts_streaming?seed=abc", "seed must be an integer"),
+        ("/api/tts_streaming?temperature=inf", "temperature must be finite"),
+        ("/api/tts_streaming?top_k=-3", "top_k must be >= 0"),
+        ("/api/tts_streaming?max_seq_len=0", "max_seq_len must be >= 1"),
+        ("/api/tts_streaming?seed=1&seed=2", "seed is given 2 times"),
+        ("/api/tts_streaming?voices=a&voices=b", "voices"),
+        ("/api/asr-streaming?voice=x", "unknown field(s) voice"),
+    ],
+)
+def test_wrong_query_fields_are_refused_at_the_handshake(path: str, needle: str) -> None:
+    async def main() -> tuple[int, bytes, list[str]]:
+        async with scripted_server() as server:
+            with pytest.raises(InvalidStatus) as refused:
+                await websockets.connect(server.url + path)
+            return (refused.value.response.status_code, refused.value.response.body,
+                    await witness(server, rtf=None))
+
+    status, body, words = run(main())
+    assert status == 400 and needle in body.decode(), body
+    assert words == WORDS
+
+
+def test_a_burst_of_tiny_frames_gets_the_same_words() -> None:
+    """2000 messages of 24 samples (and empty ones between) are the same audio as big ones."""
+    async def main() -> list[str]:
+        async with scripted_server() as server:
+            async with websockets.connect(server.url + "/api/asr-streaming") as ws:
+                await recv_map(ws)
+                for piece in np.split(speech(), len(speech()) // 24):
+                    await ws.send(encode_audio_in(piece))
+                    await ws.send(encode_audio_in(np.zeros(0, np.float32)))
+                await ws.send(encode_marker_in(9))
+                words = []
+                silence = encode_audio_in(np.zeros(FRAME_SIZE, np.float32))
+                while True:
+                    await ws.send(silence)
+                    try:
+                        data = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 0.05))
+                    except TimeoutError:
+                        continue
+                    if data["type"] == "Word":
+                        words.append(data["text"])
+                    elif data["type"] == "Marker":
+                        return words
+
+    assert run(main()) == WORDS
+
+
+def _http_raw(port: int, path: str) -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_host=False, skip_accept_encoding=True)
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_static_files_refuse_path_traversal_in_every_encoding() -> None:
+    paths = ["/../pyproject.toml", "/..%2fpyproject.toml", "/%2e%2e/pyproject.toml",
+             "/%2e%2e%2fpyproject.toml", "/%252e%252e%252fpyproject.toml", "/..\\pyproject.toml",
+             "/..%5cpyproject.toml", "//etc/passwd", "/demo/../README.md", "/./app.js/../../x",
+             "/app.js%00.html", "/%2fetc%2fpasswd", "/..%c0%afpyproject.toml",
+             "/.%2e/pyproject.toml", "/README.md", "/index.html/.."]
+
+    async def main() -> list[int]:
+        async with scripted_server() as server:
+            return [await asyncio.to_thread(_http_raw, server.port, p) for p in paths]
+
+    statuses = run(main())
+    assert all(status in (400, 404) for status in statuses), dict(zip(paths, statuses))
+
+
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_never_reading_tts_client_is_cut_off_within_a_memory_bound() -> None:
+    """A client asking for an hour of speech and reading none of it: the server holds at
+    most `max_pending_events` frames for it (2000 frames of 1920 float32: 15 MB), then
+    cuts it off; the process grows by less than 64 MB (without the bound: over 400 MB)."""
+    async def main() -> tuple[int, int, list[str]]:
+        async with serving(ScriptedASRService(SCRIPT, 2), ScriptedTTSService(2)) as server:
+            before = _rss_bytes()
+            url = server.url + "/api/tts_streaming?format=PcmMessagePack"
+            async with websockets.connect(url, max_queue=1) as stuck:
+                for _ in range(20):  # 20 000 words, 1000 a message (under the text limit)
+                    await stuck.send(encode_text_in(" ".join(["word"] * 1000)))
+                await stuck.send(msgpack.packb({"type": "Eos"}))
+                assert server.tts is not None
+                await wait_for_active(server.tts, 0)  # cut off, never read
+                grown = _rss_bytes() - before
+                spoken = server.tts.steps
+                words = await witness(server, rtf=None)
+                stuck.transport.abort()
+            return grown, spoken, server.tts.active, words
+
+    grown, spoken, active, words = run(main(), timeout=120)
+    assert spoken < 20_000  # cut off long before the end of its text
+    assert grown < 64 * 2**20, f"grew by {grown / 2**20:.0f} MB"
+    assert active == 0 and words == WORDS

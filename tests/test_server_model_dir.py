@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -446,3 +447,43 @@ def test_post_endpoints_and_tts_options_through_the_engine(model_dirs: dict[str,
     audio_delay = load_model_dir(model_dirs["tts"]).audio_delay
     assert 0 < capped.size <= (10 - audio_delay) * FRAME_SIZE < greedy.size
     assert too_wide[0] == 400 and b"top_k 5000 is above" in too_wide[2]
+
+
+def test_a_slot_reused_after_a_hostile_stream_gives_the_words_of_a_fresh_server(
+        model_dirs: dict[str, Path]) -> None:
+    """One slot: a client streams loud noise (accepted, 15x full scale), then samples of
+    1e20 (refused: the stream is closed), and a client after it in that slot gets exactly
+    the words a fresh server gives."""
+    from dsm.streaming.protocol import encode_audio_in
+
+    pcm = (0.3 * np.random.default_rng(9).standard_normal(int(1.2 * SAMPLE_RATE))
+           ).astype(np.float32)
+
+    def service() -> Any:
+        return load_engine_service("asr", model_dirs["asr"], 1, device="cpu", cuda_graph=False)
+
+    async def hostile(url: str) -> tuple[int | None, list[dict]]:
+        async with websockets.connect(url + "/api/asr-streaming") as ws:
+            loud = np.random.default_rng(1).uniform(-15, 15, 5 * FRAME_SIZE).astype(np.float32)
+            await ws.send(encode_audio_in(loud))
+            await ws.send(encode_audio_in(np.full(FRAME_SIZE, 1e20, np.float32)))
+            messages = []
+            with contextlib.suppress(websockets.ConnectionClosedError):  # closed with 1008
+                async for data in ws:
+                    messages.append(msgpack.unpackb(data))
+            return ws.close_code, messages
+
+    async def main() -> tuple[list[str], list[str], int | None, list[dict]]:
+        async with serving(service()) as server:
+            fresh = await clients.stream_pcm_asr(server.url, pcm)
+        async with serving(service()) as server:
+            code, messages = await hostile(server.url)
+            assert server.asr is not None
+            while server.asr.active:
+                await asyncio.sleep(0.01)
+            after = await clients.stream_pcm_asr(server.url, pcm)
+        return [w.text for w in fresh], [w.text for w in after], code, messages
+
+    fresh, after, code, messages = asyncio.run(asyncio.wait_for(main(), 120))
+    assert code == 1008 and "is not audio" in messages[-1]["message"]
+    assert len(fresh) >= 2 and after == fresh

@@ -25,11 +25,8 @@ import numpy as np
 
 from dsm.streaming.engine import Session, SessionClosedError, SlotOutput
 from dsm.streaming.events import EndWordEvent, Event, MarkerEvent, StepEvent, WordEvent
+from dsm.streaming.protocol import MAX_ABS_SAMPLE
 from dsm.streams.tokenizer import TextTokenizer
-
-# Samples louder than this are not audio (float pcm lives in [-1, 1]; some headroom for
-# clipping clients): refused before they reach the codec, where they overflow.
-MAX_ABS_SAMPLE = 16.0
 
 
 class AudioInputError(ValueError):

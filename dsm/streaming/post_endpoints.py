@@ -24,7 +24,13 @@ import numpy as np
 from dsm.audio_io import AudioFileError, read_audio
 from dsm.streaming.events import AudioEvent, EndWordEvent, TextEvent, WordEvent
 from dsm.streaming.http_post import PostRequest, PostResponse
-from dsm.streaming.protocol import FRAME_SIZE, MAX_TEXT_CHARS, SAMPLE_RATE
+from dsm.streaming.protocol import (
+    FRAME_SIZE,
+    MAX_TEXT_CHARS,
+    SAMPLE_RATE,
+    ProtocolError,
+    check_text,
+)
 from dsm.streaming.service import CapacityError, ModelService, ModelStream, StreamError
 from dsm.streaming.stream_options import (
     TTS_POST_FIELDS,
@@ -135,6 +141,11 @@ def tts_query(body: bytes) -> tuple[list[str], StreamOptions, bool]:
         raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                            f"the text is over {MAX_TEXT_CHARS} characters; send it in parts "
                            "or over /api/tts_streaming")
+    try:
+        for text in texts:
+            check_text(text, "text")
+    except ProtocolError as error:
+        raise RequestError(HTTPStatus.BAD_REQUEST, str(error)) from None
     if not any(t.strip() for t in texts):
         raise RequestError(HTTPStatus.BAD_REQUEST, "the text is empty: nothing to speak")
     timestamps = query.get("return_timestamps", False)

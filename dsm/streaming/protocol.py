@@ -19,6 +19,7 @@ whose message says exactly what is wrong (the server sends it back as `Error`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,9 @@ FRAME_SIZE = 1920  # samples per 80 ms model step
 MAX_MESSAGE_BYTES = 1 << 20  # one websocket message
 MAX_PCM_SAMPLES = 10 * SAMPLE_RATE  # one Audio message: at most 10 s
 MAX_TEXT_CHARS = 64 * 1024  # one Text message
+# Samples louder than this are not audio (float pcm lives in [-1, 1]; some headroom for
+# clipping clients): refused before they reach the codec, where they overflow.
+MAX_ABS_SAMPLE = 16.0
 
 
 class ProtocolError(ValueError):
@@ -132,6 +136,19 @@ def _number_field(message: dict[str, Any], name: str) -> float:
     return float(value)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_text(text: str, where: str = "Text.text") -> str:
+    """Text to speak: control characters (other than tab and line breaks) are refused,
+    they are no part of a sentence and no tokenizer piece."""
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        raise ProtocolError(f"{where} holds the control character U+{ord(bad.group()):04X} at "
+                            f"index {bad.start()}")
+    return text
+
+
 def _str_field(message: dict[str, Any], name: str, max_chars: int) -> str:
     value = _field(message, name)
     if not isinstance(value, str):
@@ -152,10 +169,15 @@ def _pcm_field(message: dict[str, Any], max_samples: int) -> np.ndarray:
     pcm = np.asarray(value) if value else np.zeros(0, dtype=np.float32)
     if pcm.ndim != 1 or pcm.dtype.kind not in "fiu":
         raise ProtocolError("Audio.pcm must be a flat array of numbers")
-    pcm = pcm.astype(np.float32)
+    with np.errstate(over="ignore"):  # out of float32 range: inf, refused below
+        pcm = pcm.astype(np.float32)
     if not np.isfinite(pcm).all():
         bad = int(np.flatnonzero(~np.isfinite(pcm))[0])
         raise ProtocolError(f"Audio.pcm has a non-finite sample (first at index {bad})")
+    if pcm.size and float(np.abs(pcm).max()) > MAX_ABS_SAMPLE:
+        bad = int(np.flatnonzero(np.abs(pcm) > MAX_ABS_SAMPLE)[0])
+        raise ProtocolError(f"Audio.pcm sample {pcm[bad]:g} at index {bad} is not audio: "
+                            f"float samples lie in [-1, 1] (at most {MAX_ABS_SAMPLE:g} accepted)")
     return pcm
 
 
@@ -193,13 +215,13 @@ def decode_tts_input(
     if isinstance(data, str):
         if len(data) > max_chars:
             raise ProtocolError(f"text frame of {len(data)} characters; the limit is {max_chars}")
-        return TextIn(data) if data else NoOpIn("Text")
+        return TextIn(check_text(data, "the text frame")) if data else NoOpIn("Text")
     if data == b"\0":
         return EosIn()
     message = unpack_map(data, max_bytes)
     kind = message["type"]
     if kind == "Text":
-        text = _str_field(message, "text", max_chars)
+        text = check_text(_str_field(message, "text", max_chars))
         return TextIn(text) if text else NoOpIn("Text")
     if kind == "Eos":
         return EosIn()
