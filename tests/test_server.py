@@ -467,6 +467,7 @@ def test_bench_serve_command_reports_latency_and_checks(capsys: pytest.CaptureFi
     assert cmd_bench_serve.main(args) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["clients_with_all_words"] == 4 and report["errors"] == 0
+    assert report["words_lost"] == 0 and report["measured_by"] == "Step"
     assert report["slots_open_after"] == 0
     assert report["steps"] == 4 * int(1.5 * SAMPLE_RATE / FRAME_SIZE)
     latency = report["added_latency_ms"]
@@ -682,3 +683,19 @@ def test_never_reading_tts_client_is_cut_off_within_a_memory_bound() -> None:
     assert spoken < 20_000  # cut off long before the end of its text
     assert grown < 64 * 2**20, f"grew by {grown / 2**20:.0f} MB"
     assert active == 0 and words == WORDS
+
+
+def test_bench_times_markers_when_the_model_sends_no_step() -> None:
+    from dsm.streaming.cmd_bench_serve import ClientResult, marker_latencies
+
+    # frames sent every 80 ms; the marker after frame k comes back 5 frames later, 10 ms
+    # after frame k + 5 was sent (30 ms for one slow frame, 100 ms: after the next frame)
+    sent = {k: 0.08 * k for k in range(30)}
+    added = {k: 0.010 for k in range(20)} | {7: 0.030, 12: 0.100}
+    echoes = {k: (sent[k + 5] + added[k], k + 6 + (added[k] > 0.08)) for k in range(20)}
+    result = ClientResult(sent_at=sent, echoes=echoes)
+    latencies, delay = marker_latencies([result], None)
+    assert delay == 5
+    assert sorted(latencies) == pytest.approx(sorted(added.values()))
+    forced, delay = marker_latencies([result], 4)  # a given delay is taken as is
+    assert delay == 4 and min(forced) == pytest.approx(0.09)

@@ -2,14 +2,16 @@
 
 Starts `dsm serve` in a child process on a free loopback port (or uses --server URL),
 then runs N clients at once for a bounded time. Each client streams audio at real time
-in 80 ms frames, then sends a Marker and silence until the marker comes back. The added
-latency of a step is the time from sending audio frame k (from 0) to receiving
-`Step{step_idx: k + 1}` (Kyutai's servers count steps from 1 and send them for models with
-VAD heads)
-(everything the server and the model add on top of the model's own text delay); p50 /
-p95 / max are over all steps of all clients. It also checks that every client got its
-words (the script, for the scripted double; the same words as the other clients, for a
-model, since all stream the same audio) and that no slot is left open afterwards.
+in 80 ms frames, each followed by a Marker, then sends a last Marker and silence until it
+comes back. The added latency of a frame is everything the server and the model add on top
+of the model's own text delay: for models with VAD heads, the time from sending frame k
+(from 0) to receiving `Step{step_idx: k + 1}` (Kyutai's servers count steps from 1 and
+send Steps only then); for the others, from sending frame k + d to the echo of the marker
+after frame k (a marker comes back once the text of the audio before it is out: d frames
+later, d the text delay). p50 / p95 / max are over all frames of all clients. It also
+checks that every client got its words (the script, for the scripted double; the same
+words as the other clients, for a model, since all stream the same audio; the words
+missing are "words lost") and that no slot is left open afterwards.
 The run stops by itself: --seconds of streaming plus at most --grace seconds to finish.
 
 Examples:
@@ -69,7 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="slots of the served model (default: --clients)")
     parser.add_argument("--device", default=None, help="torch device for --asr")
     parser.add_argument("--api-key", default=None, help="key for --server")
+    parser.add_argument("--text-delay-frames", type=int, default=None, metavar="D",
+                        help="the model's text delay in frames, for timing the markers when "
+                        "it sends no Step (default: the fewest frames any marker took)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+END_MARKER = 1  # the marker after the last frame; frame k's own marker is k + FIRST_FRAME_MARKER
+FIRST_FRAME_MARKER = 2
 
 
 @dataclass
@@ -77,13 +86,31 @@ class ClientResult:
     latencies: list[float] = field(default_factory=list)  # seconds, one per Step
     words: list[str] = field(default_factory=list)
     error: str | None = None
+    sent_at: dict[int, float] = field(default_factory=dict)  # frame -> when it was sent
+    # frame k's marker -> (when its echo came, how many frames had been sent by then)
+    echoes: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+
+def marker_latencies(results: list[ClientResult], delay: int | None) -> tuple[list[float], int]:
+    """Added latency per frame from the markers sent after every frame, for models without
+    VAD heads (no `Step`): the marker after frame k comes back once the model has stepped
+    frame k + d (d: its text delay in frames), so the latency of frame k + d is its echo
+    time minus when that frame was sent. d is `delay`, or else the fewest frames any echo
+    needed (exact as soon as one frame is answered within a frame period, 80 ms)."""
+    if delay is None:
+        spans = [sent - k - 1 for r in results for k, (_, sent) in r.echoes.items()]
+        delay = max(0, min(spans)) if spans else 0
+    latencies = [echo - r.sent_at[k + delay] for r in results
+                 for k, (echo, _) in r.echoes.items() if k + delay in r.sent_at]
+    return latencies, delay
 
 
 async def run_client(url: str, pcm: np.ndarray, seconds: float, api_key: str | None,
                      start_at: float) -> ClientResult:
     """Stream `pcm` (looped) at real time for `seconds`, then flush with a marker."""
     result = ClientResult()
-    sent_at: dict[int, float] = {}
+    sent_at = result.sent_at  # the audio's frames, then the silence's
+    frames = int(seconds * SAMPLE_RATE / FRAME_SIZE)  # of the audio
     done = asyncio.Event()
     try:
         headers = {"kyutai-api-key": api_key} if api_key else {}
@@ -91,16 +118,17 @@ async def run_client(url: str, pcm: np.ndarray, seconds: float, api_key: str | N
                                       compression=None, max_size=1 << 22) as ws:
 
             async def send() -> None:
-                frames = int(seconds * SAMPLE_RATE / FRAME_SIZE)
                 for k in range(frames):
                     due = start_at + k * FRAME_SIZE / SAMPLE_RATE
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
                     offset = (k * FRAME_SIZE) % max(1, len(pcm) - FRAME_SIZE)
                     sent_at[k] = time.monotonic()
                     await ws.send(encode_audio_in(pcm[offset:offset + FRAME_SIZE]))
-                await ws.send(encode_marker_in(1))
+                    await ws.send(encode_marker_in(k + FIRST_FRAME_MARKER))
+                await ws.send(encode_marker_in(END_MARKER))
                 silence = np.zeros(FRAME_SIZE, dtype=np.float32)
                 while not done.is_set():  # silence until the marker is back, at real time
+                    sent_at[len(sent_at)] = time.monotonic()  # frames, for the marker timing
                     await ws.send(encode_audio_in(silence))
                     await asyncio.sleep(FRAME_SIZE / SAMPLE_RATE)
 
@@ -108,11 +136,14 @@ async def run_client(url: str, pcm: np.ndarray, seconds: float, api_key: str | N
             try:
                 async for data in ws:
                     message = decode_server_message(data)
-                    if isinstance(message, StepEvent) and message.step_idx - 1 in sent_at:
+                    if isinstance(message, StepEvent) and message.step_idx - 1 < frames:
                         result.latencies.append(
                             time.monotonic() - sent_at[message.step_idx - 1])
                     elif isinstance(message, WordEvent):
                         result.words.append(message.text)
+                    elif isinstance(message, MarkerEvent) and message.id >= FIRST_FRAME_MARKER:
+                        result.echoes[message.id - FIRST_FRAME_MARKER] = (time.monotonic(),
+                                                                          len(sent_at))
                     elif isinstance(message, MarkerEvent):
                         break
                     elif isinstance(message, ErrorOut):
@@ -222,21 +253,28 @@ def main(args: argparse.Namespace) -> int:
                 except subprocess.TimeoutExpired:
                     server.kill()
     latencies = [x for r in results for x in r.latencies]
+    measured_by, delay = "Step", None
+    if not latencies:  # a model without VAD heads sends no Step: time the markers
+        latencies, delay = marker_latencies(results, args.text_delay_frames)
+        measured_by = "markers"
     errors = [r.error for r in results if r.error]
     reference = expected if expected is not None else (results[0].words if results else [])
     got_words = sum(1 for r in results if not r.error and r.words[:len(reference)] == reference
                     and len(r.words) >= len(reference))
+    words_lost = sum(max(0, len(reference) - sum(a == b for a, b in zip(r.words, reference)))
+                     for r in results)
     report = {
         "clients": args.clients, "seconds": args.seconds, "wall_s": round(wall, 2),
         "server": args.server or ("asr model " + str(args.asr) if args.asr else "scripted double"),
         "steps": len(latencies),
+        "measured_by": measured_by, "text_delay_frames": delay,
         "steps_per_s": round(len(latencies) / wall, 1) if wall else 0.0,
         "added_latency_ms": {
             "p50": round(1000 * _percentile(latencies, 50), 1),
             "p95": round(1000 * _percentile(latencies, 95), 1),
             "max": round(1000 * max(latencies), 1) if latencies else float("nan"),
         },
-        "clients_with_all_words": got_words, "errors": len(errors),
+        "clients_with_all_words": got_words, "words_lost": words_lost, "errors": len(errors),
         "slots_open_after": leaked,
     }
     if args.json:
@@ -246,9 +284,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"dsm bench serve: {args.clients} clients x {args.seconds:g} s on loopback "
               f"({report['server']}), wall {report['wall_s']} s")
         print(f"  steps answered: {report['steps']} ({report['steps_per_s']}/s)")
-        print(f"  added latency (frame sent -> its Step received): p50 {lat['p50']} ms, "
+        how = ("frame sent -> its Step received" if measured_by == "Step" else
+               f"frame sent -> the echo of the marker {delay} frames before it: the text "
+               "delay, as the markers show it")
+        print(f"  added latency ({how}): p50 {lat['p50']} ms, "
               f"p95 {lat['p95']} ms, max {lat['max']} ms")
-        print(f"  clients that got all their words: {got_words}/{args.clients}; "
+        print(f"  words lost: {words_lost}; clients that got all their words: "
+              f"{got_words}/{args.clients}; "
               f"errors: {len(errors)}; slots open afterwards: {leaked}")
         for error in sorted(set(errors))[:5]:
             print(f"  error: {error}")
