@@ -1,9 +1,11 @@
 """The `dsm` command.
 
 Each subcommand lives in the module that owns its work; the module exposes
-`HELP: str`, `add_arguments(parser)` and `main(args) -> int`. Grouped commands
+`add_arguments(parser)` and `main(args) -> int`, its docstring is the command's
+description, and its one-line help is in `COMMANDS` below. Grouped commands
 (`dsm bench codec`, `dsm data synth`) are two-level entries of the same table.
-A command whose module is not part of this build is left out of `--help`.
+Only the module of the command being run is imported, so `dsm --help` (and every
+command's own start) does not pay for torch or the other commands.
 """
 
 from __future__ import annotations
@@ -13,25 +15,54 @@ import importlib
 import sys
 from types import ModuleType
 
-# command path -> module implementing it
-COMMANDS: dict[tuple[str, ...], str] = {
-    ("transcribe",): "dsm.streaming.cmd_transcribe",
-    ("speak",): "dsm.streaming.cmd_speak",
-    ("translate",): "dsm.streaming.cmd_translate",
-    ("serve",): "dsm.streaming.cmd_serve",
-    ("mic",): "dsm.streaming.cmd_mic",
-    ("train",): "dsm.recipes.cmd_train",
-    ("eval",): "dsm.recipes.cmd_eval",
-    ("ship",): "dsm.recipes.ship",
-    ("data", "synth"): "dsm.recipes.cmd_synth",
-    ("data", "tokenizer"): "dsm.streams.cmd_tokenizer",
-    ("data", "perturb"): "dsm.recipes.cmd_perturb",
-    ("data", "merge"): "dsm.recipes.cmd_merge",
-    ("data", "codes"): "dsm.recipes.cmd_codes",
-    ("bench", "codec"): "dsm.codecs.cmd_bench",
-    ("bench", "lm"): "dsm.streaming.cmd_bench_lm",
-    ("bench", "serve"): "dsm.streaming.cmd_bench_serve",
-    ("demo",): "dsm.cmd_demo",
+# command path -> (module implementing it, one-line help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("transcribe",): ("dsm.streaming.cmd_transcribe",
+                      "transcribe an audio file (streaming ASR), printing words as they come"),
+    ("speak",): ("dsm.streaming.cmd_speak",
+                 "speak text with a streaming TTS model into a wav file"),
+    ("translate",): ("dsm.streaming.cmd_translate",
+                     "translate speech in an audio file (streaming), printing target words as "
+                     "they come"),
+    ("serve",): ("dsm.streaming.cmd_serve",
+                 "serve streaming ASR / TTS over websockets (Kyutai's protocol) and the browser "
+                 "demo"),
+    ("mic",): ("dsm.streaming.cmd_mic",
+               "live captions from the microphone through a streaming server"),
+    ("train",): ("dsm.recipes.cmd_train",
+                 "train a codec, ASR, TTS or translation model from a TOML recipe "
+                 "(torchrun-ready)"),
+    ("eval",): ("dsm.recipes.cmd_eval",
+                "evaluate ASR / TTS / codec / translation outputs (WER, latency, BLEU, SI-SNR, "
+                "STOI)"),
+    ("ship",): ("dsm.recipes.ship",
+                "copy a trained codec or model directory into the default-model layout "
+                "(dsm/assets)"),
+    ("data", "synth"): ("dsm.recipes.cmd_synth",
+                        "synthesize a word-aligned speech corpus with espeak-ng, flite and "
+                        "festival"),
+    ("data", "tokenizer"): ("dsm.streams.cmd_tokenizer",
+                            "train a sentencepiece tokenizer from text files or manifests"),
+    ("data", "perturb"): ("dsm.recipes.cmd_perturb",
+                          "speed-, tempo-, pitch-, treble-, formant- or random-EQ-perturbed "
+                          "copies of a word-aligned corpus (more voices and rates)"),
+    ("data", "merge"): ("dsm.recipes.cmd_merge",
+                        "merge manifests into one (filter by speaker, drop texts of another "
+                        "manifest)"),
+    ("data", "codes"): ("dsm.recipes.cmd_codes",
+                        "encode a recipe's corpus into its codec-code cache ahead of training "
+                        "(N processes)"),
+    ("bench", "codec"): ("dsm.codecs.cmd_bench",
+                         "streaming Mimi encode+decode speed, ours vs moshi's (real-time factors "
+                         "and ratio)"),
+    ("bench", "lm"): ("dsm.streaming.cmd_bench_lm",
+                      "LM streaming steps/s: dsm's LMStreamer vs moshi's LMGen (same weights, "
+                      "same run)"),
+    ("bench", "serve"): ("dsm.streaming.cmd_bench_serve",
+                         "N concurrent real-time streaming clients against dsm serve: added "
+                         "latency p50/p95"),
+    ("demo",): ("dsm.cmd_demo",
+                "run the main job on the bundled default models (codec round trip, ASR, TTS)"),
 }
 
 GROUP_HELP = {
@@ -40,16 +71,29 @@ GROUP_HELP = {
 }
 
 
-def _load(module_name: str) -> ModuleType | None:
+def named_command(argv: list[str]) -> tuple[str, ...] | None:
+    """The command path `argv` starts with (`("data", "synth")`), or None."""
+    if argv and (argv[0],) in COMMANDS:
+        return (argv[0],)
+    if len(argv) > 1 and (argv[0], argv[1]) in COMMANDS:
+        return (argv[0], argv[1])
+    return None
+
+
+def _load(path: tuple[str, ...]) -> ModuleType:
+    module_name = COMMANDS[path][0]
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name is not None and module_name.startswith(error.name):
-            return None  # this command is not part of the build
+            raise SystemExit(f"dsm {' '.join(path)}: not part of this build "
+                             f"({module_name} is missing)") from None
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, every command is listed but only that one's module is
+    imported and its arguments defined (what `main` runs)."""
     parser = argparse.ArgumentParser(
         prog="dsm",
         description="Streaming speech with Delayed Streams Modeling: ASR, TTS, translation, "
@@ -58,32 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     top.required = True
     groups: dict[str, argparse._SubParsersAction] = {}
-    for path, module_name in COMMANDS.items():
-        module = _load(module_name)
-        if module is None:
-            continue
+    for path, (_, help_text) in COMMANDS.items():
+        load = only is None or path == only
+        module = _load(path) if load else None
+        options = {"help": help_text, "formatter_class": argparse.RawDescriptionHelpFormatter}
+        if module is not None:
+            options["description"] = module.__doc__
         if len(path) == 1:
-            sub = top.add_parser(
-                path[0], help=module.HELP, description=module.__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-            )
+            sub = top.add_parser(path[0], **options)
         else:
             group, name = path
             if group not in groups:
                 group_parser = top.add_parser(group, help=GROUP_HELP[group])
                 groups[group] = group_parser.add_subparsers(dest="subcommand", metavar="WHAT")
                 groups[group].required = True
-            sub = groups[group].add_parser(
-                name, help=module.HELP, description=module.__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-            )
-        module.add_arguments(sub)
-        sub.set_defaults(_main=module.main)
+            sub = groups[group].add_parser(name, **options)
+        if module is not None:
+            module.add_arguments(sub)
+            sub.set_defaults(_main=module.main)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    only = named_command(argv)
+    parser = build_parser(only) if only is not None else build_parser(only=("",))
+    args = parser.parse_args(argv)
     try:
         return int(args._main(args) or 0)
     except KeyboardInterrupt:

@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "run the main job on the bundled default models (codec round trip, ASR, TTS)"
-
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE = ASSETS / "sample.wav"
 SAMPLE_WORDS = ASSETS / "sample.json"

@@ -18,8 +18,6 @@ from contextlib import ExitStack
 
 import torch
 
-HELP = "streaming Mimi encode+decode speed, ours vs moshi's (real-time factors and ratio)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio per slot (default 10)")

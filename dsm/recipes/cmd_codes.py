@@ -31,8 +31,6 @@ from typing import Any
 
 from dsm.recipes.cmd_merge import positive_int
 
-HELP = "encode a recipe's corpus into its codec-code cache ahead of training (N processes)"
-
 SPLITS = ("train", "valid")
 
 

@@ -42,7 +42,6 @@ from dsm.recipes.manifest import (
     summarize_skipped,
 )
 
-HELP = "evaluate ASR / TTS / codec / translation outputs (WER, latency, BLEU, SI-SNR, STOI)"
 KINDS = ("asr", "tts", "codec", "translation")
 
 Output = dict[str, Any]

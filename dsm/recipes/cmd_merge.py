@@ -36,8 +36,6 @@ from dsm.recipes.manifest import (
     write_manifest,
 )
 
-HELP = "merge manifests into one (filter by speaker, drop texts of another manifest)"
-
 
 class MergeError(ValueError):
     """The merge cannot give a usable manifest; the message says why."""

@@ -76,8 +76,6 @@ import numpy as np
 from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
 from dsm.streams.alignment import Word
 
-HELP = ("speed-, tempo-, pitch-, treble-, formant- or random-EQ-perturbed copies of a "
-        "word-aligned corpus (more voices and rates)")
 TREBLE_HZ = 3000          # the shelf's corner frequency
 MAX_TREBLE_DB = 20.0
 MAX_EQ_RANGE_DB = 24.0

@@ -51,8 +51,6 @@ from dsm.recipes.synth_corpus import (
 )
 from dsm.recipes.synth_text import LANGS
 
-HELP = "synthesize a word-aligned speech corpus with espeak-ng, flite and festival"
-
 
 def _factor_range(text: str) -> tuple[float, float]:
     """argparse type for LOW,HIGH factor ranges."""

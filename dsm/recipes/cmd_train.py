@@ -57,8 +57,6 @@ import argparse
 import os
 import sys
 
-HELP = "train a codec, ASR, TTS or translation model from a TOML recipe (torchrun-ready)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", metavar="RECIPE.toml", help="the recipe file")

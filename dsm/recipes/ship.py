@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 
-HELP = "copy a trained codec or model directory into the default-model layout (dsm/assets)"
 KINDS = ("codec", "asr", "tts", "translation")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-HELP = "LM streaming steps/s: dsm's LMStreamer vs moshi's LMGen (same weights, same run)"
 REAL_TIME_STEPS_PER_S = 12.5
 
 

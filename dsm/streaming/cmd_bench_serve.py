@@ -48,8 +48,6 @@ from dsm.streaming.protocol import (
     encode_marker_in,
 )
 
-HELP = "N concurrent real-time streaming clients against dsm serve: added latency p50/p95"
-
 BENCH_SCRIPT = [{"word": w, "start": 0.3 + 0.5 * i, "end": 0.6 + 0.5 * i}
                 for i, w in enumerate("every client gets these words".split())]
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "live captions from the microphone through a streaming server"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", metavar="URL", help="server, e.g. ws://127.0.0.1:8080")

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from dsm.streaming.events import Event
     from dsm.streaming.model_dir import ModelDir
 
-HELP = "transcribe an audio file (streaming ASR), printing words as they come"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

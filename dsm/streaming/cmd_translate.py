@@ -19,8 +19,6 @@ import argparse
 import json
 import sys
 
-HELP = "translate speech in an audio file (streaming), printing target words as they come"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="source audio file (any rate, mixed to mono)")

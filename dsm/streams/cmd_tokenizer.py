@@ -25,8 +25,6 @@ from pathlib import Path
 
 from dsm.streams.tokenizer import TokenizerError, train_tokenizer
 
-HELP = "train a sentencepiece tokenizer from text files or manifests"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", action="append", default=[], metavar="FILE",
