@@ -185,7 +185,7 @@ def run_demo_page(tmp_path: Path, serve_args: list[str], mic_wav: Path, speak: s
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "dsm.cli", "serve", *serve_args, "--port", str(port),
-         "--api-key", "demo-key", "--demo-dir", str(REPO / "demo")],
+         "--api-key", "demo-key", "--demo-dir", str(REPO / "dsm" / "demo")],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )

@@ -40,8 +40,6 @@ from dsm.streaming.service import (
     ScriptWord,
 )
 
-HELP = "serve streaming ASR / TTS over websockets (Kyutai's protocol) and the browser demo"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asr", metavar="REF", help="ASR model: a model directory or a Hugging "
@@ -86,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                         help="seconds open streams get to finish on shutdown")
     parser.add_argument("--demo-dir", type=Path, default=DEFAULT_DEMO_DIR,
-                        help="folder of the browser page served at / (default: the repo's demo/)")
+                        help="folder of the browser page served at / (default: the page installed with dsm)")
     parser.add_argument("--scripted-asr", type=Path, metavar="WORDS.json",
                         help="test double instead of an ASR model: every stream gets these "
                         'words ([{"word", "start", "end"}, ...]) at 12.5 steps/s')

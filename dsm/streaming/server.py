@@ -7,7 +7,7 @@ Endpoints (one port):
 - `/api/health`: JSON with each service's open streams and capacity.
 - `POST /api/asr-streaming` (a sound file in, JSON words out) and `POST /api/tts` (JSON in,
   a WAV out): Kyutai's batch endpoints, one stream each (see post_endpoints).
-- `/`: the browser demo (files of the `demo/` folder).
+- `/`: the browser demo (the files of `dsm/demo/`, installed with the package).
 
 Auth: when API keys are configured, a websocket must carry one in the `kyutai-api-key`
 header or the `auth_id` query parameter (browsers cannot set headers), else the handshake
@@ -84,7 +84,7 @@ ASR_PATH = "/api/asr-streaming"
 TTS_PATH = "/api/tts_streaming"
 TTS_POST_PATH = "/api/tts"
 HEALTH_PATH = "/api/health"
-DEFAULT_DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
+DEFAULT_DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"  # shipped in the package
 
 # websocket close codes
 CLOSE_NORMAL = 1000
