@@ -26,8 +26,8 @@ import soundfile
 
 from dsm.streaming import clients, cmd_mic
 from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
 from dsm.streaming.server import ServerConfig, StreamingServer
-from dsm.streaming.service import ScriptedASRService, ScriptedTTSService, ScriptWord
 
 SCRIPT = [ScriptWord("good", 0.2, 0.5), ScriptWord("morning", 0.6, 1.1),
           ScriptWord("everyone", 1.2, 1.7)]

@@ -30,8 +30,8 @@ from dsm.streaming.protocol import (
     encode_marker_in,
     encode_text_in,
 )
+from dsm.streaming.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
 from dsm.streaming.server import ServerConfig, StreamingServer
-from dsm.streaming.service import ScriptedASRService, ScriptedTTSService, ScriptWord
 
 SCRIPT = [ScriptWord(f"word{i}", 0.2 + 0.4 * i, 0.45 + 0.4 * i) for i in range(4)]  # to 1.65 s
 WORDS = [w.text for w in SCRIPT]

@@ -29,10 +29,10 @@ from dsm.models import build_lm, preset
 from dsm.streaming import clients
 from dsm.streaming.asr import ASRSession
 from dsm.streaming.engine import BatchedEngine, Session
+from dsm.streaming.engine_service import EngineService
 from dsm.streaming.events import AudioEvent, EndWordEvent, TextEvent, WordEvent
 from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
 from dsm.streaming.server import ServerConfig, StreamingServer
-from dsm.streaming.service import EngineService
 from dsm.streaming.testing import ScriptedLMForTests
 from dsm.streaming.tts import TTSSession
 from dsm.streams.alignment import Word, stream_to_words, words_to_stream

@@ -25,11 +25,11 @@ from helpers import keep_text_pieces, run_until_marker, serving
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm, preset
 from dsm.streaming import clients, cmd_serve
+from dsm.streaming.engine_service import load_engine_service
 from dsm.streaming.events import EndWordEvent, WordEvent
 from dsm.streaming.model_dir import ModelDirError, write_model_dir
 from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
 from dsm.streaming.server import ServerConfig, StreamingServer
-from dsm.streaming.service import load_engine_service
 from dsm.streams.testing import train_tiny_tokenizer
 
 
