@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # CPU build of torch where there is no GPU (a local wheel on our machines, found by pip).
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup system-deps test demo lint clean
+.PHONY: setup system-deps test test-shipped demo lint clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ system-deps:
 test: setup system-deps
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc = 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# the bundled models' quality gates only (`make test` runs them too)
+test-shipped: setup system-deps
+	$(PY) -m pytest -q -m shipped
 
 demo: setup
 	$(VENV)/bin/dsm demo
