@@ -15,10 +15,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dsm import cli
+from dsm.api import transcribe
 from dsm.codecs import Mimi, MimiConfig, save_codec
 from dsm.codecs.seanet import SEANetConfig
 from dsm.modules.transformer import TransformerConfig
-from dsm.recipes.asr_task import ASRTask, transcribe_pcms
+from dsm.recipes.asr_task import ASRTask
 from dsm.recipes.cmd_codes import aligned_datasets
 from dsm.recipes.cmd_eval import evaluate_asr
 from dsm.recipes.config import RecipeError, load_recipe
@@ -143,8 +144,8 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
     assert model.task == "asr" and model.text_delay == 3
     assert model.lm.config.dep_q == 0 and model.lm.config.n_q == 4
     pcm = sf.read(assets["root"] / "utt0.wav", dtype="float32")[0]
-    (transcript,) = transcribe_pcms(model, [pcm])
-    assert all(w["time"] >= w["start"] for w in transcript.words)
+    transcript = transcribe(pcm, model=model)
+    assert all(w.emitted >= w.start for w in transcript.words)
 
     # init_from: a new run starts from these weights (model directory or checkpoint).
     for source in (tmp_path / "full" / "model",
@@ -273,15 +274,15 @@ def test_streaming_transcription_reports_emission_times(tmp_path: Path) -> None:
     lm = ScriptedLMForTests([script], n_q=2, card=64, text_card=tokenizer.vocab_size)
     model = ModelDir(tmp_path, "asr", lm, codec, tokenizer, text_delay=delay, audio_delay=0)
     pcms = [np.zeros(int(s * 8000), dtype=np.float32) + 0.01 for s in (2.0, 1.7, 2.2)]
-    transcripts = transcribe_pcms(model, pcms, num_slots=2)
+    transcripts = transcribe(pcms, model=model, batch_size=2)
     assert [t.text for t in transcripts] == ["the elephant sat"] * 3
     is_text = [token not in (0, 3) for token in script]
     last_tokens = [p for p in range(len(script) - 1) if is_text[p] and not is_text[p + 1]]
     for transcript in transcripts:
-        times = [w["time"] for w in transcript.words]
+        times = [w.emitted for w in transcript.words]
         assert times == pytest.approx([(p + 2) / 12.5 for p in last_tokens])
         for word, reference in zip(transcript.words, words):
-            assert word["start"] == pytest.approx(reference.start, abs=0.041)
+            assert word.start == pytest.approx(reference.start, abs=0.041)
     # Latency = emission time - true end, as `dsm eval asr` reports it.
     manifest = tmp_path / "ref.jsonl"
     sf.write(tmp_path / "a.wav", pcms[0], 8000)
@@ -290,7 +291,7 @@ def test_streaming_transcription_reports_emission_times(tmp_path: Path) -> None:
         "words": [{"word": w.word, "start": w.start, "end": w.end} for w in words]}) + "\n")
     rows, _ = read_manifest(manifest)
     output = {"id": "a", "text": transcripts[0].text, "_line": 1,
-              "words": [{"word": w["word"], "time": w["time"]} for w in transcripts[0].words]}
+              "words": [{"word": w.text, "time": w.emitted} for w in transcripts[0].words]}
     result = evaluate_asr(rows, [output])
     assert result.summary["wer"] == 0.0
     expected = np.mean([(p + 2) / 12.5 - w.end for p, w in zip(last_tokens, words)])

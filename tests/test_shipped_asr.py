@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 from helpers import held_out_utterances
 
+from dsm.api import transcribe
 from dsm.recipes import metrics
-from dsm.recipes.asr_task import transcribe_pcms
 from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
 
 STREAM_UTTERANCES = 8
@@ -45,7 +45,7 @@ def test_shipped_asr_wer_on_held_out_speakers_meets_the_target() -> None:
         UTTERANCES - STREAM_FIRST, first=STREAM_FIRST + STREAM_UTTERANCES)
     assert len({u.text for u in utterances}) > UTTERANCES * 0.9  # new draws, not repeats
     pcms = [u.audio.astype(np.float32) / 32768.0 for u in utterances]
-    transcripts = transcribe_pcms(model, pcms, num_slots=8)
+    transcripts = transcribe(pcms, model=model, batch_size=8)
     counts = [metrics.word_errors(u.text, t.text) for u, t in zip(utterances, transcripts)]
     errors = sum(c.errors for c in counts)
     words = sum(c.reference_length for c in counts)
@@ -55,7 +55,7 @@ def test_shipped_asr_wer_on_held_out_speakers_meets_the_target() -> None:
     assert wer <= WER_TARGET, f"WER {wer:.3f} ({errors}/{words} words)\n{shown}"
     # Streaming: every word comes out after the audio of its start has been heard.
     for transcript in transcripts:
-        assert all(w["time"] >= w["start"] for w in transcript.words)
+        assert all(w.emitted >= w.start for w in transcript.words)
 
 
 # measured: 0.022 in the stream, 0.042 on the 4 utterances past 20 s, 0.055 each alone
@@ -85,12 +85,12 @@ def test_shipped_asr_hears_one_utterance_after_another_in_a_long_stream() -> Non
         now = spans[-1][1]
     parts.append(np.zeros(rate, dtype=np.float32))
     assert now > window_s + 10  # the later utterances are heard without the stream's start
-    stream, *alone = transcribe_pcms(model, [np.concatenate(parts), *pcms], num_slots=8)
+    stream, *alone = transcribe([np.concatenate(parts), *pcms], model=model, batch_size=8)
     # each word goes to the utterance its start time falls nearest (cuts mid-pause)
     cuts = [0.0] + [(a[1] + b[0]) / 2 for a, b in zip(spans, spans[1:])] + [now + 1.0]
     stream_counts, alone_counts, shown = [], [], []
     for (start, _), low, high, utterance, single in zip(spans, cuts, cuts[1:], utterances, alone):
-        heard = " ".join(w["word"] for w in stream.words if low <= w["start"] < high)
+        heard = " ".join(w.text for w in stream.words if low <= w.start < high)
         stream_counts.append(metrics.word_errors(utterance.text, heard))
         alone_counts.append(metrics.word_errors(utterance.text, single.text))
         shown.append(f"{start:5.1f} s {utterance.text!r}: stream {heard!r}, alone {single.text!r}")
@@ -104,4 +104,4 @@ def test_shipped_asr_hears_one_utterance_after_another_in_a_long_stream() -> Non
     assert stream_wer <= STREAM_WER_CEILING and late_wer <= LATE_WER_CEILING, report
     assert alone_wer <= WER_TARGET, report  # the same utterances, one stream each
     # Nothing is heard in the pauses: every word starts inside an utterance.
-    assert all(any(a - 0.2 <= w["start"] < b + 0.2 for a, b in spans) for w in stream.words), report
+    assert all(any(a - 0.2 <= w.start < b + 0.2 for a, b in spans) for w in stream.words), report

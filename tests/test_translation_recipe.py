@@ -16,6 +16,7 @@ import torch
 from helpers import keep_text_pieces
 
 from dsm import cli
+from dsm.api import translate
 from dsm.codecs import save_codec
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm
@@ -23,7 +24,7 @@ from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.manifest import read_manifest
 from dsm.recipes.synth_corpus import synthesize_corpus
 from dsm.recipes.trainer import Trainer, read_metrics
-from dsm.recipes.translation_task import TranslationTask, source_manifest_for, translate_pcms
+from dsm.recipes.translation_task import TranslationTask, source_manifest_for
 from dsm.streaming.model_dir import load_model_dir, read_audio, write_model_dir
 from dsm.streams.tokenizer import train_tokenizer
 
@@ -196,9 +197,9 @@ def test_eval_translation_with_a_model_gives_sacrebleu_bleu(parts, tmp_path, cap
     sources = {row.id: row.audio for row in read_manifest(parts["en"])[0]}
     rate = model.codec.sample_rate
     pcms = [read_audio(sources[i], rate)[: seconds * rate] for i, seconds in zip(ids, (3, 2, 3))]
-    alone = [translate_pcms(model, [pcm], num_slots=1)[0] for pcm in pcms]
+    alone = [translate(pcm, model=model, batch_size=1).text.split() for pcm in pcms]
     assert any(alone)
-    assert translate_pcms(model, pcms, num_slots=2) == alone
+    assert [t.text.split() for t in translate(pcms, model=model, batch_size=2)] == alone
 
 
 def test_eval_translation_bad_input(parts, tmp_path, capsys) -> None:

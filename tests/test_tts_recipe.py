@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from dsm import cli
+from dsm.api import speak
 from dsm.codecs import load_codec, save_codec
 from dsm.codecs.mimi import Mimi, MimiConfig
 from dsm.codecs.seanet import SEANetConfig
@@ -31,7 +32,6 @@ from dsm.recipes.tts_task import (
     noisy_audio,
     session_text_inputs,
     silence_codes,
-    synthesize,
     text_loss_targets,
 )
 from dsm.streaming.model_dir import load_model_dir, write_model_dir
@@ -170,7 +170,7 @@ def test_tiny_tts_run_learns_checkpoints_resumes_and_exports(
         started = _task(tmp_path, assets, extra=f"init_from = '{source}'").build_models()["lm"]
         for (name, a), b in zip(model.lm.state_dict().items(), started.state_dict().values()):
             assert torch.equal(a, b), (source.name, name)
-    speech = synthesize(model, ["the cat sat", "river"], batch_size=2)
+    speech = speak(["the cat sat", "river"], model=model, batch_size=2)
     for spoken in speech:
         assert spoken.pcm.size > 0 and spoken.pcm.size % model.codec.frame_size == 0
         assert np.isfinite(spoken.pcm).all() and spoken.first_audio_s > 0

@@ -360,85 +360,19 @@ class ASRTask(Task):
 # ------------------------------------------------------------------------------ transcribing
 
 
-@dataclass
-class Transcript:
-    """One stream's result: the words with their times and when each came out.
-
-    `words`: {"word", "start", "end", "time"}; "time" is the emission time in seconds of
-    input audio (the audio the model had been given when the word came out).
-    """
-
-    text: str
-    words: list[dict[str, Any]]
-
-
-def transcribe_pcms(model: Any, pcms: list[Any], num_slots: int = 8) -> list[Transcript]:
-    """Run `model` (a loaded ASR `ModelDir`) on each mono float32 pcm at the codec's rate,
-    as `dsm transcribe` does: a streaming `ASRSession` in a `BatchedEngine` slot, frame by
-    frame. Up to `num_slots` streams run side by side; a freed slot takes the next one."""
-    from dsm.streaming.events import EndWordEvent, WordEvent
-
-    results: list[Transcript | None] = [None] * len(pcms)
-    pending = list(range(len(pcms)))
-    frame_rate = model.frame_rate
-    with model.engine(max(1, min(num_slots, len(pcms))), cuda_graph=False) as engine:
-        running: dict[Any, tuple[int, list[dict[str, Any]]]] = {}
-        steps: dict[Any, int] = {}
-
-        def attach_next() -> None:
-            while pending and engine.free_slots:
-                index = pending.pop(0)
-                session = model.asr_session()
-                engine.attach(session)
-                session.push_pcm(pcms[index])
-                session.end()
-                running[session] = (index, [])
-                steps[session] = 0
-
-        attach_next()
-        while running:
-            if not engine.ready():
-                raise RuntimeError("ASR engine stalled: a session is attached but not ready")
-            for session, events in engine.step().items():
-                if session not in running:
-                    continue
-                steps[session] += 1
-                index, words = running[session]
-                for event in events:
-                    if isinstance(event, WordEvent):
-                        words.append({"word": event.text, "start": event.start_time,
-                                      "end": None, "time": steps[session] / frame_rate})
-                    elif isinstance(event, EndWordEvent):
-                        for word in reversed(words):
-                            if word["end"] is None:
-                                word["end"] = event.stop_time
-                            break
-                if session.finished:
-                    if session.error:
-                        raise RuntimeError(f"ASR stream {index} failed: {session.error}")
-                    results[index] = Transcript(" ".join(w["word"] for w in words), words)
-                    del running[session]
-            attach_next()
-    return [r for r in results if r is not None]
-
-
 def run_asr_model(args: Any, rows: list[Any]) -> list[dict[str, Any]]:
     """`dsm eval asr --model REF`: transcribe every manifest row's audio with the model
     (a directory or Hugging Face repo id; streaming, as `dsm transcribe`), giving the
     outputs `evaluate_asr` scores."""
-    import torch
+    from dsm.api import load, transcribe
+    from dsm.streaming.model_dir import read_audio
 
-    from dsm.streaming.model_dir import load_model_dir, read_audio, resolve_model
-
-    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model_dir(resolve_model(args.model, "asr"), device=device)
-    if model.task != "asr":
-        raise ValueError(f"{args.model} is a {model.task} model, not an ASR one")
+    model = load(args.model, "asr", getattr(args, "device", None))
     pcms = [read_audio(row.audio, model.codec.sample_rate) for row in rows]
-    transcripts = transcribe_pcms(model, pcms, num_slots=getattr(args, "slots", None) or 8)
+    transcripts = transcribe(pcms, model=model, batch_size=getattr(args, "slots", None) or 8)
     outputs = []
     for row, transcript in zip(rows, transcripts, strict=True):
         key = {"id": row.id} if row.id is not None else {"audio": row.audio}
-        words = [{"word": w["word"], "time": w["time"]} for w in transcript.words]
+        words = [{"word": w.text, "time": w.emitted} for w in transcript.words]
         outputs.append({**key, "text": transcript.text, "words": words})
     return outputs

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -45,11 +44,6 @@ from dsm.recipes.config import Recipe, RecipeError
 from dsm.recipes.dataset import AlignedDataset, AlignedItem, DatasetError, collate
 from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest
 from dsm.recipes.tasks import Metrics, Split, Task, register_task
-
-# Silence given to the model after the source ends, so a target that runs longer than its
-# source can finish: max(TAIL_MIN_S, TAIL_RATIO x source duration).
-TAIL_MIN_S = 1.0
-TAIL_RATIO = 0.5
 
 
 @dataclass
@@ -295,47 +289,11 @@ def source_manifest_for(target_manifest: str) -> Path:
     return path
 
 
-def tail_seconds(source_seconds: float) -> float:
-    """Silence after the source so a longer target can finish (see TAIL_* above)."""
-    return max(TAIL_MIN_S, TAIL_RATIO * source_seconds)
-
-
-def translate_pcms(model: Any, pcms: list[np.ndarray], num_slots: int = 8,
-                   cuda_graph: bool = True) -> list[list[str]]:
-    """Target words for each source pcm (mono float32 at the codec's rate), streamed through
-    `TranslationSession`s sharing one batched engine (greedy unless the model dir says)."""
-    from dsm.streaming.events import WordEvent
-
-    words: list[list[str]] = [[] for _ in pcms]
-    pending = list(range(len(pcms)))
-    slots = max(1, min(num_slots, len(pcms)))
-    rate = model.codec.sample_rate
-    with model.engine(slots, cuda_graph=cuda_graph) as engine:
-        owner: dict[Any, int] = {}
-        while pending or engine.ready():
-            while pending and engine.free_slots > 0:
-                index = pending.pop(0)
-                session = model.translation_session(audio_out=False)
-                engine.attach(session)
-                pcm = pcms[index]
-                session.push_pcm(pcm)
-                tail = round(tail_seconds(pcm.size / rate) * rate)
-                session.push_pcm(np.zeros(tail, dtype=np.float32))
-                session.end()
-                owner[session] = index
-            if not engine.ready():
-                break
-            for session, events in engine.step().items():
-                if session in owner:
-                    words[owner[session]] += [e.text for e in events if isinstance(e, WordEvent)]
-    return words
-
-
 def translate_manifest(args: argparse.Namespace, rows: list[ManifestRow]) -> list[dict[str, Any]]:
     """`dsm eval translation --model DIR` runner: hypotheses {"id", "text"} for the target
     manifest `rows`, translating the source rows of the same ids."""
     from dsm.recipes.cmd_eval import EvalError
-    from dsm.streaming.model_dir import ModelDirError, load_model_dir, read_audio, resolve_model
+    from dsm.streaming.model_dir import ModelDirError, read_audio
 
     source_path = Path(getattr(args, "source_manifest", None) or source_manifest_for(args.manifest))
     if source_path == Path(args.manifest):
@@ -350,13 +308,12 @@ def translate_manifest(args: argparse.Namespace, rows: list[ManifestRow]) -> lis
     if missing:
         raise EvalError(f"{source_path}: no source row for id(s) {', '.join(map(str, missing[:5]))}"
                         + (" ..." if len(missing) > 5 else ""))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from dsm.api import load, translate
+
     try:
-        model = load_model_dir(resolve_model(args.model, "translation"), device=device)
-        if model.task != "translation":
-            raise ModelDirError(f"{model.path} is a {model.task} model, not a translation one")
+        model = load(args.model, "translation")
         pcms = [read_audio(by_id[row.id].audio, model.codec.sample_rate) for row in rows]
     except (ModelDirError, ValueError) as error:
         raise EvalError(str(error)) from None
-    words = translate_pcms(model, pcms, cuda_graph=device == "cuda")
-    return [{"id": row.id, "text": " ".join(w)} for row, w in zip(rows, words)]
+    translations = translate(pcms, model=model)
+    return [{"id": row.id, "text": t.text} for row, t in zip(rows, translations, strict=True)]

@@ -27,7 +27,7 @@ the first (semantic) codebook and the other codebooks separately.
 
 `export` writes OUT/model, a model directory (`dsm.streaming.model_dir`) with the
 sampling defaults in `lm_gen_config`; `dsm ship tts` (dsm.recipes.ship) copies one into
-dsm/assets/tts with `"codec": "../codec"` (the shared codec). `synthesize` / `transcribe` / `run_tts_model`
+dsm/assets/tts with `"codec": "../codec"` (the shared codec). `intelligibility` / `run_tts_model`
 are the evaluation: speak each text through the streaming engine, transcribe the audio
 with an independent ASR model, and time the first audio frame.
 """
@@ -35,7 +35,6 @@ with an independent ASR model, and time the first audio frame.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,80 +417,6 @@ def check_codec(model: Any) -> None:
 # ------------------------------------------------------------------------------ evaluation
 
 
-@dataclass
-class Speech:
-    """One synthesized utterance."""
-
-    pcm: np.ndarray                  # float32 [N] at the codec's rate
-    first_audio_s: float             # wall time from the text's arrival to the first audio
-    words: list[tuple[str, float, float]]
-
-
-def synthesize(model: Any, texts: Sequence[str], *, seed: int = 0, batch_size: int = 1,
-               **sampling: Any) -> list[Speech]:
-    """Speak each text through the streaming engine (`batch_size` streams at a time), the
-    text pushed word by word as `dsm speak` does. `model`: a loaded TTS `ModelDir`."""
-    from dsm.streaming.events import AudioEvent, TextEvent
-
-    results: list[Speech | None] = [None] * len(texts)
-    with model.engine(batch_size, cuda_graph=False, **sampling) as engine:
-        for first in range(0, len(texts), batch_size):
-            chunk = list(range(first, min(first + batch_size, len(texts))))
-            started = time.perf_counter()
-            sessions = {}
-            for index in chunk:
-                session = model.tts_session(seed=seed + index)
-                engine.attach(session)
-                for word in texts[index].split():
-                    session.push_text(word + " ")
-                session.end_text()
-                sessions[session] = index
-            frames: dict[int, list[np.ndarray]] = {i: [] for i in chunk}
-            words: dict[int, list[tuple[str, float, float]]] = {i: [] for i in chunk}
-            first_audio: dict[int, float] = {}
-            while engine.ready():
-                for session, events in engine.step().items():
-                    index = sessions[session]
-                    for event in events:
-                        if isinstance(event, AudioEvent):
-                            first_audio.setdefault(index, time.perf_counter() - started)
-                            frames[index].append(event.pcm)
-                        elif isinstance(event, TextEvent):
-                            words[index].append((event.text, event.start_s, event.stop_s))
-            for index in chunk:
-                pcm = (np.concatenate(frames[index]) if frames[index]
-                       else np.zeros(0, dtype=np.float32))
-                results[index] = Speech(pcm, first_audio.get(index, float("nan")), words[index])
-    return [r for r in results if r is not None]
-
-
-def transcribe(model: Any, pcms: Sequence[np.ndarray], *, batch_size: int = 8) -> list[str]:
-    """Transcripts of mono float32 signals (at the ASR codec's rate) with a loaded ASR
-    `ModelDir`, `batch_size` streams at a time."""
-    from dsm.streaming.events import WordEvent
-
-    texts: list[str] = [""] * len(pcms)
-    with model.engine(batch_size, cuda_graph=False) as engine:
-        for first in range(0, len(pcms), batch_size):
-            sessions = {}
-            words: dict[int, list[str]] = {}
-            for index in range(first, min(first + batch_size, len(pcms))):
-                session = model.asr_session()
-                engine.attach(session)
-                if len(pcms[index]):
-                    session.push_pcm(np.asarray(pcms[index], dtype=np.float32))
-                session.end()
-                sessions[session] = index
-                words[index] = []
-            while engine.ready():
-                for session, events in engine.step().items():
-                    words[sessions[session]].extend(
-                        e.text for e in events if isinstance(e, WordEvent))
-            for index, spoken in words.items():
-                texts[index] = " ".join(spoken)
-    return texts
-
-
 def resample(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target:
         return pcm
@@ -502,27 +427,26 @@ def resample(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 def intelligibility(tts_model: Any, asr_model: Any, texts: Sequence[str], *, seed: int = 0,
                     tts_batch: int = 1, asr_batch: int = 8,
-                    **sampling: Any) -> tuple[list[Speech], list[str]]:
-    """Synthesize `texts` and transcribe the speech with an independent ASR model."""
-    speech = synthesize(tts_model, texts, seed=seed, batch_size=tts_batch, **sampling)
+                    **sampling: Any) -> tuple[list[Any], list[str]]:
+    """Speak `texts` (`dsm.speak`) and transcribe the speech with an independent ASR model:
+    the `Speech`es and their transcripts."""
+    from dsm.api import speak, transcribe
+
+    speech = speak(list(texts), model=tts_model, seed=seed, batch_size=tts_batch, **sampling)
     rate, target = int(tts_model.codec.sample_rate), int(asr_model.codec.sample_rate)
-    transcripts = transcribe(asr_model, [resample(s.pcm, rate, target) for s in speech],
+    transcripts = transcribe([resample(s.pcm, rate, target) for s in speech], model=asr_model,
                              batch_size=asr_batch)
-    return speech, transcripts
+    return speech, [t.text for t in transcripts]
 
 
 def run_tts_model(args: argparse.Namespace, rows: Sequence[Any]) -> list[dict[str, Any]]:
     """`dsm eval tts --model REF`: speak each row's text, transcribe it with the ASR model
     (`--asr-model`, default the shipped dsm/assets/asr), time the first audio."""
-    from dsm.streaming.model_dir import load_model_dir, resolve_model
+    from dsm.api import load
 
-    tts_model = load_model_dir(resolve_model(args.model, "tts"))
-    if tts_model.task != "tts":
-        raise ValueError(f"{args.model} is a {tts_model.task} model, not a TTS one")
+    tts_model = load(args.model, "tts")
     check_codec(tts_model)
-    asr_model = load_model_dir(resolve_model(getattr(args, "asr_model", None), "asr"))
-    if asr_model.task != "asr":
-        raise ValueError(f"{asr_model.path} is a {asr_model.task} model, not an ASR one")
+    asr_model = load(getattr(args, "asr_model", None), "asr")
     speech, transcripts = intelligibility(tts_model, asr_model, [row.text for row in rows],
                                           seed=getattr(args, "seed", 0) or 0)
     outputs = []

@@ -58,7 +58,6 @@ def main(args: argparse.Namespace) -> int:
         return 2
     with model.engine(1, cuda_graph=not args.no_cuda_graph) as engine:
         session = model.asr_session()
-        engine.attach(session)
         session.push_pcm(pcm)
         session.end()
         words, _ = run_to_end(engine, session, echo=not args.json)
@@ -87,23 +86,28 @@ def load_model_and_audio(model: str | None, default: str, tasks: tuple[str, ...]
 
 def run_to_end(engine: BatchedEngine, session: Session, echo: bool
                ) -> tuple[list[dict[str, object]], list[Event]]:
-    """Step `engine` until it is done; returns `session`'s words as the `--json` rows
-    {word, start, end} (each printed as it comes when `echo`) and its other events."""
+    """Run `session` (its input pushed and ended) in `engine` to its end; returns its words
+    as the `--json` rows {word, start, end} (each printed as it comes when `echo`) and its
+    other events. Raises `StreamFailed` if the stream fails."""
+    from dsm.streaming.batch import TimedEvent, run_streams
     from dsm.streaming.events import EndWordEvent, WordEvent
 
+    def show(_: int, timed: TimedEvent) -> None:
+        if echo and isinstance(timed.event, WordEvent):
+            print_word(timed.event.start_time, timed.event.text)
+
+    (result,) = run_streams(engine, 1, lambda _: session, on_event=show)
     words: list[dict[str, object]] = []
     others: list[Event] = []
-    while engine.ready():
-        for event in engine.step().get(session, []):
-            if isinstance(event, WordEvent):
-                words.append({"word": event.text, "start": round(event.start_time, 3)})
-                if echo:
-                    print_word(event.start_time, event.text)
-            elif isinstance(event, EndWordEvent):
-                if words and "end" not in words[-1]:
-                    words[-1]["end"] = round(event.stop_time, 3)
-            else:
-                others.append(event)
+    for timed in result.events:
+        event = timed.event
+        if isinstance(event, WordEvent):
+            words.append({"word": event.text, "start": round(event.start_time, 3)})
+        elif isinstance(event, EndWordEvent):
+            if words and "end" not in words[-1]:
+                words[-1]["end"] = round(event.stop_time, 3)
+        else:
+            others.append(event)
     return words, others
 
 

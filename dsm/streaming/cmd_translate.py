@@ -42,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
     from dsm.streaming.cmd_transcribe import load_model_and_audio, run_to_end
     from dsm.streaming.events import AudioEvent
     from dsm.streaming.model_dir import ModelDirError
+    from dsm.streaming.translation import push_source
 
     try:
         model, pcm = load_model_and_audio(args.model, "translation", ("translation",),
@@ -52,14 +53,7 @@ def main(args: argparse.Namespace) -> int:
     sampling = {} if args.cfg_coef is None else {"cfg_coef": args.cfg_coef}
     with model.engine(1, cuda_graph=not args.no_cuda_graph, **sampling) as engine:
         session = model.translation_session(audio_out=args.out is not None)
-        engine.attach(session)
-        session.push_pcm(pcm)
-        if not session.end_of_input:
-            # The target may run longer than the source (the model reads silence meanwhile;
-            # the translation recipe trains it so): max(1 s, half the source) of silence.
-            rate = model.codec.sample_rate
-            session.push_pcm(np.zeros(max(rate, pcm.size // 2), dtype=np.float32))
-        session.end()
+        push_source(session, pcm, model.codec.sample_rate)
         words, others = run_to_end(engine, session, echo=not args.json)
     frames = [event.pcm for event in others if isinstance(event, AudioEvent)]
     if args.json:

@@ -24,6 +24,21 @@ from dsm.streaming.events import AudioEvent, Event
 # Hibiki: after the end of the source, how long it may go on before it is stopped (frames of
 # the source's own length, at least this many): it normally ends itself with its EOS.
 MIN_TAIL_FRAMES = 125
+# Other models read silence after the source so that a target running longer than its
+# source can finish (dsm's translation recipe trains them so): max(TAIL_MIN_S, TAIL_RATIO x
+# the source's duration).
+TAIL_MIN_S = 1.0
+TAIL_RATIO = 0.5
+
+
+def push_source(session: TranslationSession, pcm: np.ndarray, sample_rate: int) -> None:
+    """The whole source into `session`, then the end of input (and, for models not told
+    where the source ends, the silence their target may still need)."""
+    session.push_pcm(pcm)
+    if not session.end_of_input:
+        tail_s = max(TAIL_MIN_S, TAIL_RATIO * pcm.size / sample_rate)
+        session.push_pcm(np.zeros(round(tail_s * sample_rate), dtype=np.float32))
+    session.end()
 
 
 class TranslationSession(ASRSession):
