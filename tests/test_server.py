@@ -74,8 +74,7 @@ async def until_closed(ws: websockets.ClientConnection) -> list[dict[str, Any]]:
 
 
 async def wait_for_active(service: Any, count: int) -> None:
-    while service.active != count:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(service.until_active(count), 30)
 
 
 # --- the Kyutai protocol, as Kyutai's published clients speak it -------------------------

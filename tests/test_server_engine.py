@@ -218,8 +218,7 @@ def test_engine_service_frees_slots_when_clients_vanish(tokenizer) -> None:
             waiting = session.buffered_samples  # its one frame, taken; nothing made up
             gone.transport.abort()
             words = [w.text for w in await witness]
-            while service.active:
-                await asyncio.sleep(0.01)
+            await service.until_active(0)
             return words, engine.free_slots, waiting
 
     words, free, waiting = run(main())

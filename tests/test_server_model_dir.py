@@ -226,8 +226,7 @@ def test_tts_as_kyutai_clients_send_it(model_dirs: dict[str, Path]) -> None:
                            [text(""), *words, b"\0"],
                            [eos]):
                 results.append(await client(server.url, frames))
-                while tts.active:
-                    await asyncio.sleep(0.01)
+                await tts.until_active(0)
             return results
 
     whole, bare, raw, empty = asyncio.run(asyncio.wait_for(main(), 120))
@@ -479,8 +478,7 @@ def test_a_slot_reused_after_a_hostile_stream_gives_the_words_of_a_fresh_server(
         async with serving(service()) as server:
             code, messages = await hostile(server.url)
             assert server.asr is not None
-            while server.asr.active:
-                await asyncio.sleep(0.01)
+            await server.asr.until_active(0)
             after = await clients.stream_pcm_asr(server.url, pcm)
         return [w.text for w in fresh], [w.text for w in after], code, messages
 

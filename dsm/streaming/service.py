@@ -16,6 +16,7 @@ runs the batched step whenever some stream has input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -216,6 +217,7 @@ class SteppedService:
         self.max_pending_events = max_pending_events
         self.streams: dict[int, QueuedStream] = {}
         self._wake = asyncio.Event()
+        self._count_changed = asyncio.Condition()  # `until_active` waits on it
         self._task: asyncio.Task[None] | None = None
         self.steps = 0  # batched steps run so far
         self.retry_after: float | None = None  # run_once asks to be called again after this
@@ -223,6 +225,19 @@ class SteppedService:
     @property
     def active(self) -> int:
         return len(self.streams)
+
+    async def until_active(self, count: int) -> None:
+        """Return once exactly `count` streams are open (shutdown and tests await this)."""
+        async with self._count_changed:
+            await self._count_changed.wait_for(lambda: self.active == count)
+
+    def _notify_count(self) -> None:
+        async def notify() -> None:
+            async with self._count_changed:
+                self._count_changed.notify_all()
+
+        with contextlib.suppress(RuntimeError):  # no running loop: nobody can be waiting
+            asyncio.get_running_loop().create_task(notify())
 
     async def start(self) -> None:
         if self._task is None:
@@ -257,12 +272,14 @@ class SteppedService:
         except BaseException:
             del self.streams[free]
             raise
+        self._notify_count()
         return stream
 
     def release(self, stream: QueuedStream) -> None:
         if self.streams.get(stream.slot) is stream:
             del self.streams[stream.slot]
             self.detach(stream)
+            self._notify_count()
 
     def wake(self) -> None:
         self._wake.set()
