@@ -91,7 +91,7 @@ def _pcm(audio: Audio, rate: int, sample_rate: int | None) -> np.ndarray:
     from dsm.audio_io import read_audio
 
     if isinstance(audio, str | Path | bytes | bytearray):
-        return read_audio(audio if not isinstance(audio, bytearray) else bytes(audio), rate)
+        return read_audio(audio, rate)
     pcm = np.asarray(audio, dtype=np.float32)
     if pcm.ndim != 1:
         raise ValueError(f"audio arrays must be mono [N], got shape {pcm.shape}")

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -417,14 +416,6 @@ def check_codec(model: Any) -> None:
 # ------------------------------------------------------------------------------ evaluation
 
 
-def resample(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if rate == target:
-        return pcm
-    import soxr
-
-    return soxr.resample(pcm, rate, target).astype(np.float32)
-
-
 def intelligibility(tts_model: Any, asr_model: Any, texts: Sequence[str], *, seed: int = 0,
                     tts_batch: int = 1, asr_batch: int = 8,
                     **sampling: Any) -> tuple[list[Any], list[str]]:
@@ -433,9 +424,8 @@ def intelligibility(tts_model: Any, asr_model: Any, texts: Sequence[str], *, see
     from dsm.api import speak, transcribe
 
     speech = speak(list(texts), model=tts_model, seed=seed, batch_size=tts_batch, **sampling)
-    rate, target = int(tts_model.codec.sample_rate), int(asr_model.codec.sample_rate)
-    transcripts = transcribe([resample(s.pcm, rate, target) for s in speech], model=asr_model,
-                             batch_size=asr_batch)
+    transcripts = transcribe([s.pcm for s in speech], model=asr_model,
+                             sample_rate=int(tts_model.codec.sample_rate), batch_size=asr_batch)
     return speech, [t.text for t in transcripts]
 
 

@@ -10,7 +10,7 @@ and an engine with attached sessions none of which can step raises too (a stall)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,8 +84,3 @@ def run_streams(engine: Any, count: int, start: Callable[[int], Session],
                     raise StreamFailed(index, session.error)
         refill()
     return results
-
-
-def batched(items: Sequence[Any]) -> int:
-    """A batch size for `items` streams: at least 1."""
-    return max(1, len(items))

@@ -89,6 +89,7 @@ def run_to_end(engine: BatchedEngine, session: Session, echo: bool
     """Run `session` (its input pushed and ended) in `engine` to its end; returns its words
     as the `--json` rows {word, start, end} (each printed as it comes when `echo`) and its
     other events. Raises `StreamFailed` if the stream fails."""
+    from dsm.api import words_of
     from dsm.streaming.batch import TimedEvent, run_streams
     from dsm.streaming.events import EndWordEvent, WordEvent
 
@@ -97,18 +98,14 @@ def run_to_end(engine: BatchedEngine, session: Session, echo: bool
             print_word(timed.event.start_time, timed.event.text)
 
     (result,) = run_streams(engine, 1, lambda _: session, on_event=show)
-    words: list[dict[str, object]] = []
-    others: list[Event] = []
-    for timed in result.events:
-        event = timed.event
-        if isinstance(event, WordEvent):
-            words.append({"word": event.text, "start": round(event.start_time, 3)})
-        elif isinstance(event, EndWordEvent):
-            if words and "end" not in words[-1]:
-                words[-1]["end"] = round(event.stop_time, 3)
-        else:
-            others.append(event)
-    return words, others
+    rows: list[dict[str, object]] = []
+    for word in words_of(result, engine.frame_rate):
+        rows.append({"word": word.text, "start": round(word.start, 3)})
+        if word.end is not None:
+            rows[-1]["end"] = round(word.end, 3)
+    others = [t.event for t in result.events
+              if not isinstance(t.event, WordEvent | EndWordEvent)]
+    return rows, others
 
 
 def print_word(start_time: float, text: str) -> None:

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 import numpy as np
@@ -72,7 +72,7 @@ async def open_when_free(service: ModelService, options: StreamOptions, wait_s: 
         await asyncio.sleep(poll_s)
 
 
-async def _run(stream: ModelStream, feed: Callable[[], object]) -> list[object]:
+async def _run(stream: ModelStream, feed: Callable[[], Awaitable[None]]) -> list[object]:
     """Feed the stream while collecting its events, until it ends; its error -> 500."""
     events: list[object] = []
 
@@ -82,7 +82,7 @@ async def _run(stream: ModelStream, feed: Callable[[], object]) -> list[object]:
 
     collector = asyncio.create_task(collect())
     try:
-        await feed()  # type: ignore[misc]
+        await feed()
         await collector
     except StreamError as error:
         if getattr(stream, "input_refused", False):
