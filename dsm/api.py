@@ -138,17 +138,23 @@ def transcribe(audio: Audio | Sequence[Audio], model: Any = None, *,
     return transcripts[0] if single else transcripts
 
 
-def speak(text: str | Sequence[str], model: Any = None, *, voice: str | None = None,
+def speak(text: str | Sequence[str], model: Any = None, *,
+          voice: str | Sequence[str] | None = None, cfg_alpha: float | None = None,
           seed: int = 0, device: str | None = None, batch_size: int = 1,
           cuda_graph: bool = True, **sampling: Any) -> Any:
     """Text to speech: a `Speech` per text (one, or a list for a list). Text i gets the
-    random stream `seed + i`; `sampling` (temp, top_k, ...) goes to the engine."""
+    random stream `seed + i`. `voice` (Kyutai's TTS): a voice name or file, or one per
+    speaker; `cfg_alpha`: guidance strength; `sampling` (temp, top_k, n_q, ...) goes to the
+    engine."""
     tts = load(model, "tts", device)
     texts, single = _as_list(text, str)
     for index, item in enumerate(texts):
         if not item.split():
             raise ValueError(f"text {index} is empty: nothing to speak")
-    options = {} if voice is None else {"voice": voice}
+    guidance, options = tts.guidance(cfg_alpha)
+    sampling = {**guidance, **sampling}
+    if voice is not None:
+        options["voice"] = voice if isinstance(voice, str) else list(voice)
 
     def start(index: int) -> Any:
         session = tts.tts_session(seed=seed + index, **options)

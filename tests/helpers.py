@@ -175,10 +175,10 @@ MOSHI_TINY_MIMI_24K = dict(
 )
 
 
-def moshi_tiny_mimi_24k(path: Any, seed: int = 1) -> tuple[torch.nn.Module, Any]:
-    """moshi's Mimi of `MOSHI_TINY_MIMI_24K` with random weights whose codes follow the
-    audio (conv biases zeroed, codebooks at the latents' scale), saved in Kyutai's layout
-    at `path`; returns (moshi's model, dsm's `Mimi` loaded from that file)."""
+def moshi_tiny_mimi_24k(path: Any, seed: int = 1, n_q: int = 4) -> tuple[torch.nn.Module, Any]:
+    """moshi's Mimi of `MOSHI_TINY_MIMI_24K` (with `n_q` codebooks) with random weights whose
+    codes follow the audio (conv biases zeroed, codebooks at the latents' scale), saved in
+    Kyutai's layout at `path`; returns (moshi's model, dsm's `Mimi` loaded from that file)."""
     from moshi.models import loaders
 
     from dsm.codecs import MimiConfig
@@ -188,7 +188,9 @@ def moshi_tiny_mimi_24k(path: Any, seed: int = 1) -> tuple[torch.nn.Module, Any]
     from dsm.modules.transformer import TransformerConfig
 
     torch.manual_seed(seed)
-    reference = loaders.get_mimi(None, MOSHI_TINY_MIMI_24K, num_codebooks=4)
+    mimi_config = {**MOSHI_TINY_MIMI_24K,
+                   "quantizer": {**MOSHI_TINY_MIMI_24K["quantizer"], "n_q": n_q}}
+    reference = loaders.get_mimi(None, mimi_config, num_codebooks=n_q)
     randomize_codebooks(reference)
     with torch.no_grad():
         for name, param in reference.named_parameters():
@@ -206,7 +208,7 @@ def moshi_tiny_mimi_24k(path: Any, seed: int = 1) -> tuple[torch.nn.Module, Any]
         seanet=SEANetConfig(dimension=32, n_filters=4, ratios=[8, 6, 5, 4]),
         transformer=TransformerConfig(d_model=24, num_heads=4, num_layers=2, dim_feedforward=48,
                                       context=250, layer_scale=0.01),
-        codebook_dim=16, n_q=4, bins=64,
+        codebook_dim=16, n_q=n_q, bins=64,
     )
     return reference, load_mimi(path, config=config)
 

@@ -88,6 +88,21 @@ def test_speak_remote_writes_a_24khz_wav(tmp_path: Path) -> None:
         clients.speak_remote("ws://127.0.0.1:1", "x")
 
 
+def test_speak_command_sends_its_voice_and_sampling_as_the_stream_query(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dsm.cli import main
+
+    out = str(tmp_path / "out.wav")
+    with server_in_thread() as server:
+        assert main(["speak", "hi there", "--server", server.url, "--voice", "any.wav",
+                     "--seed", "3", "-o", out]) == 0
+        assert main(["speak", "hi", "--server", server.url, "--temp", "-1", "-o", out]) == 2
+        assert "temperature" in capsys.readouterr().err  # the server read and refused it
+    assert main(["speak", "hi", "--server", "ws://127.0.0.1:1", "--voice", "a", "--voice", "b",
+                 "-o", out]) == 2
+    assert "one --voice" in capsys.readouterr().err
+
+
 class FakeSoundDevice(types.ModuleType):
     """Test double of `sounddevice`: an input stream that plays `signal` into the callback,
     an output stream that records what the callback writes."""

@@ -136,6 +136,20 @@ def test_speak_command(model_dirs, tmp_path, capsys) -> None:
     assert "empty" in capsys.readouterr().err
 
 
+def test_own_tts_models_take_no_voice(model_dirs, tmp_path, capsys) -> None:
+    from dsm.models.voices import VoiceError
+    from dsm.streaming.model_dir import load_model_dir
+
+    out = str(tmp_path / "out.wav")
+    assert cli.main(["speak", "the cat", "-o", out, "--model", str(model_dirs["tts"]),
+                     "--voice", "expresso/ex03.wav"]) == 2
+    assert "takes no voice" in capsys.readouterr().err
+    model = load_model_dir(model_dirs["tts"])
+    assert not model.takes_voice
+    with pytest.raises(VoiceError, match="no speaker conditioning"):
+        model.tts_session(voice="expresso/ex03.wav")
+
+
 def test_translate_command(model_dirs, speech_file, tmp_path, capsys) -> None:
     out = tmp_path / "target.wav"
     assert cli.main(["translate", str(speech_file), "--model", str(model_dirs["translation"]),

@@ -34,11 +34,12 @@ LOADER_KEYS = (
 # Keys dsm's own model directories add (streaming/model_dir.py, recipes/ship.py): kept too.
 MODEL_DIR_KEYS = ("codec", "codec_fingerprint", "weights_dtype")
 # Conditioner types and fuser methods dsm implements (models/conditioners.py).
-CONDITIONER_TYPES = ("lut",)
-FUSER_METHODS = ("sum",)
+CONDITIONER_TYPES = ("lut", "tensor")
+FUSER_METHODS = ("sum", "cross")
+# Settings of the "tensor" conditioner (Kyutai's speaker embeddings) dsm knows.
+TENSOR_CONDITIONER_KEYS = ("dim", "force_linear", "pad_empty", "output_bias", "learn_padding")
 # Features of moshi's LMModel that dsm does not implement: refused when switched on.
 UNSUPPORTED = {
-    "cross_attention": lambda v: bool(v),
     "lora": lambda v: bool(v),
 }
 REQUIRED = ("dim", "num_heads", "num_layers", "hidden_scale", "card", "n_q", "dep_q", "text_card", "delays")
@@ -78,6 +79,7 @@ class LMConfig:
     extra_heads_num_heads: int = 0
     extra_heads_dim: int = 6
     # conditioning (Kyutai's `conditioners` / `fuser`; see dsm.models.conditioners)
+    cross_attention: bool = False  # a cross-attention block in every temporal layer
     conditioners: dict[str, Any] | None = None
     fuser: dict[str, Any] | None = None
     # depth transformer (Kyutai's "depformer")
@@ -259,6 +261,15 @@ class LMConfig:
             params = spec.get(kind)
             if not isinstance(params, dict):
                 raise fail("conditioners", f"{where} needs its {kind!r} settings object")
+            if kind == "tensor":
+                unknown = sorted(set(params) - set(TENSOR_CONDITIONER_KEYS))
+                if unknown:
+                    raise fail("conditioners", f"{where}: unknown tensor setting(s) {unknown}")
+                if not _is_int(params.get("dim")) or params["dim"] < 1:
+                    raise fail("conditioners", f"{where}: 'dim' must be a positive integer")
+                if params.get("output_bias"):
+                    raise fail("conditioners", f"{where}: output_bias is not supported (as in moshi)")
+                continue
             for key in ("n_bins", "dim"):
                 if not _is_int(params.get(key)) or params[key] < 1:
                     raise fail("conditioners", f"{where}: '{key}' must be a positive integer")
@@ -275,11 +286,20 @@ class LMConfig:
         if fuser is None:
             if conditioners:
                 raise fail("fuser", "missing: conditioners need a fuser that says how to use them")
+            if self.cross_attention:
+                raise fail("cross_attention", "needs a fuser with a 'cross' list (its source)")
             return
         if not isinstance(fuser, dict):
             raise fail("fuser", f"must be an object, got {fuser!r}")
+        fused: dict[str, str] = {}
         for method, names in fuser.items():
-            if method in ("cross_attention_pos_emb", "cross_attention_pos_emb_scale"):
+            if method == "cross_attention_pos_emb":
+                if not isinstance(names, bool):
+                    raise fail("fuser", f"'{method}' must be true or false, got {names!r}")
+                continue
+            if method == "cross_attention_pos_emb_scale":
+                if not isinstance(names, (int, float)) or isinstance(names, bool):
+                    raise fail("fuser", f"'{method}' must be a number, got {names!r}")
                 continue
             if method not in ("sum", "cross", "prepend"):
                 raise fail("fuser", f"unknown key {method!r}")
@@ -290,6 +310,34 @@ class LMConfig:
             for name in names:
                 if name not in conditioners:
                     raise fail("fuser", f"'{method}' names {name!r}, which is not a conditioner")
+                if name in fused:
+                    raise fail("fuser", f"{name!r} is fused by both {fused[name]!r} and {method!r}")
+                fused[name] = method
+        for name, method in fused.items():
+            if method == "sum" and conditioners[name]["type"] != "lut":
+                raise fail("fuser", f"'sum' names {name!r}, a {conditioners[name]['type']!r} "
+                                    "conditioner (sum takes one vector per stream: 'lut' only)")
+        if fuser.get("cross") and not self.cross_attention:
+            raise fail("fuser", f"'cross' names {fuser['cross']} but cross_attention is false")
+        if self.cross_attention and not fuser.get("cross"):
+            raise fail("cross_attention", "true, but the fuser's 'cross' list is empty (no source)")
+        if self.cross_attention and self.kv_repeat != 1:
+            raise fail("cross_attention", f"with kv_repeat={self.kv_repeat} is not supported "
+                                          "(moshi's cross-attention assumes one key/value head per "
+                                          "query head)")
+
+    @property
+    def cross_conditions(self) -> list[str]:
+        """Conditioners whose outputs, concatenated in time, the cross-attention reads."""
+        return list((self.fuser or {}).get("cross", []))
+
+    @property
+    def cross_pos_emb_scale(self) -> float | None:
+        """Scale of the sinusoidal embedding added to the cross source (None: none added)."""
+        fuser = self.fuser or {}
+        if not fuser.get("cross_attention_pos_emb", False):
+            return None
+        return float(fuser.get("cross_attention_pos_emb_scale", 1.0))
 
     @property
     def sum_conditions(self) -> list[str]:
@@ -305,9 +353,8 @@ class LMConfig:
         for name in REQUIRED:
             if name not in raw:
                 raise LMConfigError(f"LMConfig field '{name}': missing from the config")
-        for name, switched_on in UNSUPPORTED.items():
-            if name in raw and switched_on(raw[name]):
-                raise LMConfigError(f"LMConfig field '{name}': {raw[name]!r} is not supported by dsm")
+        refused = [f"{name!r} ({raw[name]!r})" for name, switched_on in UNSUPPORTED.items()
+                   if name in raw and switched_on(raw[name])]
         known = {f.name for f in fields(cls)} - {"extras"}
         values: dict[str, Any] = {}
         extras: dict[str, Any] = {}
@@ -321,10 +368,15 @@ class LMConfig:
                 extras[key] = value
             else:
                 unknown.append(key)
-        if unknown:
+        if refused or unknown:
+            problems = []
+            if refused:
+                problems.append(f"unsupported feature(s) switched on: {', '.join(refused)}")
+            if unknown:
+                problems.append(f"unknown config field(s) {', '.join(map(repr, unknown))}")
             raise LMConfigError(
-                f"LMConfig: unknown config field(s) {', '.join(map(repr, unknown))}: dsm does not "
-                "implement them (a model using them would compute something else)"
+                f"LMConfig: {'; '.join(problems)}: dsm does not implement them (a model using "
+                "them would compute something else)"
             )
         for name in ("max_period", "depformer_max_period", "hidden_scale"):
             if isinstance(values.get(name), int) and not isinstance(values[name], bool):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dsm.models.conditioners import ConditionProvider, ConditionValues
+from dsm.models.conditioners import Conditioning, ConditionProvider, ConditionValues
 from dsm.models.config import LMConfig
 from dsm.modules.norm import make_norm
 from dsm.modules.streaming import StreamingModule
@@ -134,7 +134,7 @@ class MultistreamLM(StreamingModule):
             d_model=c.dim, num_heads=c.num_heads, num_layers=c.num_layers, dim_feedforward=hidden,
             causal=c.causal, context=c.context, positional_embedding=c.positional_embedding,
             max_period=c.max_period, norm=c.norm, gating=c.gating, layer_scale=c.layer_scale,
-            max_seq_len=c.max_seq_len, kv_repeat=c.kv_repeat,
+            max_seq_len=c.max_seq_len, kv_repeat=c.kv_repeat, cross_attention=c.cross_attention,
         ))
         self.out_norm = make_norm(c.norm, c.dim)
         # Kyutai's layout has the depformer input projections even without a depformer.
@@ -245,6 +245,26 @@ class MultistreamLM(StreamingModule):
             raise ValueError("this model has no conditioners")
         return self.condition_provider.sum_condition(batch, self.config.sum_conditions)
 
+    def condition_cross(self, batch: list[ConditionValues]) -> torch.Tensor:
+        """The cross-attention source `[B, S, dim]` (float32) for each item's conditions."""
+        if self.condition_provider is None or not self.config.cross_attention:
+            raise ValueError("this model has no cross-attention conditioning")
+        c = self.config
+        return self.condition_provider.cross_source(batch, c.cross_conditions, c.cross_pos_emb_scale)
+
+    def conditioning(self, batch: list[ConditionValues]) -> Conditioning:
+        """Everything the conditions give the temporal transformer (sum offset, cross source)."""
+        c = self.config
+        return Conditioning(
+            sum=self.condition_sum(batch) if c.sum_conditions else None,
+            cross=self.condition_cross(batch) if c.cross_attention else None,
+        )
+
+    def set_cross_source(self, rows: torch.Tensor, source: torch.Tensor) -> None:
+        """While streaming: slots `rows` (long `[n]`) cross-attend to `source` `[n, S, dim]`
+        (`condition_cross`); keys and values are computed here once, per layer."""
+        self.transformer.set_cross_source(rows, source)
+
     # --- temporal transformer ---------------------------------------------------------------
     def embed(self, codes: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Sum of the row embeddings, `[B, K, T]` -> `[B, T, dim]` (audio rows first, as moshi),
@@ -260,7 +280,8 @@ class MultistreamLM(StreamingModule):
         return x
 
     def forward_temporal(
-        self, codes: torch.Tensor, condition: torch.Tensor | None = None
+        self, codes: torch.Tensor, condition: torch.Tensor | None = None,
+        cross: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Input tokens `[B, K, T]` -> (hidden `[B, T, dim]` after out_norm, text logits `[B, 1, T, Ct]`).
 
@@ -268,12 +289,17 @@ class MultistreamLM(StreamingModule):
         (no host sync; ids are not checked there). Codes are the tokens *input* at those
         steps, already delayed and shifted by the caller. `condition` `[B, 1, dim]`: the
         conditioned model's per-step offset (`condition_sum`); required when it has one.
+        `cross` `[B, S, dim]` (offline): the cross-attention source (`condition_cross`); while
+        streaming each slot's is set once with `set_cross_source`.
         """
         if not self.is_streaming:
             self.check_tokens(codes)
-            if self.is_conditioned and condition is None:
+            if self.config.sum_conditions and condition is None:
                 raise ValueError("this model is conditioned: pass condition=lm.condition_sum(...)")
-        hidden = self.out_norm(self.transformer(self.embed(codes, condition)))
+            if self.config.cross_attention and cross is None:
+                raise ValueError("this model is conditioned by cross-attention: pass "
+                                 "cross=lm.condition_cross(...)")
+        hidden = self.out_norm(self.transformer(self.embed(codes, condition), cross))
         return hidden, self.text_linear(hidden)[:, None]
 
     # --- audio heads ------------------------------------------------------------------------
@@ -361,12 +387,13 @@ class MultistreamLM(StreamingModule):
 
     # --- training -------------------------------------------------------------------------
     def forward(self, codes: torch.Tensor, temporal_codes: torch.Tensor | None = None,
-                condition: torch.Tensor | None = None) -> LMOutput:
+                condition: torch.Tensor | None = None, cross: torch.Tensor | None = None) -> LMOutput:
         """Teacher forcing on undelayed codes `[B, K, T]` (see the module docstring).
 
         `temporal_codes` (same shape, optional): what the temporal transformer reads instead
         of `codes`, e.g. codes with noise against exposure bias; the depformer is still
-        teacher-forced with `codes` within each step. `condition`: see `forward_temporal`.
+        teacher-forced with `codes` within each step. `condition`, `cross`: see
+        `forward_temporal`.
         """
         if self.is_streaming:
             raise RuntimeError("forward() is offline; use forward_temporal() while streaming")
@@ -384,7 +411,7 @@ class MultistreamLM(StreamingModule):
             self.check_tokens(temporal_codes)
             temporal_inputs = torch.cat(
                 [first, delay_streams(temporal_codes, c.delays, initial)], dim=2)
-        hidden, text_logits = self.forward_temporal(temporal_inputs[:, :, :-1], condition)
+        hidden, text_logits = self.forward_temporal(temporal_inputs[:, :, :-1], condition, cross)
         if c.dep_q == 0:
             audio_logits = hidden.new_zeros(B, 0, T, c.card)
         elif c.audio_heads == "parallel":

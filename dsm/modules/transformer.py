@@ -80,6 +80,7 @@ class TransformerConfig:
     weights_per_step_schedule: list[int] | None = field(default=None)
     positional_scale: float = 1.0  # scale of the "sin" embedding
     kv_repeat: int = 1  # grouped-query attention: query heads per key/value head
+    cross_attention: bool = False  # a cross-attention block after each self-attention
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -112,6 +113,8 @@ class TransformerConfig:
             raise bad("max_period", f"must be positive, got {self.max_period}")
         if self.weights_per_step < 0:
             raise bad("weights_per_step", f"must be >= 0, got {self.weights_per_step}")
+        if self.cross_attention and (self.weights_per_step or self.kv_repeat != 1):
+            raise bad("cross_attention", "is not supported with weights_per_step or kv_repeat > 1")
         if self.weights_per_step and self.gating == "none":
             raise bad("weights_per_step", "needs a gated FFN (gating != 'none'), as in Kyutai's models")
         schedule = self.weights_per_step_schedule
@@ -388,11 +391,92 @@ def normalize_attention_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, t
     prefixes = set()
     for key in state_dict:
         for marker in (".in_projs.", ".out_projs.", ".in_proj.weight"):
-            if marker in key and "self_attn" in key:
+            if marker in key and ("self_attn" in key or "cross_attention" in key):
                 prefixes.add(key[: key.index(marker) + 1])
     for prefix in prefixes:
         _stack_attention_keys(out, prefix)
     return out
+
+
+# --- cross-attention ---------------------------------------------------------------------------
+
+
+class _CrossAttentionState(StreamingState):
+    """Keys and values `[B, H, S, head_dim]` of each slot's cross source, computed once when a
+    stream attaches (`set_source`) and read by every step. Allocated at the first source
+    (its length S is then fixed); a reset slot's entries are zeroed."""
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    def reset(self, slots: torch.Tensor) -> None:
+        if self.keys is not None and self.values is not None:
+            self.keys.masked_fill_(slots.view(-1, 1, 1, 1), 0.0)
+            self.values.masked_fill_(slots.view(-1, 1, 1, 1), 0.0)
+
+
+class CrossAttention(StreamingModule):
+    """Multi-head attention of the stream (queries) over a conditioning source (keys and
+    values): no positions, no mask. Kyutai's `in_proj_weight` (q, k, v rows) and `out_proj`."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        self.out_proj = nn.Linear(d, d, bias=False)
+        self._register_load_state_dict_pre_hook(_load_moshi_attention_keys, with_module=True)
+
+    def init_state(self, batch_size: int) -> _CrossAttentionState:
+        return _CrossAttentionState()
+
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """source `[B, S, D]` -> keys, values `[B, H, S, Dh]` (in the weights' dtype)."""
+        cfg = self.config
+        B, S, _ = source.shape
+        kv = F.linear(source.to(self.in_proj_weight.dtype), self.in_proj_weight[cfg.d_model:])
+        k, v = kv.view(B, S, 2, cfg.num_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def set_source(self, rows: torch.Tensor, source: torch.Tensor) -> None:
+        """While streaming: the slots `rows` (long `[n]`) attend to `source` `[n, S, D]`."""
+        state = self.state
+        if not isinstance(state, _CrossAttentionState):
+            raise RuntimeError("set_source needs streaming() first")
+        k, v = self.keys_values(source)
+        if state.keys is None or state.values is None:
+            batch = self.streaming_batch_size
+            assert batch is not None
+            shape = (batch, *k.shape[1:])
+            state.keys = torch.zeros(shape, dtype=k.dtype, device=k.device)
+            state.values = torch.zeros(shape, dtype=v.dtype, device=v.device)
+        if state.keys.shape[2] != k.shape[2]:
+            raise ValueError(
+                f"cross source of {k.shape[2]} positions, but this stream set holds sources of "
+                f"{state.keys.shape[2]} (all streams of one batch share the source length)"
+            )
+        state.keys.index_copy_(0, rows, k)
+        state.values.index_copy_(0, rows, v)
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """x `[B, T, D]` attends to `source` `[B, S, D]` (offline) or to the slots' sources."""
+        cfg = self.config
+        B, T, D = x.shape
+        q = F.linear(x, self.in_proj_weight[:D]).view(B, T, cfg.num_heads, cfg.head_dim)
+        state = self.state
+        if state is None:
+            if source is None:
+                raise ValueError("this transformer cross-attends: give it a cross source")
+            keys, values = self.keys_values(source)
+        else:
+            assert isinstance(state, _CrossAttentionState)
+            if state.keys is None or state.values is None:
+                raise RuntimeError("no cross source was set for this stream set (set_source)")
+            keys, values = state.keys, state.values
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values)
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
 
 
 # --- feed-forward and layer -------------------------------------------------------------------
@@ -442,6 +526,13 @@ class StreamingTransformerLayer(nn.Module):
             self.layer_scale_1 = LayerScale(d, config.layer_scale)
             self.layer_scale_2 = LayerScale(d, config.layer_scale)
         self._has_layer_scale = config.layer_scale is not None
+        self.cross_attention: CrossAttention | None = None
+        if config.cross_attention:  # its norm is always a LayerNorm, as in Kyutai's models
+            self.cross_attention = CrossAttention(config)
+            self.norm_cross = nn.LayerNorm(d, eps=1e-5)
+            self.layer_scale_cross: nn.Module = (
+                nn.Identity() if config.layer_scale is None else LayerScale(d, config.layer_scale)
+            )
         # Plain tuple of the per-step FFNs: indexed every step, cheaper than ModuleList.
         self._gating_sets: tuple[nn.Module, ...] = (
             tuple(self.gating) if isinstance(self.gating, nn.ModuleList) else ()
@@ -461,10 +552,13 @@ class StreamingTransformerLayer(nn.Module):
         return self.gating(x)
 
     def forward(
-        self, x: torch.Tensor, plan: _AttentionPlan, weight_indices: list[int] | None = None
+        self, x: torch.Tensor, plan: _AttentionPlan, weight_indices: list[int] | None = None,
+        cross_source: torch.Tensor | None = None,
     ) -> torch.Tensor:
         update = self.self_attn(self.norm1(x), plan, weight_indices)
         x = x + (self.layer_scale_1(update) if self._has_layer_scale else update)
+        if self.cross_attention is not None:
+            x = x + self.layer_scale_cross(self.cross_attention(self.norm_cross(x), cross_source))
         update = self._feed_forward(self.norm2(x), weight_indices)
         return x + (self.layer_scale_2(update) if self._has_layer_scale else update)
 
@@ -620,8 +714,19 @@ class StreamingTransformer(StreamingModule):
         return _AttentionPlan(mode, positions, mask[:, None], write_index, write_gather=write_gather,
                               inactive=None if inactive is None else inactive.view(B, 1, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x `[B, T, D]` -> `[B, T, D]`: the whole sequence, or the next T steps when streaming."""
+    def set_cross_source(self, rows: torch.Tensor, source: torch.Tensor) -> None:
+        """While streaming: slots `rows` (long `[n]`) cross-attend to `source` `[n, S, D]` from
+        now on (keys and values computed here, once, for every layer)."""
+        for layer in self.layers:
+            if layer.cross_attention is None:
+                raise RuntimeError("this transformer has no cross-attention")
+            layer.cross_attention.set_source(rows, source)
+
+    def forward(self, x: torch.Tensor, cross_source: torch.Tensor | None = None) -> torch.Tensor:
+        """x `[B, T, D]` -> `[B, T, D]`: the whole sequence, or the next T steps when streaming.
+
+        `cross_source` `[B, S, D]` (offline, cross-attending transformers): what every layer's
+        cross-attention reads; while streaming each slot reads its own (`set_cross_source`)."""
         if x.dim() != 3 or x.shape[-1] != self.config.d_model:
             raise ValueError(f"expected input [B, T, {self.config.d_model}], got {tuple(x.shape)}")
         B, T, _ = x.shape
@@ -644,8 +749,10 @@ class StreamingTransformer(StreamingModule):
                 plan.positions, cfg.head_dim, cfg.max_period, cfg.rope_interleaved
             )
             plan.rope = cos[:, :, None], signed_sin[:, :, None]  # broadcast over the heads
+        if cross_source is not None and state is not None:
+            raise ValueError("while streaming, cross sources are set per slot (set_cross_source)")
         for layer in self.layers:
-            x = layer(x, plan, weight_indices)
+            x = layer(x, plan, weight_indices, cross_source)
         if state is not None:
             state.offsets.add_(state.active.long() * T)
             state.host_step += T

@@ -16,10 +16,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -73,6 +75,23 @@ def endpoint(url: str, path: str, query: dict[str, str] | None = None) -> str:
     return urlunsplit((scheme, parts.netloc, route, urlencode(params), ""))
 
 
+@asynccontextmanager
+async def _connect(url: str, api_key: str | None, **options: Any
+                   ) -> AsyncIterator[websockets.ClientConnection]:
+    """A websocket to the server; a refused handshake (401, 400 for a bad query, 503) is a
+    `RemoteError` carrying the server's reason."""
+    try:
+        ws = await websockets.connect(url, additional_headers=_headers(api_key),
+                                      compression=None, **options)
+    except websockets.exceptions.InvalidStatus as error:
+        response = error.response
+        reason = (response.body or b"").decode("utf-8", "replace").strip() or response.reason_phrase
+        raise RemoteError(f"the server refused the stream: HTTP {response.status_code}: "
+                          f"{reason}") from None
+    async with ws:
+        yield ws
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"kyutai-api-key": api_key} if api_key else {}
 
@@ -111,8 +130,7 @@ async def stream_pcm_asr(url: str, pcm: np.ndarray, rtf: float | None = None,
     words: list[TimedWord] = []
     marker_id = 1
     marker_seen = asyncio.Event()
-    async with websockets.connect(endpoint(url, ASR_PATH), additional_headers=_headers(api_key),
-                                  max_size=1 << 22, compression=None) as ws:
+    async with _connect(endpoint(url, ASR_PATH), api_key, max_size=1 << 22) as ws:
 
         async def send() -> None:
             start = time.monotonic()
@@ -163,14 +181,15 @@ def transcribe_remote(url: str, file: str | Path, rtf: float | None = None,
 async def stream_text_tts(url: str, text: str, api_key: str | None = None,
                           on_audio: Callable[[np.ndarray], None] | None = None,
                           on_text: Callable[[TextEvent], None] | None = None,
-                          word_interval_s: float = 0.0) -> SpeechResult:
-    """Speak `text` through a Kyutai-protocol server, sending it word by word."""
+                          word_interval_s: float = 0.0, params: dict[str, str] | None = None
+                          ) -> SpeechResult:
+    """Speak `text` through a Kyutai-protocol server, sending it word by word; `params`: the
+    stream's query (voice, seed, temperature, top_k, cfg_alpha, max_seq_len)."""
     frames: list[np.ndarray] = []
     result = SpeechResult(np.zeros(0, dtype=np.float32))
     started = time.monotonic()
-    url = endpoint(url, TTS_PATH, {"format": "PcmMessagePack"})
-    async with websockets.connect(url, additional_headers=_headers(api_key),
-                                  max_size=1 << 22, compression=None) as ws:
+    url = endpoint(url, TTS_PATH, {"format": "PcmMessagePack", **(params or {})})
+    async with _connect(url, api_key, max_size=1 << 22) as ws:
 
         async def send() -> None:
             for word in text.split():
@@ -210,14 +229,16 @@ async def stream_text_tts(url: str, text: str, api_key: str | None = None,
 
 def speak_remote(url: str, text: str, out_wav: str | Path | None = None, play: bool = False,
                  api_key: str | None = None,
-                 on_text: Callable[[TextEvent], None] | None = None) -> SpeechResult:
+                 on_text: Callable[[TextEvent], None] | None = None,
+                 params: dict[str, str] | None = None) -> SpeechResult:
     """`dsm speak --server URL TEXT [-o OUT.wav | --play]`: stream text in, audio out."""
     if out_wav is None and not play:
         raise ValueError("speak_remote needs out_wav or play=True")
     player = _Player() if play else None
     try:
         result = asyncio.run(stream_text_tts(
-            url, text, api_key, on_audio=player.push if player else None, on_text=on_text))
+            url, text, api_key, on_audio=player.push if player else None, on_text=on_text,
+            params=params))
         if player is not None:
             player.drain()
     finally:
@@ -304,8 +325,7 @@ async def _mic_stream(url: str, device: int | str | None, api_key: str | None,
     def captured(indata: np.ndarray, _frames: int, _time: object, _status: object) -> None:
         loop.call_soon_threadsafe(_put_nowait, frames, indata[:, 0].copy())
 
-    async with websockets.connect(endpoint(url, ASR_PATH), additional_headers=_headers(api_key),
-                                  compression=None) as ws:
+    async with _connect(endpoint(url, ASR_PATH), api_key) as ws:
 
         async def send() -> None:
             while True:

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest top_k a TTS stream may ask for with its temperature "
                         "(Kyutai's query parameters; 0: streams cannot choose their sampling; "
                         "default: %(default)s)")
+    parser.add_argument("--tts-n-q", type=int, default=None, metavar="N",
+                        help="Kyutai TTS models: audio codebooks to generate (fewer: faster, "
+                        "coarser; default all)")
     parser.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                         help="seconds open streams get to finish on shutdown")
     parser.add_argument("--demo-dir", type=Path, default=DEFAULT_DEMO_DIR,
@@ -131,7 +134,8 @@ def build_services(args: argparse.Namespace) -> tuple[ModelService | None, Model
             tts = load_engine_service("tts", tts_dir, args.max_streams, device=args.device,
                                       cuda_graph=not args.no_cuda_graph,
                                       max_buffered_s=args.max_buffered_s,
-                                      stream_top_k=args.stream_top_k)
+                                      stream_top_k=args.stream_top_k,
+                                      **({} if args.tts_n_q is None else {"n_q": args.tts_n_q}))
     if asr is None and tts is None:
         raise ValueError("nothing to serve: no default model is installed in dsm/assets; "
                          "give --asr REF and/or --tts REF (or a scripted test double)")

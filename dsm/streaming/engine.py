@@ -68,8 +68,14 @@ class Session:
     # decoder state of the slot starts afresh there, as if nothing had been decoded before.
     first_audio_frame = 0
     uses_text_hook = False  # forces the text stream (TTS)
-    # A conditioned model's conditions for this stream (None: the engine's defaults).
-    conditions: dict[str, str | None] | None = None
+    # A conditioned model's conditions for this stream (None: the engine's defaults), and
+    # those its guidance pushes away from (None: the engine's).
+    conditions: dict[str, Any] | None = None
+    null_conditions: dict[str, Any] | None = None
+    # Kyutai's TTS: audio forced to "no token" for this many frames (None: never), and audio
+    # codes spoken first (`[K, P]`, the voice of its audio-prefix models).
+    forced_audio_delay: int | None = None
+    audio_prefix: Any = None
     # The stream's own sampling (None: the engine's; needs an engine made with
     # `max_slot_top_k`), and the most steps it may take (None: no limit; then it ends).
     temperature: float | None = None
@@ -150,6 +156,7 @@ class BatchedEngine:
         cuda_graph: bool = True,
         conditions: dict[str, str | None] | None = None,
         null_conditions: dict[str, str | None] | None = None,
+        input_fill: int | None = None,
         **sampling: Any,
     ) -> None:
         self.lm = lm
@@ -164,6 +171,9 @@ class BatchedEngine:
         self.sample_rate: int = codec.sample_rate
         self.frame_rate: float = codec.frame_rate
         self.num_inputs = self.streamer.num_inputs
+        # Input rows that carry a constant instead of encoded audio (Kyutai's TTS with fewer
+        # generated codebooks than the model's: -1, "no token").
+        self.input_fill = input_fill
         if self.num_inputs > codec.num_codebooks:
             raise ValueError(
                 f"the model reads {self.num_inputs} audio codebooks, the codec makes "
@@ -221,11 +231,16 @@ class BatchedEngine:
             mask[slot] = True
             seeds = torch.zeros(self.num_slots, dtype=torch.long)
             seeds[slot] = session.seed
-            if self.streamer.conditioned:
-                self._set_condition(slot, session)
+            conditioning = self._conditioning(session) if self.streamer.conditioned else None
             self.streamer.set_slot_sampling(slot, session.temperature, session.top_k)
-            self.streamer.reset_slots(mask, seeds)
+            self.streamer.reset_slots(mask, seeds)  # (clears the slot's cross source)
             self.codec.reset_slots(mask)
+            if conditioning is not None:
+                (cond, cross), (null, null_cross) = conditioning
+                self.streamer.set_condition(slot, cond, null, cross=cross, null_cross=null_cross)
+            self.streamer.set_audio_delay(slot, session.forced_audio_delay)
+            if self.streamer.max_prefix or session.audio_prefix is not None:
+                self.streamer.set_audio_prefix(slot, session.audio_prefix)
             self._prev_codes[slot] = self.streamer.card
             self._frames_out[slot] = 0
             self._steps_taken[slot] = 0
@@ -240,19 +255,21 @@ class BatchedEngine:
         self._wake.set()
         return slot
 
-    def _set_condition(self, slot: int, session: Session) -> None:
-        """The slot's condition (and its guidance's null one) from the session or defaults."""
+    def _conditioning(self, session: Session) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+        """((sum, cross), (null sum, null cross)) of a session's conditions (or the engine's
+        defaults); the null pair only with guidance. Raises before the slot is touched."""
         conditions = session.conditions if session.conditions is not None else self.conditions
         if conditions is None:
             names = self.lm.condition_provider.names
             raise ValueError(f"this model is conditioned on {names}: give the session conditions")
-        null = self.null_conditions
+        null = session.null_conditions if session.null_conditions is not None else self.null_conditions
         if self.streamer.use_cfg and null is None:
             raise ValueError("guidance (cfg_coef != 1) on a conditioned model needs null conditions")
-        self.streamer.set_condition(
-            slot, self.lm.condition_sum([conditions]),
-            self.lm.condition_sum([null]) if self.streamer.use_cfg and null is not None else None,
-        )
+        given = self.lm.conditioning([conditions])
+        nulled = (self.lm.conditioning([null]) if self.streamer.use_cfg and null is not None
+                  else None)
+        return ((given.sum, given.cross),
+                (None, None) if nulled is None else (nulled.sum, nulled.cross))
 
     def detach(self, session: Session) -> None:
         """Free the session's slot (its stream stops; other slots go on untouched)."""
@@ -289,7 +306,7 @@ class BatchedEngine:
         self._active[:] = False
         self._end_of_input[:] = False
         frames = None
-        if self.num_inputs > 0:
+        if self.num_inputs > 0 and self.input_fill is None:
             frames = np.zeros((self.num_slots, self.frame_size), dtype=np.float32)
         for slot, session in enumerate(sessions):
             if session is None or session.finished or not session.ready():
@@ -322,6 +339,9 @@ class BatchedEngine:
             input_tokens = self._prev_codes.clone()
             stepping = active.to(self.device)[:, None, None]
             self._prev_codes.copy_(torch.where(stepping, codes, self._prev_codes))
+        if self.input_fill is not None and self.num_inputs > 0:
+            input_tokens = torch.full((self.num_slots, self.num_inputs, 1), self.input_fill,
+                                      dtype=torch.long, device=self.device)
         hook = None
         if any(s is not None and s.uses_text_hook for s in sessions):
             hook = _TextHook(sessions, self._active.copy())

@@ -17,14 +17,22 @@ DIR/
                                         translation; default 0.5 s);
                                         "audio_silence_prefix_seconds": silence fed before the
                                         audio, as moshi's run_inference (stt-2.6b-en: 1 s)
-                       tts_config       {"audio_delay": s}: audio behind text (TTS; default 1.28 s)
+                       tts_config       {"audio_delay": s}: audio behind text (TTS; default 1.28 s);
+                                        Kyutai's TTS: "second_stream_ahead" (words of lookahead
+                                        in the muxed second text stream)
+                       model_id         Kyutai's TTS: {"sig", "epoch"}, naming its voice files
                        lm_gen_config    optional sampling defaults (temp, temp_text, top_k, ...)
                        weights_dtype    set by `dsm ship --dtype`: the weights are stored in
                                         this type and computed in float32
   model.safetensors  LM weights, Kyutai key layout (or the file named by moshi_name)
   tokenizer.model    sentencepiece model
   codec/ or a Mimi safetensors file
+  voices/            Kyutai's TTS (optional): voice files, <name><model_id suffix>.safetensors
 ```
+A conditioned TTS model (`conditioners` with speaker_wavs / cfg / control) is Kyutai's DSM
+TTS (tts-1.6b-en_fr, ...): `tts_session(voice=, cfg_alpha=)` gives a
+`dsm.streaming.kyutai_tts.KyutaiTTSSession`, voices resolved in voices/ and in the cached
+kyutai/tts-voices repo; `engine(n_q=)` generates fewer codebooks.
 `write_model_dir` writes one (recipes, tests); `load_model_dir` reads one and makes the
 engine and sessions of its task. `resolve_model` turns what a user names (`--model`) into
 one: a directory, or a Hugging Face repo id (`kyutai/stt-1b-en_fr[@REVISION]`) resolved to
@@ -52,6 +60,7 @@ HIBIKI_CONDITIONS = {"description": "very_good"}
 HIBIKI_NULL_CONDITIONS = {"description": "very_bad"}
 # Hibiki's text EOS (sentencepiece eos id): the translation is complete.
 HIBIKI_EOS_ID = 2
+MAX_PREFIX_FRAMES = 256  # longest voice prefix of Kyutai's audio-prefix TTS (20 s at 12.5 Hz)
 SAMPLING_KEYS = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
 
 
@@ -116,6 +125,13 @@ class ModelDir:
     silence_prefix: int = 0  # samples of silence fed before the audio (stt_config)
     conditions: dict[str, str | None] | None = None  # a conditioned model's default conditions
     null_conditions: dict[str, str | None] | None = None  # ... and its guidance's opposite
+    kyutai_tts: Any = None  # a Kyutai DSM TTS model's settings (streaming.kyutai_tts)
+
+    @property
+    def takes_voice(self) -> bool:
+        """Whether the model speaks with a voice: Kyutai's TTS, by speaker conditioning (a
+        voice file or name) or by an audio prefix (a sound file, tts-0.75b-en-public)."""
+        return self.kyutai_tts is not None
 
     @property
     def frame_rate(self) -> float:
@@ -126,13 +142,39 @@ class ModelDir:
         return max(self.lm.config.delays)
 
     def engine(self, num_slots: int = 1, *, cuda_graph: bool = True, **sampling: Any) -> Any:
-        """A `BatchedEngine` over this model (sampling: the directory's, then `sampling`)."""
+        """A `BatchedEngine` over this model (sampling: the directory's, then `sampling`).
+
+        A Kyutai TTS model also takes `n_q`: how many audio codebooks to generate (default
+        all of the model's), as moshi's TTSModel."""
         from dsm.streaming.engine import BatchedEngine
 
         settings = {"temp": 0.0, "temp_text": 0.0, **self.sampling, **sampling}
+        n_q = settings.pop("n_q", None)
+        if self.kyutai_tts is not None:
+            dep_q = self.lm.config.dep_q
+            if n_q is not None and not 0 < int(n_q) <= dep_q:
+                raise ModelDirError(f"n_q={n_q}: this model generates 1..{dep_q} codebooks")
+            settings["dep_q"] = dep_q if n_q is None else int(n_q)
+            settings.setdefault("cfg_is_no_text", True)
+            if settings["dep_q"] < dep_q:
+                settings["input_fill"] = -1  # the codebooks not generated read "no token"
+            if self.kyutai_tts.speaker_dim is None:  # voices are audio prefixes
+                settings.setdefault("max_prefix", MAX_PREFIX_FRAMES)
+        elif n_q is not None:
+            raise ModelDirError("n_q (generated codebooks) applies to Kyutai's TTS models only")
         return BatchedEngine(self.lm, self.codec, num_slots, cuda_graph=cuda_graph,
                              conditions=self.conditions, null_conditions=self.null_conditions,
                              **settings)
+
+    def guidance(self, cfg_alpha: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(engine options, session options) for guidance strength `cfg_alpha`: a
+        CFG-distilled Kyutai model is told it per session; any other model is guided by
+        batch doubling (the engine's `cfg_coef`)."""
+        if cfg_alpha is None:
+            return {}, {}
+        if self.kyutai_tts is not None and self.kyutai_tts.cfg_distilled:
+            return {}, {"cfg_alpha": float(cfg_alpha)}
+        return {"cfg_coef": float(cfg_alpha)}, {}
 
     def asr_session(self, **kwargs: Any) -> Any:
         from dsm.streaming.asr import ASRSession
@@ -143,12 +185,80 @@ class ModelDir:
             silence_prefix=self.silence_prefix, **kwargs,
         )
 
-    def tts_session(self, **kwargs: Any) -> Any:
-        from dsm.streaming.tts import TTSSession
+    def tts_session(self, *, voice: str | list[str] | None = None, cfg_alpha: float | None = None,
+                    **kwargs: Any) -> Any:
+        """A TTS session for this model: dsm's own, or Kyutai's (by the directory's config).
 
-        return TTSSession(
-            self.tokenizer, frame_rate=self.frame_rate, audio_delay=self.audio_delay, **kwargs
+        `voice` (Kyutai's models with speaker conditioning): a voice name as Kyutai's server
+        takes it, a voice file path, or a list of them (one per speaker); default Kyutai's
+        default voice. `cfg_alpha`: the guidance a CFG-distilled model is told to follow
+        (default 2.0, Kyutai's); models guided by batch doubling take `cfg_coef` on the
+        engine instead. Bad voices raise `VoiceError` before any slot is taken.
+        """
+        if self.kyutai_tts is None:
+            if voice is not None:
+                from dsm.models.voices import VoiceError
+
+                raise VoiceError(f"{self.path}: this model has no speaker conditioning; it "
+                                 "takes no voice")
+            if cfg_alpha is not None:
+                raise ModelDirError(f"{self.path}: cfg_alpha applies to Kyutai's CFG-distilled "
+                                    "TTS models; guide this one with the engine's cfg_coef")
+            from dsm.streaming.tts import TTSSession
+
+            return TTSSession(
+                self.tokenizer, frame_rate=self.frame_rate, audio_delay=self.audio_delay, **kwargs
+            )
+        return self._kyutai_tts_session(voice, cfg_alpha, **kwargs)
+
+    def _kyutai_tts_session(self, voice: str | list[str] | None, cfg_alpha: float | None,
+                            **kwargs: Any) -> Any:
+        from dsm.streaming.kyutai_tts import DEFAULT_VOICE, KyutaiTTSSession, nulled_conditions
+
+        settings = self.kyutai_tts
+        names: list[str] = []
+        prefix = None
+        if settings.speaker_dim is not None:
+            names = [voice] if isinstance(voice, str) else list(voice or [DEFAULT_VOICE])
+        elif voice is not None:
+            prefix = self._voice_prefix(voice)
+        if settings.cfg_distilled:
+            cfg_alpha = 2.0 if cfg_alpha is None else cfg_alpha
+        elif cfg_alpha is not None:
+            raise ModelDirError(f"{self.path}: this model was not distilled for a cfg value; "
+                                "guide it with the engine's cfg_coef (batch doubling)")
+        conditions = settings.conditions([settings.resolve_voice(n) for n in names], cfg_alpha)
+        self.lm.conditioning([conditions])  # bad shapes fail here, before a slot is taken
+        session = KyutaiTTSSession(
+            self.tokenizer, frame_rate=self.frame_rate, audio_delay=self.audio_delay,
+            text_card=self.lm.config.text_card, conditions=conditions,
+            null_conditions=nulled_conditions(conditions),
+            second_stream_ahead=settings.second_stream_ahead,
+            multi_speaker=settings.speaker_dim is not None, audio_prefix=prefix, **kwargs,
         )
+        session.forced_audio_delay = self.audio_delay
+        return session
+
+    def _voice_prefix(self, voice: str | list[str]) -> torch.Tensor:
+        """An audio-prefix model's voice: a sound file's codes `[K, P]`, without its last two
+        frames (as moshi's TTSModel.get_prefix)."""
+        from dsm.models.voices import VoiceError
+
+        if not isinstance(voice, str):
+            raise VoiceError(f"{self.path}: this model speaks with one voice (an audio prefix)")
+        path = voice.removeprefix("file://")
+        try:
+            pcm = read_audio(path, self.codec.sample_rate)
+        except ModelDirError as error:
+            raise VoiceError(f"voice {voice!r}: this model takes a voice as an audio file "
+                             f"({error})") from None
+        device = next(self.lm.parameters()).device
+        with torch.no_grad():
+            codes = self.codec.encode(torch.from_numpy(pcm).to(device)[None, None])[0, :, :-2]
+        if codes.shape[-1] < 1 or codes.shape[-1] > MAX_PREFIX_FRAMES:
+            raise VoiceError(f"voice {voice!r}: {codes.shape[-1]} frames of audio prefix, this "
+                             f"model takes 1..{MAX_PREFIX_FRAMES}")
+        return codes.long()
 
     def translation_session(self, **kwargs: Any) -> Any:
         from dsm.streaming.translation import TranslationSession
@@ -204,12 +314,22 @@ def load_model_dir(
     config = lm.config
     model_type = extras.get("model_type")
     conditions = null_conditions = None
+    kyutai_tts = None
     if model_type == "hibiki":
         # moshi's loader: an EOS fed back reads as padding, so an early EOS changes nothing.
         with torch.no_grad():
             lm.text_emb.weight[HIBIKI_EOS_ID] = lm.text_emb.weight[tokenizer.pad_id]
         if lm.is_conditioned:
             conditions, null_conditions = dict(HIBIKI_CONDITIONS), dict(HIBIKI_NULL_CONDITIONS)
+    elif lm.is_conditioned and task == "tts":
+        from dsm.streaming.kyutai_tts import kyutai_tts_settings
+
+        try:
+            kyutai_tts = kyutai_tts_settings(directory, lm, extras)
+        except ValueError as error:
+            raise ModelDirError(str(error)) from None
+        # moshi's TTSModel truncates (int), where dsm's own models round
+        audio_delay = int(float(tts.get("audio_delay", 1.28)) * frame_rate)
     elif lm.is_conditioned:
         raise ModelDirError(
             f"{directory}: the LM is conditioned on {lm.condition_provider.names}, and dsm "
@@ -237,9 +357,11 @@ def load_model_dir(
                             "audio (0 < dep_q < n_q)")
     gen = extras.get("lm_gen_config") or {}
     sampling = {k: gen[k] for k in SAMPLING_KEYS if k in gen}
+    if kyutai_tts is not None:  # moshi's TTSModel samples text and audio at 0.6
+        sampling = {"temp": 0.6, "temp_text": 0.6, **sampling}
     return ModelDir(directory, task, lm, codec, tokenizer, text_delay, audio_delay, sampling,
                     model_type=model_type, silence_prefix=silence_prefix, conditions=conditions,
-                    null_conditions=null_conditions)
+                    null_conditions=null_conditions, kyutai_tts=kyutai_tts)
 
 
 def write_model_dir(

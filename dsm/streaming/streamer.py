@@ -36,8 +36,25 @@ model (Hibiki) both halves read the same tokens and differ only by their conditi
 slot's own and its "null" one, e.g. "very_good" and "very_bad"), and text and audio logits
 are both guided, as moshi's LMGen given doubled condition tensors.
 
+`cfg_is_no_text` chooses between the two explicitly (Kyutai's TTS guides a conditioned
+model the first way: nulled conditions and no text in the second half, text unguided).
+
 A conditioned model's per-slot conditions live in a static buffer (`set_condition`), set
-when a stream attaches and read by every step.
+when a stream attaches and read by every step; a cross-attending model's per-slot source
+is turned into keys and values there, once, and held by the model's streaming state.
+
+Kyutai's TTS (`dsm.streaming.kyutai_tts`) adds two things. `dep_q` may be below the
+model's: only the first `dep_q` codebooks are generated, and the others become input rows
+the caller fills (with -1, "no token"), as moshi's TTSModel does for `n_q`. And each slot
+may have an audio delay (`set_audio_delay`): codebook k of the step at offset o is forced
+to -1 while `o < delays[1 + k] + audio_delay` (the audio lags the text by that much).
+While every stepping slot is in that window for all its codebooks the depformer does not
+run at all (host-side offsets decide; a separate captured step), as Kyutai's server does.
+A slot may also have an audio prefix (`set_audio_prefix`, the voice of Kyutai's
+tts-0.75b-en-public: audio codes spoken first): codebook k at offset o is forced to
+`prefix[k, o - audio_delay - delays[1 + k]]` while that index is inside the prefix, and
+with guidance the null half reads "no token" until the prefix has gone by (moshi's
+`cfg_is_masked_until`).
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+import numpy as np
 import torch
 
 from dsm.streaming.cuda_graph import GraphedStep
@@ -89,13 +107,18 @@ class LMStreamer:
         seed: int = 0,
         cuda_graph: bool = True,
         max_slot_top_k: int = 0,
+        dep_q: int | None = None,
+        cfg_is_no_text: bool | None = None,
+        max_prefix: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         config = lm.config
         self.lm = lm
         self.batch_size = batch_size
-        self.dep_q: int = config.dep_q
+        if dep_q is not None and not 0 < dep_q <= config.dep_q:
+            raise ValueError(f"dep_q={dep_q}: the model generates 1..{config.dep_q} codebooks")
+        self.dep_q: int = config.dep_q if dep_q is None else dep_q
         self.n_q: int = config.n_q
         self.card: int = config.card
         self.text_card: int = config.text_card
@@ -109,6 +132,9 @@ class LMStreamer:
         self.audio_params = SamplingParams(temp, top_k, top_p)
         self.cfg_coef = float(cfg_coef)
         self.use_cfg = self.cfg_coef != 1.0
+        self.conditioned = bool(getattr(lm, "is_conditioned", False))
+        # guidance without the text (and, for a conditioned model, with its null condition)
+        self.cfg_is_no_text = (not self.conditioned) if cfg_is_no_text is None else cfg_is_no_text
         self.has_depformer = self.dep_q > 0 and getattr(lm, "depformer", None) is not None
         self.num_extra_heads = int(getattr(config, "extra_heads_num_heads", 0) or 0)
         self.extra_heads_dim = int(getattr(config, "extra_heads_dim", 0) or 0)
@@ -161,11 +187,24 @@ class LMStreamer:
         self._active_host = torch.ones(B, dtype=torch.bool)  # host copy of `active`
 
         # Conditioned models: each slot's "sum" condition, then (with CFG) its null one.
-        self.conditioned = bool(getattr(lm, "is_conditioned", False))
         self.condition: torch.Tensor | None = None
-        if self.conditioned:
-            rows = 2 * B if self.use_cfg else B
+        self.cross_attention = bool(getattr(config, "cross_attention", False))
+        rows = 2 * B if self.use_cfg else B
+        if self.conditioned and getattr(config, "sum_conditions", True):
             self.condition = torch.zeros(rows, 1, config.dim, dtype=torch.float32, device=device)
+        # Per-slot audio delay (Kyutai's TTS); far below any offset: nothing forced.
+        self.audio_delay = torch.full((B,), -(1 << 40), dtype=torch.long, device=device)
+        # Host copies of the offsets and audio delays: whether the depformer can be skipped.
+        self._offsets_host = np.zeros(B, dtype=np.int64)
+        self._audio_delay_host = np.full(B, -(1 << 40), dtype=np.int64)
+        self._first_audio_delay = min(delays[1 : 1 + self.dep_q]) if self.dep_q else 0
+        # Per-slot audio prefixes [B, dep_q, max_prefix] and lengths; the null half of
+        # guidance reads -1 while a slot's offset is at most delays[k] + `cfg_masked_until`.
+        self.max_prefix = int(max_prefix)
+        self.audio_prefix = torch.full((B, self.dep_q, max(self.max_prefix, 1)), UNGENERATED,
+                                       dtype=torch.long, device=device)
+        self.prefix_len = torch.zeros(B, dtype=torch.long, device=device)
+        self.cfg_masked_until = torch.full((B,), -(1 << 40), dtype=torch.long, device=device)
 
         self._exit = ExitStack()
         lm_batch = 2 * B if self.use_cfg else B
@@ -173,6 +212,8 @@ class LMStreamer:
         on_gpu = device.type == "cuda"
         self._phase_text = GraphedStep(self._run_temporal, enabled=cuda_graph and on_gpu)
         self._phase_audio = GraphedStep(self._run_audio, enabled=cuda_graph and on_gpu)
+        self._phase_no_audio = GraphedStep(lambda: self._run_audio(skip_depformer=True),
+                                           enabled=cuda_graph and on_gpu)
 
     # --- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
@@ -210,6 +251,7 @@ class LMStreamer:
             raise ValueError(f"seeds must have shape [{B}], got {tuple(seeds.shape)}")
         slots_dev = slots.to(self.device)
         self.offsets.masked_fill_(slots_dev, 0)
+        self._offsets_host[slots.numpy()] = 0
         self.cache.masked_fill_(slots_dev[:, None, None], UNGENERATED)
         self.rng.reseed(slots_dev, seeds.to(self.device))
         self.lm.reset_slots(slots.repeat(2) if self.use_cfg else slots)
@@ -217,19 +259,76 @@ class LMStreamer:
             self._steps_since_reset = 0
 
     @torch.inference_mode()
-    def set_condition(self, slot: int, condition: torch.Tensor,
-                      null_condition: torch.Tensor | None = None) -> None:
+    def set_condition(self, slot: int, condition: torch.Tensor | None,
+                      null_condition: torch.Tensor | None = None, *,
+                      cross: torch.Tensor | None = None,
+                      null_cross: torch.Tensor | None = None) -> None:
         """Give `slot` its condition `[1, 1, dim]` (`lm.condition_sum`) and, with CFG, the
-        condition its guidance pushes away from (required then)."""
-        if self.condition is None:
+        condition its guidance pushes away from (required then). A cross-attending model
+        also takes the slot's source `cross` `[1, S, dim]` (`lm.condition_cross`), and its
+        null one with CFG. Call after `reset_slots` of that slot (a reset clears it)."""
+        if not self.conditioned:
             raise ValueError("this model has no conditioners")
         if not 0 <= slot < self.batch_size:
             raise ValueError(f"slot {slot} outside 0..{self.batch_size - 1}")
-        self.condition[slot] = condition.reshape(1, -1).to(self.condition)
-        if self.use_cfg:
-            if null_condition is None:
-                raise ValueError("CFG on a conditioned model needs the null condition")
-            self.condition[self.batch_size + slot] = null_condition.reshape(1, -1).to(self.condition)
+        if self.condition is not None:
+            if condition is None:
+                raise ValueError("this model's conditions include a sum: give the condition")
+            self.condition[slot] = condition.reshape(1, -1).to(self.condition)
+            if self.use_cfg:
+                if null_condition is None:
+                    raise ValueError("CFG on a conditioned model needs the null condition")
+                self.condition[self.batch_size + slot] = null_condition.reshape(1, -1).to(self.condition)
+        if self.cross_attention:
+            if cross is None or (self.use_cfg and null_cross is None):
+                raise ValueError("this model cross-attends: give the slot's cross source"
+                                 + (" and its null one (CFG)" if self.use_cfg else ""))
+            rows = [slot]
+            sources = [cross.reshape(1, *cross.shape[-2:])]
+            if self.use_cfg:
+                assert null_cross is not None
+                rows.append(self.batch_size + slot)
+                sources.append(null_cross.reshape(1, *null_cross.shape[-2:]))
+            self.lm.set_cross_source(torch.tensor(rows, device=self.device),
+                                     torch.cat(sources).to(self.device))
+
+    @torch.inference_mode()
+    def set_audio_delay(self, slot: int, steps: int | None) -> None:
+        """Force `slot`'s audio codebook k to -1 while its offset is below
+        `delays[1 + k] + steps` (Kyutai's TTS: audio lags text); None: never."""
+        if not 0 <= slot < self.batch_size:
+            raise ValueError(f"slot {slot} outside 0..{self.batch_size - 1}")
+        self.audio_delay[slot] = -(1 << 40) if steps is None else int(steps)
+        self._audio_delay_host[slot] = -(1 << 40) if steps is None else int(steps)
+
+    @torch.inference_mode()
+    def set_audio_prefix(self, slot: int, codes: torch.Tensor | None) -> None:
+        """`slot` speaks the audio codes `codes` `[>= dep_q, P]` first (None: no prefix).
+        Call after `set_audio_delay` (the prefix starts where the audio delay ends)."""
+        if not 0 <= slot < self.batch_size:
+            raise ValueError(f"slot {slot} outside 0..{self.batch_size - 1}")
+        self.audio_prefix[slot].fill_(UNGENERATED)
+        if codes is None:
+            self.prefix_len[slot] = 0
+            self.cfg_masked_until[slot] = -(1 << 40)
+            return
+        if codes.dim() != 2 or codes.shape[0] < self.dep_q:
+            raise ValueError(f"an audio prefix is [>= {self.dep_q}, frames], got {tuple(codes.shape)}")
+        frames = codes.shape[1]
+        if frames > self.max_prefix:
+            raise ValueError(f"an audio prefix of {frames} frames, this streamer holds at most "
+                             f"{self.max_prefix}")
+        self.audio_prefix[slot, :, :frames] = codes[: self.dep_q].to(self.device)
+        self.prefix_len[slot] = frames
+        self.cfg_masked_until[slot] = frames + max(int(self._audio_delay_host[slot]), 0)
+
+    def _audio_all_forced(self) -> bool:
+        """Every stepping slot's audio is forced to -1 this step (no need for the depformer)."""
+        if self.dep_q == 0 or not self.has_depformer:
+            return False
+        active = self._active_host.numpy()
+        limit = self._audio_delay_host[active] + self._first_audio_delay
+        return bool(active.any()) and bool((self._offsets_host[active] < limit).all())
 
     def check_slot_sampling(self, temperature: float | None, top_k: int | None) -> None:
         """Raises ValueError when a slot may not choose these (see `set_slot_sampling`)."""
@@ -287,7 +386,11 @@ class LMStreamer:
                     f"text_hook must return [{self.batch_size}] tokens, got {tuple(forced.shape)}"
                 )
             self.text_buf.copy_(forced)
-        self._phase_audio()
+        if self._audio_all_forced():
+            self._phase_no_audio()
+        else:
+            self._phase_audio()
+        self._offsets_host += self._active_host.numpy()
         self._steps_since_reset += 1
         if self._steps_since_reset <= self.max_delay:
             return None
@@ -336,14 +439,17 @@ class LMStreamer:
         codes = self.cache.gather(2, read_at)  # [B, K, 1]
         is_initial = offsets <= self.delays[None, :, None]
         codes = torch.where(is_initial, self.initial, codes)
-        if self.use_cfg and self.conditioned:
+        if self.use_cfg and not self.cfg_is_no_text:
             codes = torch.cat([codes, codes], dim=0)  # the halves differ by their condition
         elif self.use_cfg:
             null = codes.clone()
+            if self.max_prefix:  # no prefix in the null half (moshi's cfg_is_masked_until)
+                limit = self.delays[None, :, None] + self.cfg_masked_until[:, None, None]
+                null = torch.where((offsets <= limit) & ~is_initial, -1, null)
             null[:, :1] = torch.where(is_initial[:, :1], codes[:, :1], torch.full_like(codes[:, :1], -1))
             codes = torch.cat([codes, null], dim=0)
         # [B', 1, D], [B', 1, 1, Vt]
-        if self.condition is not None:
+        if self.condition is not None or self.cross_attention:
             hidden, text_logits = self.lm.forward_temporal(codes, self.condition)
         else:
             hidden, text_logits = self.lm.forward_temporal(codes)
@@ -351,7 +457,7 @@ class LMStreamer:
         if self._noise_width > 0:
             self._noise = self.rng.gumbel_block(self._noise_streams, self._noise_width)
         text_logits = text_logits[:, 0, 0]
-        text_logits = self._guided(text_logits) if self.conditioned else text_logits[:B]
+        text_logits = text_logits[:B] if self.cfg_is_no_text else self._guided(text_logits)
         text = self._sample(text_logits, 0)
         self.text_buf.copy_(text)
         if self.num_extra_heads > 0:
@@ -385,11 +491,23 @@ class LMStreamer:
                 tokens.append(self._sample(all_logits[:, k, 0], 1 + k))
         return tokens
 
-    def _run_audio(self) -> None:
+    def _run_audio(self, skip_depformer: bool = False) -> None:
         mask = self._ring_mask
         rows = [self.text_buf]
         if self.dep_q > 0:
-            rows.extend(self._sample_audio())
+            audio = ([torch.full_like(self.text_buf, -1)] * self.dep_q if skip_depformer
+                     else self._sample_audio())
+            # Kyutai's TTS: no audio yet while the audio delay runs (per slot, per codebook)
+            audio_delays = self.delays[1 : 1 + self.dep_q]  # [dep_q]
+            forced = self.offsets[:, None] < audio_delays + self.audio_delay[:, None]
+            tokens = torch.where(forced, -1, torch.stack(audio, dim=1))  # [B, dep_q]
+            if self.max_prefix:
+                index = self.offsets[:, None] - self.audio_delay[:, None] - audio_delays
+                inside = (index >= 0) & (index < self.prefix_len[:, None])
+                index = index.clamp(0, self.max_prefix - 1)[:, :, None]
+                prefix = self.audio_prefix.gather(2, index)[:, :, 0]
+                tokens = torch.where(inside, prefix, tokens)
+            rows.extend(tokens.unbind(1))
         generated = torch.stack(rows, dim=1)[:, :, None]  # [B, 1 + dep_q, 1]
         self.offsets.add_(self.active.long())
         offsets = self.offsets[:, None, None]
