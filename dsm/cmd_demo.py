@@ -68,7 +68,7 @@ def _codec_step(out: Path) -> str:
     import torch
 
     from dsm.codecs import load_codec
-    from dsm.recipes.metrics import si_snr, stoi
+    from dsm.recipes.eval.metrics import si_snr, stoi
     from dsm.streaming.model_dir import read_audio
 
     _heading("codec: streaming round trip of the bundled sample")
@@ -109,7 +109,7 @@ def _codec_step(out: Path) -> str:
 
 
 def _asr_step() -> str:
-    from dsm.recipes.metrics import corpus_cer, corpus_wer
+    from dsm.recipes.eval.metrics import corpus_cer, corpus_wer
     from dsm.streaming.model_dir import installed_default
 
     _heading("ASR: streaming transcription of the bundled sample (start time, word)")
@@ -138,7 +138,7 @@ def _tts_step(out: Path, text: str) -> str:
     if dsm_main(["speak", text, "-o", str(out / "speech.wav")]) != 0:
         return "failed"
     if installed_default("asr") is not None:  # how intelligible it was, by the other model
-        from dsm.recipes.metrics import corpus_wer
+        from dsm.recipes.eval.metrics import corpus_wer
 
         heard = _transcript(out / "speech.wav", echo=False)
         if heard is None:
@@ -183,7 +183,7 @@ class _Tee:
 def _make_sample() -> int:
     import soundfile
 
-    from dsm.recipes.synth_corpus import Job, make_item
+    from dsm.recipes.synth.corpus import Job, make_item
 
     # eval_fraction 1: the held-out split, so the voice is one no model was trained on
     job = Job(seed=SAMPLE_SEED, index=0, lang="en", parallel=False, engines=("espeak", "flite"),

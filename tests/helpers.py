@@ -143,7 +143,7 @@ def held_out_utterances(count: int, first: int = 0) -> list[Any]:
     corpus code with the eval split's voices only (espeak variants m4 / f3 / klatt3 and
     flite rms, never in a training set), from a seed no training corpus used, so the texts
     are new draws too. Checks both."""
-    from dsm.recipes.synth_corpus import DEFAULT_ENGINES, Job, make_item, speakers
+    from dsm.recipes.synth.corpus import DEFAULT_ENGINES, Job, make_item, speakers
 
     utterances = []
     for index in range(first, first + count):

@@ -19,14 +19,14 @@ from dsm.api import transcribe
 from dsm.codecs import Mimi, MimiConfig, save_codec
 from dsm.codecs.seanet import SEANetConfig
 from dsm.modules.transformer import TransformerConfig
-from dsm.recipes.asr_task import ASRTask
 from dsm.recipes.cmd_codes import aligned_datasets
 from dsm.recipes.cmd_eval import evaluate_asr
 from dsm.recipes.config import RecipeError, load_recipe
-from dsm.recipes.dataset import AlignedDataset
-from dsm.recipes.manifest import read_manifest
+from dsm.recipes.data.dataset import AlignedDataset
+from dsm.recipes.data.manifest import read_manifest
 from dsm.recipes.ship import ship_model_dir
-from dsm.recipes.trainer import Trainer, read_metrics
+from dsm.recipes.tasks.asr import ASRTask
+from dsm.recipes.training.trainer import Trainer, read_metrics
 from dsm.streaming.model_dir import ModelDir, load_model_dir
 from dsm.streaming.testing import ScriptedLMForTests
 from dsm.streams.alignment import Word, words_to_stream

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsm.recipes.audio_features import (
+from dsm.modules.dsp import (
     MelSpectrogram,
     hz_to_mel,
     mel_filterbank,

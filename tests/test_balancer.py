@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsm.recipes.balancer import Balancer
+from dsm.recipes.training.balancer import Balancer
 
 
 def _setup() -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:

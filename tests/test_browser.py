@@ -143,7 +143,7 @@ PAGE_STATE = """JSON.stringify({
 def contains_words(captions: list[str], expected: list[str]) -> bool:
     """Whether `expected` appears in `captions` as a run of consecutive words (compared
     normalized). The fake microphone loops its file, so the sentence comes round again."""
-    from dsm.recipes.metrics import normalize_text
+    from dsm.recipes.eval.metrics import normalize_text
 
     shown = normalize_text(" ".join(captions)).split()
     want = normalize_text(" ".join(expected)).split()
@@ -261,7 +261,7 @@ def test_demo_page_captions_real_speech_with_the_default_asr_model(tmp_path: Pat
     import soxr
 
     from dsm.cmd_demo import TTS_TEXT
-    from dsm.recipes.metrics import normalize_text
+    from dsm.recipes.eval.metrics import normalize_text
 
     sample = json.loads((REPO / "dsm" / "assets" / "sample.json").read_text())
     audio, rate = soundfile.read(REPO / "dsm" / "assets" / "sample.wav", dtype="float32")

@@ -8,7 +8,7 @@ import torch
 from dsm.codecs.init import unit_gain_init
 from dsm.codecs.mimi import Mimi
 from dsm.codecs.testing import TINY_MIMI
-from dsm.recipes.codec_task import CodecTaskConfig
+from dsm.recipes.tasks.codec import CodecTaskConfig
 
 
 def _input_dependence(codec: Mimi) -> tuple[float, float]:

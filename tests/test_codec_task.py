@@ -13,11 +13,11 @@ import soundfile as sf
 import torch
 
 from dsm.codecs import load_codec
-from dsm.recipes.codec_task import CodecTask
 from dsm.recipes.config import RecipeError, load_recipe
-from dsm.recipes.losses import STOILoss
 from dsm.recipes.ship import ship_codec
-from dsm.recipes.trainer import Trainer, read_metrics
+from dsm.recipes.tasks.codec import CodecTask
+from dsm.recipes.tasks.codec_losses import STOILoss
+from dsm.recipes.training.trainer import Trainer, read_metrics
 
 SR = 8000
 
@@ -214,7 +214,7 @@ def test_decoder_only_run_keeps_the_codes_and_their_fingerprint(tmp_path: Path) 
     """train_part = "decoder": from a finished run, only the decoder side learns; the
     encoder, the codebooks and so the codes (and the fingerprint models are trained
     against) stay exactly as they were."""
-    from dsm.recipes.dataset import codec_fingerprint
+    from dsm.recipes.data.dataset import codec_fingerprint
 
     manifest = _corpus(tmp_path)
     Trainer(load_recipe(_recipe(tmp_path, manifest, max_steps=4)), tmp_path / "first").fit()

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from dsm.recipes.dataset import (
+from dsm.recipes.data.dataset import (
     MASKED,
     AlignedDataset,
     DatasetError,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from dsm.recipes.config import load_recipe
-from dsm.recipes.trainer import list_checkpoints, load_checkpoint, read_metrics, train
+from dsm.recipes.training.trainer import list_checkpoints, load_checkpoint, read_metrics, train
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -45,8 +45,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from dsm.recipes.config import load_recipe
-from dsm.recipes.tasks import Task, register_task
-from dsm.recipes.trainer import train
+from dsm.recipes.tasks.base import Task, register_task
+from dsm.recipes.training.trainer import train
 
 
 @register_task

@@ -21,7 +21,7 @@ def test_bundled_sample_matches_its_reference_words() -> None:
     duration = audio.size / rate
     assert 0 < words["words"][0]["start"] < words["words"][-1]["end"] <= duration
     # the sample is spoken by a voice held out of training (the corpus' eval split)
-    from dsm.recipes.synth_corpus import speakers
+    from dsm.recipes.synth.corpus import speakers
 
     held_out = {s.id for s in speakers("en") if s.split == "eval"}
     assert words["speaker"] in held_out

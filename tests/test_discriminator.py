@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsm.recipes.discriminator import (
+from dsm.recipes.tasks.discriminator import (
     MultiScaleSTFTDiscriminator,
     STFTDiscriminator,
     discriminator_hinge_loss,

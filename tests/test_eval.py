@@ -13,7 +13,7 @@ import soundfile as sf
 
 from dsm.cli import main as dsm_main
 from dsm.recipes.cmd_eval import EvalError, pair_outputs, read_outputs, run_eval
-from dsm.recipes.manifest import read_manifest
+from dsm.recipes.data.manifest import read_manifest
 
 SR = 16000
 

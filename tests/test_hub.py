@@ -32,7 +32,7 @@ from dsm.models.hub import (
     resolve_model_ref,
 )
 from dsm.recipes.config import RecipeError
-from dsm.recipes.tasks import load_initial_lm_weights
+from dsm.recipes.tasks.init_from import load_initial_lm_weights
 from dsm.streaming import cmd_bench_serve, cmd_serve
 from dsm.streaming.model_dir import ModelDirError, load_model_dir, resolve_model
 from dsm.streams.testing import train_tiny_tokenizer

@@ -10,8 +10,13 @@ import pytest
 import soundfile
 import torch
 
-from dsm.recipes.losses import MultiScaleMelLoss, MultiScaleSTFTLoss, STOILoss, waveform_l1_loss
-from dsm.recipes.metrics import stoi
+from dsm.recipes.eval.metrics import stoi
+from dsm.recipes.tasks.codec_losses import (
+    MultiScaleMelLoss,
+    MultiScaleSTFTLoss,
+    STOILoss,
+    waveform_l1_loss,
+)
 
 SAMPLE_WAV = Path(__file__).resolve().parents[1] / "dsm" / "assets" / "sample.wav"
 

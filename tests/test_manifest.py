@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dsm.recipes.manifest import (
+from dsm.recipes.data.manifest import (
     ManifestError,
     ManifestRow,
     read_manifest,

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from dsm.cli import main as dsm_main
-from dsm.recipes.manifest import read_manifest
+from dsm.recipes.data.manifest import read_manifest
 
 RATE = 8000
 

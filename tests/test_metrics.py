@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dsm.recipes.metrics import (
+from dsm.recipes.eval.metrics import (
     TimedWord,
     char_errors,
     corpus_bleu,

@@ -11,8 +11,8 @@ import soundfile
 
 from dsm.cli import main as dsm_main
 from dsm.recipes.cmd_perturb import PerturbError, pitch_row, tempo_row, treble_row, warp_row
-from dsm.recipes.manifest import read_manifest
-from dsm.recipes.random_eq import OCTAVE_POINTS_HZ
+from dsm.recipes.data.manifest import read_manifest
+from dsm.recipes.data.random_eq import OCTAVE_POINTS_HZ
 
 RATE = 16_000
 

@@ -10,7 +10,7 @@ import pytest
 
 from dsm import cli
 from dsm.recipes.config import OptimConfig, RecipeError, load_recipe, parse_override
-from dsm.recipes.trainer import train
+from dsm.recipes.training.trainer import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "dsm" / "recipes" / "configs"
 

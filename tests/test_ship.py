@@ -11,7 +11,7 @@ from dsm.cli import main as dsm_main
 from dsm.codecs import load_codec, save_codec
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm, preset
-from dsm.recipes.dataset import codec_fingerprint
+from dsm.recipes.data.dataset import codec_fingerprint
 from dsm.streaming.model_dir import load_model_dir, write_model_dir
 from dsm.streams.testing import train_tiny_tokenizer
 

@@ -22,7 +22,7 @@ import numpy as np
 from helpers import held_out_utterances
 
 from dsm.api import transcribe
-from dsm.recipes import metrics
+from dsm.recipes.eval import metrics
 from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
 
 STREAM_UTTERANCES = 8

@@ -20,8 +20,8 @@ import torch
 from helpers import held_out_utterances
 
 from dsm.codecs import load_codec
-from dsm.recipes import metrics
-from dsm.recipes.codec_eval import reconstruct
+from dsm.recipes.eval import metrics
+from dsm.recipes.eval.codec import reconstruct
 
 CODEC_DIR = Path(__file__).resolve().parent.parent / "dsm" / "assets" / "codec"
 UTTERANCES = 8

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import kyutai_asr_client, serving
 
-from dsm.recipes.metrics import normalize_text
+from dsm.recipes.eval.metrics import normalize_text
 from dsm.streaming import cmd_serve, cmd_transcribe
 from dsm.streaming.model_dir import read_audio
 from dsm.streaming.protocol import SAMPLE_RATE

@@ -23,9 +23,9 @@ import json
 import numpy as np
 from helpers import HELD_OUT_SEED
 
-from dsm.recipes import metrics
-from dsm.recipes.synth_text import sentence
-from dsm.recipes.tts_task import check_codec, intelligibility
+from dsm.recipes.eval import metrics
+from dsm.recipes.synth.text import sentence
+from dsm.recipes.tasks.tts import check_codec, intelligibility
 from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
 
 SENTENCES = 48

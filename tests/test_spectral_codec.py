@@ -102,7 +102,7 @@ def test_evaluation_compares_with_the_input_a_declared_delay_earlier():
     """A codec that declares `delay_samples` is scored on its output advanced by that
     delay: here a spectral Mimi whose whole path is the identity transform (encoder and
     decoder reduced to analysis -> synthesis), so the aligned output is the input."""
-    from dsm.recipes.codec_eval import reconstruct
+    from dsm.recipes.eval.codec import reconstruct
 
     codec = Mimi(dataclasses.replace(SMALL_SPECTRAL, spectral=SpectralConfig(
         dimension=24, hop_length=240, hidden=16, n_residual_layers=1, window="sqrt_hann")))

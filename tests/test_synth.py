@@ -11,9 +11,12 @@ import pytest
 import soundfile as sf
 
 from dsm.cli import main as dsm_main
-from dsm.recipes import synth_corpus, synth_espeak, synth_festival, synth_flite
-from dsm.recipes.manifest import read_manifest
-from dsm.recipes.synth_corpus import (
+from dsm.recipes.data.manifest import read_manifest
+from dsm.recipes.synth import corpus as synth_corpus
+from dsm.recipes.synth import espeak as synth_espeak
+from dsm.recipes.synth import festival as synth_festival
+from dsm.recipes.synth import flite as synth_flite
+from dsm.recipes.synth.corpus import (
     CorpusError,
     EngineUnavailable,
     Job,
@@ -22,7 +25,7 @@ from dsm.recipes.synth_corpus import (
     synthesize_corpus,
     word_times,
 )
-from dsm.recipes.synth_text import (
+from dsm.recipes.synth.text import (
     NOUNS,
     english_number,
     english_ordinal,

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from dsm import cli
 from dsm.recipes.config import RecipeError, load_recipe
-from dsm.recipes.tasks import TASKS, Task, register_task
-from dsm.recipes.trainer import (
+from dsm.recipes.registry import TASKS
+from dsm.recipes.tasks.base import Task, register_task
+from dsm.recipes.training.trainer import (
     DistInfo,
     EpochBatchSampler,
     Trainer,
@@ -169,7 +170,7 @@ KILLED_WRITER = """
 import io, sys, time
 import torch
 from dsm.recipes.config import load_recipe
-from dsm.recipes.trainer import train
+from dsm.recipes.training.trainer import train
 
 real_save = torch.save
 calls = [0]
@@ -258,7 +259,7 @@ def test_validation_rows_and_manifest_corpus(tmp_path: Path) -> None:
 
 
 def test_diverged_loss_stops_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dsm.recipes.tasks import ToyTask
+    from dsm.recipes.tasks.toy import ToyTask
 
     real = ToyTask.compute_loss
     calls = [0]

@@ -24,8 +24,7 @@ from dsm.modules.transformer import TransformerConfig
 from dsm.recipes import cmd_eval
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.ship import ship_model_dir
-from dsm.recipes.trainer import Trainer, read_metrics
-from dsm.recipes.tts_task import (
+from dsm.recipes.tasks.tts import (
     TTSTask,
     check_codec,
     export_checkpoint,
@@ -34,6 +33,7 @@ from dsm.recipes.tts_task import (
     silence_codes,
     text_loss_targets,
 )
+from dsm.recipes.training.trainer import Trainer, read_metrics
 from dsm.streaming.model_dir import load_model_dir, write_model_dir
 from dsm.streaming.tts import TextFeeder
 from dsm.streams.alignment import Word

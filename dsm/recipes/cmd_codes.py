@@ -78,8 +78,8 @@ def aligned_datasets(recipe: Any, splits: tuple[str, ...]) -> dict[str, Any]:
     """split -> the `AlignedDataset` that `dsm train` would read for it (splits without a
     manifest are left out). Raises RecipeError for a recipe that keeps no code cache."""
     from dsm.recipes.config import RecipeError
-    from dsm.recipes.dataset import AlignedDataset
-    from dsm.recipes.tasks import get_task_class
+    from dsm.recipes.data.dataset import AlignedDataset
+    from dsm.recipes.registry import get_task_class
 
     task = get_task_class(recipe.kind, recipe.source)(recipe)
     if not getattr(task.config, "cache_dir", None):
@@ -148,7 +148,7 @@ def _chunks(count: int, workers: int) -> list[list[int]]:
 
 
 def _skipped_text(dataset: Any) -> str:
-    from dsm.recipes.manifest import summarize_skipped
+    from dsm.recipes.data.manifest import summarize_skipped
 
     return summarize_skipped(dataset.skipped) if dataset.skipped else ""
 
@@ -198,7 +198,7 @@ def fill_cache(recipe_path: str, overrides: list[str], splits: tuple[str, ...], 
 
 def main(args: argparse.Namespace) -> int:
     from dsm.recipes.config import RecipeError
-    from dsm.recipes.manifest import ManifestError
+    from dsm.recipes.data.manifest import ManifestError
 
     splits = SPLITS if args.split == "all" else (args.split,)
     started = time.monotonic()

@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from dsm.recipes import metrics as M
-from dsm.recipes.manifest import (
+from dsm.recipes.data.manifest import (
     ManifestError,
     ManifestRow,
     jsonl_objects,
     read_manifest,
     summarize_skipped,
 )
+from dsm.recipes.eval import metrics as M
 
 KINDS = ("asr", "tts", "codec", "translation")
 
@@ -53,7 +53,7 @@ RUNNERS: dict[str, Runner] = {}
 
 def _run_asr_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
     """ASR outputs from a model directory, streamed as `dsm transcribe` does (asr_task)."""
-    from dsm.recipes.asr_task import run_asr_model
+    from dsm.recipes.tasks.asr import run_asr_model
 
     try:
         return run_asr_model(args, rows)
@@ -65,7 +65,7 @@ RUNNERS["asr"] = _run_asr_model
 
 
 def _run_translation_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
-    from dsm.recipes.translation_task import translate_manifest  # torch: imported on use
+    from dsm.recipes.tasks.translation import translate_manifest  # torch: imported on use
 
     return translate_manifest(args, rows)
 
@@ -75,7 +75,7 @@ RUNNERS["translation"] = _run_translation_model
 
 def _run_tts_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
     """TTS outputs: each row's text spoken by --model, transcribed by --asr-model (tts_task)."""
-    from dsm.recipes.tts_task import run_tts_model
+    from dsm.recipes.tasks.tts import run_tts_model
 
     try:
         return run_tts_model(args, rows)
@@ -88,7 +88,7 @@ RUNNERS["tts"] = _run_tts_model
 
 def _run_codec_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
     """Codec outputs: each row's audio encoded and decoded by --model (codec_eval)."""
-    from dsm.recipes.codec_eval import run_codec_model
+    from dsm.recipes.eval.codec import run_codec_model
 
     try:
         return run_codec_model(args, rows)

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsm.recipes.manifest import (
+from dsm.recipes.data.manifest import (
     ManifestError,
     ManifestRow,
     jsonl_objects,

@@ -30,13 +30,13 @@ slt 24 dB), where the held-out flite voice rms is only 13 to 17 dB below it; a r
 that heard only dull synthetic voices has not learned to ignore the spectral tilt.
 
 --warps: the spectral envelope is stretched along frequency by the factor (formants at f
-move to factor * f) with pitch, timing and loudness kept (dsm.recipes.envelope_warp; torch
+move to factor * f) with pitch, timing and loudness kept (dsm.recipes.data.envelope_warp; torch
 only, no sox): the same voice with a shorter (factor > 1) or longer vocal tract. It
 separates timbre from the pitch that --pitches and --speeds move along with it. Word times
 are unchanged.
 
 --random-eq N: N copies of each utterance, each through its own random smooth gain curve
-(dsm.recipes.random_eq: one gain per octave from 125 Hz to 8 kHz, uniform within
+(dsm.recipes.data.random_eq: one gain per octave from 125 Hz to 8 kHz, uniform within
 +-`--eq-range` dB, linear in log frequency between them; zero phase, no sox), loudness and
 timing kept. The draws follow `--seed` and the row's position, so a command makes the
 same corpus again. The spectral balance of a voice then varies as much across the copies
@@ -73,7 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
+from dsm.recipes.data.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
 from dsm.streams.alignment import Word
 
 TREBLE_HZ = 3000          # the shelf's corner frequency
@@ -169,7 +169,7 @@ def at_level_of(reference: np.ndarray, audio: np.ndarray) -> np.ndarray:
 def warp_row(row: ManifestRow, factor: float, path: Path) -> ManifestRow:
     """Write `row`'s audio with its spectral envelope stretched by `factor` (pitch, timing
     and loudness kept) to `path`; its row, word times unchanged."""
-    from dsm.recipes.envelope_warp import warp_envelope
+    from dsm.recipes.data.envelope_warp import warp_envelope
 
     return _filtered_row(row, lambda mono, rate: warp_envelope(mono, rate, factor), path,
                          f"w{factor:g}", {"warp": factor})
@@ -177,9 +177,9 @@ def warp_row(row: ManifestRow, factor: float, path: Path) -> ManifestRow:
 
 def random_eq_row(row: ManifestRow, gains_db: list[float], copy: int, path: Path
                   ) -> ManifestRow:
-    """Write `row`'s audio through the gain curve `gains_db` (dsm.recipes.random_eq) to
+    """Write `row`'s audio through the gain curve `gains_db` (dsm.recipes.data.random_eq) to
     `path`, at the input's loudness unless that would clip; its row, word times unchanged."""
-    from dsm.recipes.random_eq import equalize
+    from dsm.recipes.data.random_eq import equalize
 
     return _filtered_row(row, lambda mono, rate: equalize(mono, rate, gains_db), path,
                          f"req{copy}", {"eq_gains_db": list(gains_db)})
@@ -347,7 +347,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _eq_gains(args: argparse.Namespace, index: int, copy: int) -> list[float]:
     """The gain curve of copy `copy` of row `index`: a function of (seed, index, copy)."""
-    from dsm.recipes.random_eq import draw_gains
+    from dsm.recipes.data.random_eq import draw_gains
 
     rng = np.random.default_rng([args.seed, index, copy])
     return draw_gains(rng, args.eq_range)

@@ -37,7 +37,7 @@ import argparse
 import sys
 import time
 
-from dsm.recipes.synth_corpus import (
+from dsm.recipes.synth.corpus import (
     DEFAULT_ENGINES,
     ENGINES,
     PITCH_JITTER,
@@ -49,7 +49,7 @@ from dsm.recipes.synth_corpus import (
     speakers,
     synthesize_corpus,
 )
-from dsm.recipes.synth_text import LANGS
+from dsm.recipes.synth.text import LANGS
 
 
 def _factor_range(text: str) -> tuple[float, float]:

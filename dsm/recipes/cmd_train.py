@@ -81,8 +81,8 @@ def main(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from dsm.recipes.config import RecipeError, load_recipe
-    from dsm.recipes.manifest import ManifestError
-    from dsm.recipes.trainer import train
+    from dsm.recipes.data.manifest import ManifestError
+    from dsm.recipes.training.trainer import train
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)

@@ -2,7 +2,7 @@
 
 A recipe is one TOML file with these parts (every table but `kind` is optional):
 
-    kind = "toy"              # which task trains (see dsm.recipes.tasks.TASKS)
+    kind = "toy"              # which task trains (see dsm.recipes.registry.TASKS)
     seed = 0                  # seeds model init, data order and every random draw
     out_dir = "runs/toy"      # where checkpoints and metrics.csv go (--out overrides)
 
@@ -40,14 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dsm.recipes.errors import RecipeError
+from dsm.recipes.registry import get_task_class
+
+__all__ = ["RecipeError"]  # raised by every check here; defined in errors.py
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-
-class RecipeError(ValueError):
-    """A recipe (or its data) is unusable; the message names the file and the key."""
 
 
 @dataclass
@@ -183,8 +184,6 @@ def recipe_from_dict(raw: dict[str, Any], source: str, set_keys: set[str] | None
                      check_paths: bool = True) -> Recipe:
     """Check a loaded recipe dict against the schema and the task it names (and, unless
     `check_paths` is False, e.g. for a checkpoint's recipe, that its manifests exist)."""
-    from dsm.recipes.tasks import get_task_class  # tasks imports this module
-
     set_keys = set_keys or set()
     where = _Where(source, set_keys)
     known = {"kind", "seed", "out_dir", "data", "train", "optim", "task"}

@@ -39,7 +39,7 @@ def ship_codec(source: str | Path, target: str | Path, dtype: torch.dtype | None
     """Re-save the codec `source` (any `load_codec` spec, or a codec run's trainer
     checkpoint `.pt`) as the directory `target`."""
     from dsm.codecs import load_codec, save_codec
-    from dsm.recipes.codec_task import codec_from_checkpoint
+    from dsm.recipes.tasks.codec import codec_from_checkpoint
 
     source_path = Path(source)
     codec = (codec_from_checkpoint(source_path) if source_path.is_file()
@@ -142,7 +142,7 @@ def _tokenizer_file(directory: Path, raw: dict) -> Path:
 def _codec_fingerprint(directory: Path, raw: dict) -> str:
     """The fingerprint of the weights of the codec a model directory names."""
     from dsm.codecs import load_codec
-    from dsm.recipes.dataset import codec_fingerprint
+    from dsm.recipes.data.dataset import codec_fingerprint
     from dsm.streaming.model_dir import codec_spec
 
     return codec_fingerprint(load_codec(codec_spec(directory, raw)))

@@ -4,7 +4,7 @@
 Data: two manifests paired by `id` (`dsm data synth --parallel` writes them): the source
 language's in `data.train_manifest` (e.g. train.en.jsonl), the target language's in
 `task.train_target_manifest` (train.fr.jsonl). Each pair becomes one aligned item
-(dsm.recipes.dataset, task "translation") on the source audio's clock:
+(dsm.recipes.data.dataset, task "translation") on the source audio's clock:
 
 - row 0: the target words' text stream (`dsm.streams.alignment`), shifted right by
   `text_delay_s`: the model writes a target word that long after the target speaker said
@@ -41,9 +41,9 @@ import torch
 from torch import Tensor, nn
 
 from dsm.recipes.config import Recipe, RecipeError
-from dsm.recipes.dataset import AlignedDataset, AlignedItem, DatasetError, collate
-from dsm.recipes.manifest import ManifestError, ManifestRow, read_manifest
-from dsm.recipes.tasks import Metrics, Split, Task, register_task
+from dsm.recipes.data.dataset import AlignedDataset, AlignedItem, DatasetError, collate
+from dsm.recipes.data.manifest import ManifestError, ManifestRow, read_manifest
+from dsm.recipes.tasks.base import Metrics, Split, Task, register_task
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dsm.recipes.synth_espeak import EngineUnavailable, Spoken, SynthesisError, token_spans
+from dsm.recipes.synth.espeak import EngineUnavailable, Spoken, SynthesisError, token_spans
 
 PROGRAM = "festival"
 # speaker name -> (Festival voice function, Debian package that provides it, kind)

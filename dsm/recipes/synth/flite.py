@@ -27,7 +27,7 @@ import ctypes
 
 import numpy as np
 
-from dsm.recipes.synth_espeak import EngineUnavailable, Spoken, SynthesisError, token_spans
+from dsm.recipes.synth.espeak import EngineUnavailable, Spoken, SynthesisError, token_spans
 
 LIBRARY = "libflite.so.1"
 # flite voices usable for general English text (awb_time only knows clock times; kal is the

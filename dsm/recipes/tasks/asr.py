@@ -37,8 +37,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from dsm.recipes.config import RecipeError
-from dsm.recipes.dataset import AlignedDataset, DatasetError, _device_of, collate
-from dsm.recipes.tasks import Metrics, Split, Task, load_initial_lm_weights, register_task
+from dsm.recipes.data.dataset import AlignedDataset, DatasetError, _device_of, collate
+from dsm.recipes.tasks.base import Metrics, Split, Task, register_task
+from dsm.recipes.tasks.init_from import load_initial_lm_weights
 
 MODEL_DIR = "model"  # export: OUT/model
 

@@ -37,22 +37,22 @@ from dsm.codecs.init import unit_gain_init
 from dsm.codecs.loading import save_codec
 from dsm.codecs.mimi import Mimi, MimiConfig
 from dsm.models.hub import ModelRefError, is_repo_ref, resolve_model_ref
-from dsm.recipes.balancer import Balancer
 from dsm.recipes.config import RecipeError
-from dsm.recipes.discriminator import (
-    MultiScaleSTFTDiscriminator,
-    discriminator_hinge_loss,
-    feature_matching_loss,
-    generator_hinge_loss,
-)
-from dsm.recipes.losses import (
+from dsm.recipes.data.manifest import jsonl_objects
+from dsm.recipes.tasks.base import Metrics, Split, StepContext, Task, register_task
+from dsm.recipes.tasks.codec_losses import (
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
     STOILoss,
     waveform_l1_loss,
 )
-from dsm.recipes.manifest import jsonl_objects
-from dsm.recipes.tasks import Metrics, Split, StepContext, Task, register_task
+from dsm.recipes.tasks.discriminator import (
+    MultiScaleSTFTDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+)
+from dsm.recipes.training.balancer import Balancer
 
 RECONSTRUCTION_LOSSES = ("l1", "mel", "stft", "stoi")
 TRAIN_PARTS = ("all", "decoder")

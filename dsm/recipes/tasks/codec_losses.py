@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsm.recipes.audio_features import MelSpectrogram, stft
+from dsm.modules.dsp import MelSpectrogram, stft
 
 
 def _check_pair(estimate: torch.Tensor, target: torch.Tensor) -> None:

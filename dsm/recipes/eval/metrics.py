@@ -187,7 +187,7 @@ def mel_distance(
     estimate: np.ndarray, reference: np.ndarray, sample_rate: int, n_mels: int = 80
 ) -> float:
     """Mean absolute difference of log10 mel spectrograms (n_fft 1024, hop 256)."""
-    from dsm.recipes.audio_features import MelSpectrogram
+    from dsm.modules.dsp import MelSpectrogram
 
     estimate, reference = _mono_pair(estimate, reference)
     mel = MelSpectrogram(sample_rate, n_fft=1024, hop_length=256, n_mels=n_mels, log=True)

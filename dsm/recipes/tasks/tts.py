@@ -1,6 +1,6 @@
 """The TTS recipe (`kind = "tts"`): a multistream LM that speaks the text it is fed.
 
-Layout of one training item (`[1 + K, T]`, `dsm.recipes.dataset.AlignedDataset` task "tts"):
+Layout of one training item (`[1 + K, T]`, `dsm.recipes.data.dataset.AlignedDataset` task "tts"):
 row 0 is the text stream of the utterance's words with start markers only (a 0 just
 before each word's tokens, pads elsewhere: `dsm.streams.alignment`, `mark_ends=False`);
 rows 1..K are the codec codes of the recording, delayed `audio_delay` frames behind the
@@ -47,8 +47,9 @@ from torch.utils.data import Dataset
 from dsm.models.config import LMConfig
 from dsm.models.lm import MultistreamLM
 from dsm.recipes.config import RecipeError
-from dsm.recipes.dataset import AlignedDataset, AlignedItem, codec_fingerprint, collate
-from dsm.recipes.tasks import Metrics, Split, Task, load_initial_lm_weights, register_task
+from dsm.recipes.data.dataset import AlignedDataset, AlignedItem, codec_fingerprint, collate
+from dsm.recipes.tasks.base import Metrics, Split, Task, register_task
+from dsm.recipes.tasks.init_from import load_initial_lm_weights
 from dsm.streams.alignment import delay_frames, time_to_frame
 from dsm.streams.tokenizer import TextTokenizer
 
@@ -392,7 +393,7 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path) -> Path:
     """A model directory from a trainer checkpoint of a TTS run (e.g. to try or ship the
     newest checkpoint of a run that has not finished)."""
     from dsm.recipes.config import recipe_from_dict
-    from dsm.recipes.trainer import load_checkpoint
+    from dsm.recipes.training.trainer import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     if state.get("kind") != "tts":

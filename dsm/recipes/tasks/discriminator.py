@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from dsm.recipes.audio_features import stft
+from dsm.modules.dsp import stft
 
 Logits = list[torch.Tensor]  # one [B, 1, frames', freqs'] per sub-discriminator
 Features = list[list[torch.Tensor]]  # per sub-discriminator, its feature maps

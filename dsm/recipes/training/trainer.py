@@ -47,7 +47,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dsm.recipes.config import OptimConfig, Recipe, RecipeError
-from dsm.recipes.tasks import Task, get_task_class
+from dsm.recipes.registry import get_task_class
+from dsm.recipes.tasks.base import Task
 
 CHECKPOINT_FORMAT = "dsm-train-checkpoint"
 CHECKPOINT_VERSION = 1

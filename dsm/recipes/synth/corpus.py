@@ -69,9 +69,11 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from dsm.recipes import synth_espeak, synth_festival, synth_flite
-from dsm.recipes.synth_espeak import EngineUnavailable, Spoken, SynthesisError
-from dsm.recipes.synth_text import LANGS, sentence_pair
+from dsm.recipes.synth import espeak as synth_espeak
+from dsm.recipes.synth import festival as synth_festival
+from dsm.recipes.synth import flite as synth_flite
+from dsm.recipes.synth.espeak import EngineUnavailable, Spoken, SynthesisError
+from dsm.recipes.synth.text import LANGS, sentence_pair
 
 ENGINES = ("espeak", "flite", "festival")
 DEFAULT_ENGINES = ("espeak", "flite")

@@ -43,7 +43,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from dsm.recipes.manifest import ManifestRow, SkippedRow, read_manifest, summarize_skipped
+from dsm.recipes.data.manifest import ManifestRow, SkippedRow, read_manifest, summarize_skipped
 from dsm.streams.alignment import AlignmentStats, frames_needed, words_to_stream
 from dsm.streams.spec import TASKS, StreamSpec, row_slices, task_streams
 from dsm.streams.tokenizer import TextTokenizer
