@@ -1,6 +1,7 @@
 """The `dsm` command.
 
-Each subcommand lives in the module that owns its work; the module exposes
+Each subcommand is a thin module of dsm/commands/ (arguments, printing, exit codes; the
+work is done by the library it calls); the module exposes
 `add_arguments(parser)` and `main(args) -> int`, its docstring is the command's
 description, and its one-line help is in `COMMANDS` below. Grouped commands
 (`dsm bench codec`, `dsm data synth`) are two-level entries of the same table.
@@ -17,51 +18,51 @@ from types import ModuleType
 
 # command path -> (module implementing it, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("transcribe",): ("dsm.streaming.cmd_transcribe",
+    ("transcribe",): ("dsm.commands.transcribe",
                       "transcribe an audio file (streaming ASR), printing words as they come"),
-    ("speak",): ("dsm.streaming.cmd_speak",
+    ("speak",): ("dsm.commands.speak",
                  "speak text with a streaming TTS model into a wav file"),
-    ("translate",): ("dsm.streaming.cmd_translate",
+    ("translate",): ("dsm.commands.translate",
                      "translate speech in an audio file (streaming), printing target words as "
                      "they come"),
-    ("serve",): ("dsm.streaming.cmd_serve",
+    ("serve",): ("dsm.commands.serve",
                  "serve streaming ASR / TTS over websockets (Kyutai's protocol) and the browser "
                  "demo"),
-    ("mic",): ("dsm.streaming.cmd_mic",
+    ("mic",): ("dsm.commands.mic",
                "live captions from the microphone through a streaming server"),
-    ("train",): ("dsm.recipes.cmd_train",
+    ("train",): ("dsm.commands.train",
                  "train a codec, ASR, TTS or translation model from a TOML recipe "
                  "(torchrun-ready)"),
-    ("eval",): ("dsm.recipes.cmd_eval",
+    ("eval",): ("dsm.commands.eval",
                 "evaluate ASR / TTS / codec / translation outputs (WER, latency, BLEU, SI-SNR, "
                 "STOI)"),
-    ("ship",): ("dsm.recipes.ship",
+    ("ship",): ("dsm.commands.ship",
                 "copy a trained codec or model directory into the default-model layout "
                 "(dsm/assets)"),
-    ("data", "synth"): ("dsm.recipes.cmd_synth",
+    ("data", "synth"): ("dsm.commands.data_synth",
                         "synthesize a word-aligned speech corpus with espeak-ng, flite and "
                         "festival"),
-    ("data", "tokenizer"): ("dsm.streams.cmd_tokenizer",
+    ("data", "tokenizer"): ("dsm.commands.data_tokenizer",
                             "train a sentencepiece tokenizer from text files or manifests"),
-    ("data", "perturb"): ("dsm.recipes.cmd_perturb",
+    ("data", "perturb"): ("dsm.commands.data_perturb",
                           "speed-, tempo-, pitch-, treble-, formant- or random-EQ-perturbed "
                           "copies of a word-aligned corpus (more voices and rates)"),
-    ("data", "merge"): ("dsm.recipes.cmd_merge",
+    ("data", "merge"): ("dsm.commands.data_merge",
                         "merge manifests into one (filter by speaker, drop texts of another "
                         "manifest)"),
-    ("data", "codes"): ("dsm.recipes.cmd_codes",
+    ("data", "codes"): ("dsm.commands.data_codes",
                         "encode a recipe's corpus into its codec-code cache ahead of training "
                         "(N processes)"),
-    ("bench", "codec"): ("dsm.codecs.cmd_bench",
+    ("bench", "codec"): ("dsm.commands.bench_codec",
                          "streaming Mimi encode+decode speed, ours vs moshi's (real-time factors "
                          "and ratio)"),
-    ("bench", "lm"): ("dsm.streaming.cmd_bench_lm",
+    ("bench", "lm"): ("dsm.commands.bench_lm",
                       "LM streaming steps/s: dsm's LMStreamer vs moshi's LMGen (same weights, "
                       "same run)"),
-    ("bench", "serve"): ("dsm.streaming.cmd_bench_serve",
+    ("bench", "serve"): ("dsm.commands.bench_serve",
                          "N concurrent real-time streaming clients against dsm serve: added "
                          "latency p50/p95"),
-    ("demo",): ("dsm.cmd_demo",
+    ("demo",): ("dsm.commands.demo",
                 "run the main job on the bundled default models (codec round trip, ASR, TTS)"),
 }
 

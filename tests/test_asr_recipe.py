@@ -19,11 +19,11 @@ from dsm.api import transcribe
 from dsm.codecs import Mimi, MimiConfig, save_codec
 from dsm.codecs.seanet import SEANetConfig
 from dsm.modules.transformer import TransformerConfig
-from dsm.recipes.cmd_codes import aligned_datasets
-from dsm.recipes.cmd_eval import evaluate_asr
 from dsm.recipes.config import RecipeError, load_recipe
+from dsm.recipes.data.codes import aligned_datasets
 from dsm.recipes.data.dataset import AlignedDataset
 from dsm.recipes.data.manifest import read_manifest
+from dsm.recipes.eval.evaluate import evaluate_asr
 from dsm.recipes.ship import ship_model_dir
 from dsm.recipes.tasks.asr import ASRTask
 from dsm.recipes.training.trainer import Trainer, read_metrics

@@ -260,7 +260,7 @@ def test_demo_page_captions_real_speech_with_the_default_asr_model(tmp_path: Pat
     captions are the sentence's words. The default TTS model speaks the text box."""
     import soxr
 
-    from dsm.cmd_demo import TTS_TEXT
+    from dsm.commands.demo import TTS_TEXT
     from dsm.recipes.eval.metrics import normalize_text
 
     sample = json.loads((REPO / "dsm" / "assets" / "sample.json").read_text())

@@ -32,10 +32,10 @@ def test_top_level_help_lists_every_command_without_importing_torch() -> None:
 def test_a_command_imports_only_its_own_module() -> None:
     probe = _run("import sys\nfrom dsm.cli import main\ntry:\n"
                  "    main(['data', 'merge', '--help'])\nexcept SystemExit:\n    pass\n"
-                 "print(sorted(m for m in sys.modules if m.startswith('dsm.') and 'cmd_' in m))\n")
+                 "print(sorted(m for m in sys.modules if m.startswith('dsm.commands.')))\n")
     assert probe.returncode == 0, probe.stderr
     assert "usage: dsm data merge" in probe.stdout
-    assert probe.stdout.strip().splitlines()[-1] == "['dsm.recipes.cmd_merge']"
+    assert probe.stdout.strip().splitlines()[-1] == "['dsm.commands.arguments', 'dsm.commands.data_merge']"
 
 
 def test_every_command_builds_and_named_command_finds_it() -> None:

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from dsm.streaming import clients, cmd_mic
+from dsm.commands import mic as cmd_mic
+from dsm.streaming import clients
 from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
 from dsm.streaming.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
 from dsm.streaming.server import ServerConfig, StreamingServer

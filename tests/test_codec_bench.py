@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dsm.codecs import cmd_bench
+from dsm.commands import bench_codec as cmd_bench
 
 
 def test_bench_codec_reports_both_codecs_and_same_codes(capsys):

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from dsm.cli import main
-from dsm.cmd_demo import ASSETS, SAMPLE, SAMPLE_WORDS, TTS_TEXT
+from dsm.commands.demo import ASSETS, SAMPLE, SAMPLE_WORDS, TTS_TEXT
 
 
 def test_bundled_sample_matches_its_reference_words() -> None:

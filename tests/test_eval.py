@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 
 from dsm.cli import main as dsm_main
-from dsm.recipes.cmd_eval import EvalError, pair_outputs, read_outputs, run_eval
 from dsm.recipes.data.manifest import read_manifest
+from dsm.recipes.eval.evaluate import run_eval
+from dsm.recipes.eval.outputs import EvalError, pair_outputs, read_outputs
 
 SR = 16000
 
@@ -130,7 +131,7 @@ def test_tts_eval_with_transcripts_and_with_a_transcriber(corpus: Path, tmp_path
     assert result.summary["wer"] == pytest.approx(1 / 5)
     assert result.summary["first_audio_mean_s"] == pytest.approx(0.3)
 
-    from dsm.recipes.cmd_eval import evaluate_tts
+    from dsm.recipes.eval.evaluate import evaluate_tts
     rows = read_manifest(corpus)[0]
     outputs = pair_outputs(rows, [{"id": "u0", "wav": "u0.wav", "_line": 1,
                                    "_base": str(tmp_path)},

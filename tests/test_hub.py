@@ -21,6 +21,8 @@ import torch
 from helpers import keep_text_pieces
 
 from dsm import cli
+from dsm.commands import bench_serve as cmd_bench_serve
+from dsm.commands import serve as cmd_serve
 from dsm.models import LMConfig, build_lm, load_lm, preset, save_lm
 from dsm.models.hub import (
     MIMI_NAME,
@@ -33,7 +35,6 @@ from dsm.models.hub import (
 )
 from dsm.recipes.config import RecipeError
 from dsm.recipes.tasks.init_from import load_initial_lm_weights
-from dsm.streaming import cmd_bench_serve, cmd_serve
 from dsm.streaming.model_dir import ModelDirError, load_model_dir, resolve_model
 from dsm.streams.testing import train_tiny_tokenizer
 

@@ -10,8 +10,8 @@ import pytest
 import soundfile
 
 from dsm.cli import main as dsm_main
-from dsm.recipes.cmd_perturb import PerturbError, pitch_row, tempo_row, treble_row, warp_row
 from dsm.recipes.data.manifest import read_manifest
+from dsm.recipes.data.perturb import PerturbError, pitch_row, tempo_row, treble_row, warp_row
 from dsm.recipes.data.random_eq import OCTAVE_POINTS_HZ
 
 RATE = 16_000
@@ -160,7 +160,7 @@ def test_tempo_without_sox_or_on_bad_audio_is_an_error(tmp_path: Path, capsys,
                   "--tempos", "3"])
     assert "--tempos must be numbers in [0.5, 2]" in capsys.readouterr().err
     with monkeypatch.context() as patch:
-        patch.setattr("dsm.recipes.cmd_perturb.SOX_PROGRAM", "no-such-sox")
+        patch.setattr("dsm.recipes.data.perturb.SOX_PROGRAM", "no-such-sox")
         assert dsm_main(["data", "perturb", str(manifest), "--out", str(tmp_path / "o"),
                          "--tempos", "0.9", "--no-progress"]) == 2
         assert "--tempos needs the no-such-sox program" in capsys.readouterr().err

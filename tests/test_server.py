@@ -458,7 +458,7 @@ def test_bench_serve_command_reports_latency_and_checks(capsys: pytest.CaptureFi
                                                          ) -> None:
     import argparse
 
-    from dsm.streaming import cmd_bench_serve
+    from dsm.commands import bench_serve as cmd_bench_serve
 
     parser = argparse.ArgumentParser()
     cmd_bench_serve.add_arguments(parser)
@@ -685,7 +685,7 @@ def test_never_reading_tts_client_is_cut_off_within_a_memory_bound() -> None:
 
 
 def test_bench_times_markers_when_the_model_sends_no_step() -> None:
-    from dsm.streaming.cmd_bench_serve import ClientResult, marker_latencies
+    from dsm.commands.bench_serve import ClientResult, marker_latencies
 
     # frames sent every 80 ms; the marker after frame k comes back 5 frames later, 10 ms
     # after frame k + 5 was sent (30 ms for one slow frame, 100 ms: after the next frame)

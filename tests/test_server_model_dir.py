@@ -23,8 +23,9 @@ import websockets
 from helpers import keep_text_pieces, run_until_marker, serving
 
 from dsm.codecs.testing import tiny_random_mimi
+from dsm.commands import serve as cmd_serve
 from dsm.models import build_lm, preset
-from dsm.streaming import clients, cmd_serve
+from dsm.streaming import clients
 from dsm.streaming.engine_service import load_engine_service
 from dsm.streaming.events import EndWordEvent, WordEvent
 from dsm.streaming.model_dir import ModelDirError, write_model_dir
@@ -153,7 +154,7 @@ def test_dsm_transcribe_local_and_through_dsm_serve_give_the_same_words(
 
     import soundfile
 
-    from dsm.streaming import cmd_transcribe
+    from dsm.commands import transcribe as cmd_transcribe
 
     wav = tmp_path / "speech.wav"
     pcm = (0.3 * np.random.default_rng(4).standard_normal(int(1.5 * SAMPLE_RATE)))

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from helpers import kyutai_asr_client, serving
 
+from dsm.commands import serve as cmd_serve
+from dsm.commands import transcribe as cmd_transcribe
 from dsm.recipes.eval.metrics import normalize_text
-from dsm.streaming import cmd_serve, cmd_transcribe
 from dsm.streaming.model_dir import read_audio
 from dsm.streaming.protocol import SAMPLE_RATE
 
@@ -64,7 +65,7 @@ def test_kyutai_tts_client_through_dsm_serve_speaks_what_the_asr_model_hears() -
     import numpy as np
     import websockets
 
-    from dsm.cmd_demo import TTS_TEXT
+    from dsm.commands.demo import TTS_TEXT
     from dsm.streaming.protocol import FRAME_SIZE
 
     asr, tts = _default_services()

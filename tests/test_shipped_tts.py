@@ -24,8 +24,9 @@ import numpy as np
 from helpers import HELD_OUT_SEED
 
 from dsm.recipes.eval import metrics
+from dsm.recipes.eval.tts import intelligibility
 from dsm.recipes.synth.text import sentence
-from dsm.recipes.tasks.tts import check_codec, intelligibility
+from dsm.recipes.tasks.tts import check_codec
 from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
 
 SENTENCES = 48

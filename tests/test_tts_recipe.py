@@ -19,9 +19,9 @@ from dsm.api import speak
 from dsm.codecs import load_codec, save_codec
 from dsm.codecs.mimi import Mimi, MimiConfig
 from dsm.codecs.seanet import SEANetConfig
+from dsm.commands import eval as cmd_eval
 from dsm.models import build_lm, preset
 from dsm.modules.transformer import TransformerConfig
-from dsm.recipes import cmd_eval
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.ship import ship_model_dir
 from dsm.recipes.tasks.tts import (

@@ -10,7 +10,6 @@ removed when the process exits.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from dsm.codecs.base import Codec
+from dsm.recipes.eval.outputs import row_key
 
 
 def read_mono(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -53,14 +53,14 @@ def reconstruct(codec: Codec, samples: np.ndarray) -> np.ndarray:
     return decoded[0, 0, delay: delay + samples.size].float().numpy()
 
 
-def run_codec_model(args: argparse.Namespace, rows: Sequence[Any]) -> list[dict[str, Any]]:
+def codec_outputs(model: str, rows: Sequence[Any]) -> list[dict[str, Any]]:
     """Outputs `{"id" | "audio": ..., "decoded": PATH}` for `dsm eval codec`, one per row."""
     import soundfile
 
     from dsm.codecs import load_codec
 
     torch.manual_seed(0)
-    codec = load_codec(args.model)
+    codec = load_codec(model)
     folder = Path(tempfile.mkdtemp(prefix="dsm-eval-codec-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     outputs = []
@@ -69,10 +69,5 @@ def run_codec_model(args: argparse.Namespace, rows: Sequence[Any]) -> list[dict[
         path = folder / f"{index:06d}.wav"
         soundfile.write(str(path), np.clip(decoded, -1.0, 1.0), codec.sample_rate,
                         subtype="PCM_16")
-        output: dict[str, Any] = {"decoded": str(path)}
-        if row.id is not None:
-            output["id"] = row.id
-        else:
-            output["audio"] = row.audio
-        outputs.append(output)
+        outputs.append({**row_key(row), "decoded": str(path)})
     return outputs

@@ -356,24 +356,3 @@ class ASRTask(Task):
         lm = getattr(lm, "module", lm)  # unwrap DDP
         write_model_dir(Path(directory) / MODEL_DIR, lm, self.codec, self.config.tokenizer, "asr",
                         text_delay_s=self.config.text_delay_s)
-
-
-# ------------------------------------------------------------------------------ transcribing
-
-
-def run_asr_model(args: Any, rows: list[Any]) -> list[dict[str, Any]]:
-    """`dsm eval asr --model REF`: transcribe every manifest row's audio with the model
-    (a directory or Hugging Face repo id; streaming, as `dsm transcribe`), giving the
-    outputs `evaluate_asr` scores."""
-    from dsm.api import load, transcribe
-    from dsm.streaming.model_dir import read_audio
-
-    model = load(args.model, "asr", getattr(args, "device", None))
-    pcms = [read_audio(row.audio, model.codec.sample_rate) for row in rows]
-    transcripts = transcribe(pcms, model=model, batch_size=getattr(args, "slots", None) or 8)
-    outputs = []
-    for row, transcript in zip(rows, transcripts, strict=True):
-        key = {"id": row.id} if row.id is not None else {"audio": row.audio}
-        words = [{"word": w.text, "time": w.emitted} for w in transcript.words]
-        outputs.append({**key, "text": transcript.text, "words": words})
-    return outputs

@@ -24,14 +24,11 @@ Kyutai's acoustic delay on generated codebooks 2..K). `export` writes a model di
 (dsm.streaming.model_dir, `model_type = "translation"`) to OUT/model, which
 `dsm translate FILE --model OUT/model` and `dsm eval translation --model OUT/model` read.
 
-`translate_manifest` is the `dsm eval translation --model DIR` runner: it streams each
-source file through `TranslationSession`s (several slots of one `BatchedEngine`) and
-returns {"id", "text"} hypotheses for BLEU.
+`dsm eval translation --model DIR` (dsm.recipes.eval.translation) scores it by BLEU.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +39,7 @@ from torch import Tensor, nn
 
 from dsm.recipes.config import Recipe, RecipeError
 from dsm.recipes.data.dataset import AlignedDataset, AlignedItem, DatasetError, collate
-from dsm.recipes.data.manifest import ManifestError, ManifestRow, read_manifest
+from dsm.recipes.data.manifest import ManifestError
 from dsm.recipes.tasks.base import Metrics, Split, Task, register_task
 
 
@@ -275,45 +272,3 @@ class TranslationTask(Task):
                         "translation", text_delay_s=text_delay / float(self.codec.frame_rate),
                         sampling=sampling)
         lm.train(was_training)
-
-
-# ------------------------------------------------------------------------------ eval runner
-
-
-def source_manifest_for(target_manifest: str) -> Path:
-    """The source side of a `dsm data synth --parallel` pair: X.fr.jsonl -> X.en.jsonl."""
-    path = Path(target_manifest)
-    parts = path.name.split(".")
-    if len(parts) >= 3 and parts[-1] == "jsonl" and parts[-2] != "en":
-        return path.with_name(".".join([*parts[:-2], "en", "jsonl"]))
-    return path
-
-
-def translate_manifest(args: argparse.Namespace, rows: list[ManifestRow]) -> list[dict[str, Any]]:
-    """`dsm eval translation --model DIR` runner: hypotheses {"id", "text"} for the target
-    manifest `rows`, translating the source rows of the same ids."""
-    from dsm.recipes.cmd_eval import EvalError
-    from dsm.streaming.model_dir import ModelDirError, read_audio
-
-    source_path = Path(getattr(args, "source_manifest", None) or source_manifest_for(args.manifest))
-    if source_path == Path(args.manifest):
-        raise EvalError(f"{args.manifest}: give --source-manifest (the source-language side of "
-                        "these pairs, matched by id)")
-    try:
-        sources, _ = read_manifest(source_path)
-    except ManifestError as error:
-        raise EvalError(f"source manifest: {error}") from None
-    by_id = {row.id: row for row in sources if row.id is not None}
-    missing = [row.id for row in rows if row.id not in by_id]
-    if missing:
-        raise EvalError(f"{source_path}: no source row for id(s) {', '.join(map(str, missing[:5]))}"
-                        + (" ..." if len(missing) > 5 else ""))
-    from dsm.api import load, translate
-
-    try:
-        model = load(args.model, "translation")
-        pcms = [read_audio(by_id[row.id].audio, model.codec.sample_rate) for row in rows]
-    except (ModelDirError, ValueError) as error:
-        raise EvalError(str(error)) from None
-    translations = translate(pcms, model=model)
-    return [{"id": row.id, "text": t.text} for row, t in zip(rows, translations, strict=True)]

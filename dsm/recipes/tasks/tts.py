@@ -27,14 +27,13 @@ the first (semantic) codebook and the other codebooks separately.
 
 `export` writes OUT/model, a model directory (`dsm.streaming.model_dir`) with the
 sampling defaults in `lm_gen_config`; `dsm ship tts` (dsm.recipes.ship) copies one into
-dsm/assets/tts with `"codec": "../codec"` (the shared codec). `intelligibility` / `run_tts_model`
+dsm/assets/tts with `"codec": "../codec"` (the shared codec). `dsm.recipes.eval.tts`
 are the evaluation: speak each text through the streaming engine, transcribe the audio
 with an independent ASR model, and time the first audio frame.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -412,38 +411,3 @@ def check_codec(model: Any) -> None:
     if expected is not None and codec_fingerprint(model.codec) != expected:
         raise ValueError(f"{model.path}: its codec is not the one the model was trained with "
                          f"(codec_fingerprint {expected[:12]}...)")
-
-
-# ------------------------------------------------------------------------------ evaluation
-
-
-def intelligibility(tts_model: Any, asr_model: Any, texts: Sequence[str], *, seed: int = 0,
-                    tts_batch: int = 1, asr_batch: int = 8,
-                    **sampling: Any) -> tuple[list[Any], list[str]]:
-    """Speak `texts` (`dsm.speak`) and transcribe the speech with an independent ASR model:
-    the `Speech`es and their transcripts."""
-    from dsm.api import speak, transcribe
-
-    speech = speak(list(texts), model=tts_model, seed=seed, batch_size=tts_batch, **sampling)
-    transcripts = transcribe([s.pcm for s in speech], model=asr_model,
-                             sample_rate=int(tts_model.codec.sample_rate), batch_size=asr_batch)
-    return speech, [t.text for t in transcripts]
-
-
-def run_tts_model(args: argparse.Namespace, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """`dsm eval tts --model REF`: speak each row's text, transcribe it with the ASR model
-    (`--asr-model`, default the shipped dsm/assets/asr), time the first audio."""
-    from dsm.api import load
-
-    tts_model = load(args.model, "tts")
-    check_codec(tts_model)
-    asr_model = load(getattr(args, "asr_model", None), "asr")
-    speech, transcripts = intelligibility(tts_model, asr_model, [row.text for row in rows],
-                                          seed=getattr(args, "seed", 0) or 0)
-    outputs = []
-    for row, spoken, transcript in zip(rows, speech, transcripts):
-        output = {"transcript": transcript, "first_audio_s": round(spoken.first_audio_s, 4),
-                  "audio_s": round(spoken.pcm.size / tts_model.codec.sample_rate, 3)}
-        output["id" if row.id is not None else "audio"] = row.id if row.id is not None else row.audio
-        outputs.append(output)
-    return outputs

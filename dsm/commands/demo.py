@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SAMPLE = ASSETS / "sample.wav"
 SAMPLE_WORDS = ASSETS / "sample.json"
 SAMPLE_SEED = 2026

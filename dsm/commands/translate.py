@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
     import soundfile
 
-    from dsm.streaming.cmd_transcribe import load_model_and_audio, run_to_end
+    from dsm.commands.transcribe import load_model_and_audio, run_to_end
     from dsm.streaming.events import AudioEvent
     from dsm.streaming.model_dir import ModelDirError
     from dsm.streaming.translation import push_source

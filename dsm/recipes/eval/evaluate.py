@@ -1,31 +1,10 @@
-"""Evaluate ASR, TTS, codec or translation outputs against a reference manifest.
-
-References come from a JSONL manifest (`dsm data synth` writes them: audio, text, word
-timings). Outputs come from a JSONL file given with --hyp, one object per utterance,
-matched to the manifest by "id" (or by "audio" path, or by position when neither is set):
-
-  asr          {"id": ..., "text": "the words", "words": [{"word": "the", "time": 0.92}, ...]}
-               "time" is when the word was emitted, in seconds of input audio; with the
-               manifest's word timings it gives the emission latency (time - true end).
-  translation  {"id": ..., "text": "la traduction"}   (--manifest: the target-language one)
-  codec        {"id": ..., "decoded": "decoded/0001.wav"}   (reference: the manifest audio)
-  tts          {"id": ..., "wav": "tts/0001.wav", "transcript": "what an independent ASR
-               model heard in it", "first_audio_s": 0.21}
-
-Metrics: asr: WER and CER (jiwer; corpus figures pool the edits of all utterances), word
-emission latency; translation: BLEU (sacrebleu); codec: SI-SNR, mel distance, STOI
-(pystoi); tts: intelligibility WER/CER of the transcripts, time to first audio. Relative
-paths in --hyp are taken from the hyp file's folder. Results are printed as a table and,
-with --json, written as JSON (summary and per-utterance rows).
-"""
+"""Score a model's outputs against a reference manifest: ASR (WER, CER, emission latency),
+translation (BLEU), codec (SI-SNR, mel distance, STOI), TTS (intelligibility, first audio).
+The output format is `dsm eval`'s (see dsm/commands/eval.py)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,74 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from dsm.recipes.data.manifest import (
-    ManifestError,
-    ManifestRow,
-    jsonl_objects,
-    read_manifest,
-    summarize_skipped,
-)
+from dsm.recipes.data.manifest import ManifestError, ManifestRow, read_manifest, summarize_skipped
 from dsm.recipes.eval import metrics as M
+from dsm.recipes.eval.outputs import EvalError, Output, pair_outputs, read_outputs, resolve_path
 
 KINDS = ("asr", "tts", "codec", "translation")
-
-Output = dict[str, Any]
-# A runner produces outputs (the --hyp rows) for manifest rows with a model; the lead wires
-# one per kind (e.g. `RUNNERS["asr"] = run_asr_model`). Signature: (args, rows) -> outputs.
-Runner = Callable[[argparse.Namespace, list[ManifestRow]], list[Output]]
-RUNNERS: dict[str, Runner] = {}
-
-
-def _run_asr_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
-    """ASR outputs from a model directory, streamed as `dsm transcribe` does (asr_task)."""
-    from dsm.recipes.tasks.asr import run_asr_model
-
-    try:
-        return run_asr_model(args, rows)
-    except (ValueError, OSError) as error:  # ModelDirError, unreadable audio, ...
-        raise EvalError(f"--model {args.model}: {error}") from None
-
-
-RUNNERS["asr"] = _run_asr_model
-
-
-def _run_translation_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
-    from dsm.recipes.tasks.translation import translate_manifest  # torch: imported on use
-
-    return translate_manifest(args, rows)
-
-
-RUNNERS["translation"] = _run_translation_model
-
-
-def _run_tts_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
-    """TTS outputs: each row's text spoken by --model, transcribed by --asr-model (tts_task)."""
-    from dsm.recipes.tasks.tts import run_tts_model
-
-    try:
-        return run_tts_model(args, rows)
-    except (ValueError, OSError) as error:  # ModelDirError, wrong model kind, ...
-        raise EvalError(f"--model {args.model}: {error}") from None
-
-
-RUNNERS["tts"] = _run_tts_model
-
-
-def _run_codec_model(args: argparse.Namespace, rows: list[ManifestRow]) -> list[Output]:
-    """Codec outputs: each row's audio encoded and decoded by --model (codec_eval)."""
-    from dsm.recipes.eval.codec import run_codec_model
-
-    try:
-        return run_codec_model(args, rows)
-    except (ValueError, OSError) as error:  # not a codec directory, unreadable audio, ...
-        raise EvalError(f"--model {args.model}: {error}") from None
-
-
-RUNNERS["codec"] = _run_codec_model
-
-
-class EvalError(ValueError):
-    """Outputs or references are unusable; the message names the file and the row."""
 
 
 @dataclass
@@ -124,68 +40,6 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 def _key(row: ManifestRow) -> str:
     return row.id if row.id is not None else row.audio
-
-
-# ------------------------------------------------------------------------------ pairing
-
-
-def read_outputs(path: str | os.PathLike[str]) -> list[Output]:
-    """The JSON objects of a JSONL file, with `_line` (line number) and `_base` (folder)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvalError(f"outputs file not found: {path}")
-    outputs = []
-    for number, row in jsonl_objects(path, EvalError):
-        row["_line"], row["_base"] = number, str(path.parent)
-        outputs.append(row)
-    return outputs
-
-
-def pair_outputs(rows: Sequence[ManifestRow], outputs: Sequence[Output], source: str = "outputs"
-                 ) -> list[Output | None]:
-    """For each manifest row, its output (None when there is none).
-
-    Outputs name their row by "id", else by "audio" (the same file as the manifest's, any
-    relative path taken from the outputs' folder); with neither, they pair by position,
-    which needs as many outputs as rows. An output naming no row, or a row twice, is an error.
-    """
-    if not outputs:
-        return [None] * len(rows)
-    keyed = [o for o in outputs if "id" in o or "audio" in o]
-    if not keyed:
-        if len(outputs) != len(rows):
-            raise EvalError(
-                f"{source}: {len(outputs)} outputs without 'id' or 'audio' for {len(rows)} "
-                "manifest rows: give each output an 'id' (or 'audio'), or one per row in order"
-            )
-        return list(outputs)
-    if len(keyed) != len(outputs):
-        unkeyed = next(o for o in outputs if "id" not in o and "audio" not in o)
-        raise EvalError(f"{source}:{unkeyed['_line']}: output has neither 'id' nor 'audio'")
-    by_id = {row.id: i for i, row in enumerate(rows) if row.id is not None}
-    by_audio = {os.path.realpath(row.audio): i for i, row in enumerate(rows)}
-    paired: list[Output | None] = [None] * len(rows)
-    for output in outputs:
-        if "id" in output:
-            index = by_id.get(str(output["id"]))
-            what = f"id {output['id']!r}"
-        else:
-            index = by_audio.get(os.path.realpath(_resolve(output, str(output["audio"]))))
-            what = f"audio {output['audio']!r}"
-        if index is None:
-            raise EvalError(f"{source}:{output['_line']}: {what} is not in the manifest")
-        if paired[index] is not None:
-            raise EvalError(f"{source}:{output['_line']}: a second output for {what}")
-        paired[index] = output
-    return paired
-
-
-def _resolve(output: Output, path: str) -> str:
-    candidate = Path(path)
-    if candidate.is_absolute():
-        return str(candidate)
-    beside = Path(output.get("_base", ".")) / candidate
-    return str(beside if beside.exists() or not candidate.exists() else candidate)
 
 
 def _field(output: Output, name: str, kind: type, source: str) -> Any:
@@ -290,7 +144,7 @@ def evaluate_codec(rows: Sequence[ManifestRow], outputs: Sequence[Output | None]
         if output is None:
             raise EvalError(f"{source}: no decoded audio for manifest row {_key(row)!r}")
         reference, rate = _load_wav(row.audio)
-        decoded, _ = _load_wav(_resolve(output, _field(output, "decoded", str, source)), rate)
+        decoded, _ = _load_wav(resolve_path(output, _field(output, "decoded", str, source)), rate)
         utterances.append({
             "id": _key(row), "si_snr_db": M.si_snr(decoded, reference),
             "mel_distance": M.mel_distance(decoded, reference, rate),
@@ -318,7 +172,7 @@ def evaluate_tts(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
         if "transcript" in output:
             transcript = _field(output, "transcript", str, source)
         elif transcribe is not None:
-            samples, rate = _load_wav(_resolve(output, _field(output, "wav", str, source)))
+            samples, rate = _load_wav(resolve_path(output, _field(output, "wav", str, source)))
             transcript = transcribe(samples, rate)
         else:
             raise EvalError(f"{source}:{output['_line']}: output has no 'transcript' (and no "
@@ -369,27 +223,6 @@ def format_table(result: EvalResult, per_utterance: bool = False) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------ command
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=KINDS, help="what to evaluate")
-    parser.add_argument("--manifest", required=True,
-                        help="reference JSONL manifest (for translation: the target language)")
-    parser.add_argument("--hyp", help="outputs to score, JSONL (see the description above)")
-    parser.add_argument("--model", metavar="REF", help="a model to produce the outputs, where "
-                        "its runner is wired (instead of --hyp): a model directory or a Hugging "
-                        "Face repo id (kyutai/stt-1b-en_fr[@REVISION]); for codec: a codec spec")
-    parser.add_argument("--source-manifest", help="translation with --model: the source-language "
-                        "manifest, paired by id (default: X.en.jsonl beside X.fr.jsonl)")
-    parser.add_argument("--asr-model", metavar="REF", help="tts with --model: the independent "
-                        "ASR model that transcribes the speech, a model directory or a Hugging "
-                        "Face repo id (default: the shipped dsm/assets/asr)")
-    parser.add_argument("--json", dest="json_path", help="also write the results here as JSON")
-    parser.add_argument("--per-utterance", action="store_true",
-                        help="print one line per utterance after the summary")
-
-
 def load_references(kind: str, manifest: str) -> tuple[list[ManifestRow], str]:
     """Manifest rows (audio checked only where it is read) and a note on skipped rows."""
     try:
@@ -417,26 +250,28 @@ def run_eval(kind: str, manifest: str, hyp: str | None = None,
     return EVALUATORS[kind](rows, paired, source), note
 
 
-def main(args: argparse.Namespace) -> int:
+def model_outputs(kind: str, model: str, rows: list[ManifestRow], manifest: str, *,
+                  asr_model: str | None = None, source_manifest: str | None = None,
+                  device: str | None = None, seed: int = 0) -> list[Output]:
+    """The outputs of `model` (a directory, a Hugging Face repo id, a codec spec) for `rows`,
+    made as the streaming commands make them; an unusable model is an EvalError."""
     try:
-        outputs = None
-        if args.hyp is None:
-            runner = RUNNERS.get(args.kind)
-            if args.model is None or runner is None:
-                wired = "" if runner is not None else f" (no model runner is wired for {args.kind})"
-                raise EvalError(f"give --hyp FILE.jsonl with the outputs to score{wired}")
-            rows, _ = load_references(args.kind, args.manifest)
-            outputs = runner(args, rows)
-        result, note = run_eval(args.kind, args.manifest, args.hyp, outputs)
-    except (EvalError, ManifestError) as error:
-        print(f"dsm eval: {error}", file=sys.stderr)
-        return 2
-    if note:
-        print(f"dsm eval: {note}", file=sys.stderr)
-    print(format_table(result, args.per_utterance))
-    if args.json_path:
-        payload = {**result.to_json(), "manifest": args.manifest, "hyp": args.hyp,
-                   "model": args.model}
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return 0
+        if kind == "asr":
+            from dsm.recipes.eval.asr import asr_outputs
+
+            return asr_outputs(model, rows, device=device)
+        if kind == "tts":
+            from dsm.recipes.eval.tts import tts_outputs
+
+            return tts_outputs(model, rows, asr_model=asr_model, seed=seed, device=device)
+        if kind == "translation":
+            from dsm.recipes.eval.translation import translation_outputs
+
+            return translation_outputs(model, rows, manifest, source_manifest, device=device)
+        from dsm.recipes.eval.codec import codec_outputs
+
+        return codec_outputs(model, rows)
+    except EvalError:
+        raise
+    except (ValueError, OSError) as error:  # not a model of this kind, unreadable audio, ...
+        raise EvalError(f"--model {model}: {error}") from None

@@ -66,145 +66,25 @@ import argparse
 import functools
 import math
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from dsm.recipes.data import perturb
 from dsm.recipes.data.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
-from dsm.streams.alignment import Word
-
-TREBLE_HZ = 3000          # the shelf's corner frequency
-MAX_TREBLE_DB = 20.0
-MAX_EQ_RANGE_DB = 24.0
-PEAK_LIMIT = 10 ** (-1 / 20)  # -1 dBFS
-SOX_PROGRAM = "sox"
-
-
-class PerturbError(RuntimeError):
-    """A perturbation could not be made (the message names the file or program)."""
-
-
-def perturb_row(row: ManifestRow, speed: float, path: Path) -> ManifestRow:
-    """Write `row`'s audio `speed` times faster to `path`; the row that describes it."""
-    import soundfile
-    import soxr
-
-    samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    # resampled to rate / speed and played at `rate`: `speed` times faster, pitch too
-    faster = np.clip(soxr.resample(mono, rate, rate / speed), -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), faster, rate, subtype="PCM_16")
-    words = [Word(w.word, w.start / speed, w.end / speed) for w in row.words]
-    ident = f"{row.id}-sp{speed:g}" if row.id is not None else None
-    return ManifestRow(audio=str(path), duration=faster.size / rate, text=row.text,
-                       lang=row.lang, speaker=row.speaker, words=words, id=ident,
-                       extra={**row.extra, "speed": speed})
-
-
-def sox_row(row: ManifestRow, effect: list[str], path: Path, tag: str, key: str,
-            factor: float) -> ManifestRow:
-    """Write `row`'s audio through the sox `effect` to `path`; the row that describes it,
-    word times scaled by the measured length ratio."""
-    import soundfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # sox reads the file itself (any format soundfile wrote); remix to mono, 16-bit out
-    command = [SOX_PROGRAM, "-q", row.audio, "-b", "16", str(path), "remix", "-", *effect]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise PerturbError(f"sox failed on {row.audio}: {result.stderr.strip()}")
-    before, after = soundfile.info(row.audio), soundfile.info(str(path))
-    if after.samplerate != before.samplerate or after.frames == 0:
-        raise PerturbError(f"sox wrote unusable audio for {row.audio}")
-    duration = after.frames / after.samplerate
-    ratio = after.frames / before.frames  # measured, not the nominal one
-    words = [Word(w.word, min(w.start * ratio, duration), min(w.end * ratio, duration))
-             for w in row.words]
-    ident = f"{row.id}-{tag}{factor:g}" if row.id is not None else None
-    return ManifestRow(audio=str(path), duration=duration, text=row.text, lang=row.lang,
-                       speaker=row.speaker, words=words, id=ident,
-                       extra={**row.extra, key: factor})
-
-
-def tempo_row(row: ManifestRow, tempo: float, path: Path) -> ManifestRow:
-    """Write `row`'s audio `tempo` times faster, pitch kept, to `path` (sox); its row."""
-    return sox_row(row, ["tempo", "-s", f"{tempo:g}"], path, "t", "tempo", tempo)
-
-
-def pitch_row(row: ManifestRow, pitch: float, path: Path) -> ManifestRow:
-    """Write `row`'s audio with pitch and formants times `pitch`, duration kept, to `path`
-    (sox); its row."""
-    cents = 1200.0 * math.log2(pitch)
-    return sox_row(row, ["pitch", f"{cents:.1f}"], path, "p", "pitch", pitch)
-
-
-def treble_row(row: ManifestRow, gain_db: float, path: Path) -> ManifestRow:
-    """Write `row`'s audio with a `gain_db` high shelf above 3 kHz to `path` (sox), at the
-    input's RMS level unless that would clip (then its peak is at -1 dBFS); its row."""
-    import soundfile
-
-    effect = ["treble", f"{gain_db:g}", str(TREBLE_HZ)]
-    if gain_db > 0:  # sox attenuates first by what the shelf can add: no clipping inside
-        effect = ["gain", "-h", *effect]
-    perturbed = sox_row(row, effect, path, "eq", "treble_db", gain_db)
-    before, _ = soundfile.read(row.audio, dtype="float32", always_2d=True)
-    after, rate = soundfile.read(str(path), dtype="float32")
-    soundfile.write(str(path), at_level_of(before.mean(axis=1), after), rate, subtype="PCM_16")
-    return perturbed
-
-
-def at_level_of(reference: np.ndarray, audio: np.ndarray) -> np.ndarray:
-    """`audio` scaled to `reference`'s RMS level, or less where that would put its peak
-    above -1 dBFS; float32."""
-    level = float(np.sqrt(np.mean(reference ** 2)))
-    scale = level / max(float(np.sqrt(np.mean(audio ** 2))), 1e-9)
-    scale = min(scale, PEAK_LIMIT / max(float(np.abs(audio).max()), 1e-9))
-    return (audio * scale).astype(np.float32)
-
-
-def warp_row(row: ManifestRow, factor: float, path: Path) -> ManifestRow:
-    """Write `row`'s audio with its spectral envelope stretched by `factor` (pitch, timing
-    and loudness kept) to `path`; its row, word times unchanged."""
-    from dsm.recipes.data.envelope_warp import warp_envelope
-
-    return _filtered_row(row, lambda mono, rate: warp_envelope(mono, rate, factor), path,
-                         f"w{factor:g}", {"warp": factor})
-
-
-def random_eq_row(row: ManifestRow, gains_db: list[float], copy: int, path: Path
-                  ) -> ManifestRow:
-    """Write `row`'s audio through the gain curve `gains_db` (dsm.recipes.data.random_eq) to
-    `path`, at the input's loudness unless that would clip; its row, word times unchanged."""
-    from dsm.recipes.data.random_eq import equalize
-
-    return _filtered_row(row, lambda mono, rate: equalize(mono, rate, gains_db), path,
-                         f"req{copy}", {"eq_gains_db": list(gains_db)})
-
-
-def _filtered_row(row: ManifestRow, process: Callable[[np.ndarray, int], np.ndarray],
-                  path: Path, tag: str, extra: dict[str, object]) -> ManifestRow:
-    """Write `process(mono, rate)` of `row`'s audio to `path` at the input's loudness (or
-    less, not to clip), timing kept; the row that describes it (id "<id>-<tag>")."""
-    import soundfile
-
-    try:
-        samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
-    except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
-        raise PerturbError(f"cannot read {row.audio}: {error}") from error
-    mono = samples.mean(axis=1)
-    if not mono.any():
-        raise PerturbError(f"{row.audio} is silent: nothing to filter")
-    processed = at_level_of(mono, process(mono, rate))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), processed, rate, subtype="PCM_16")
-    ident = f"{row.id}-{tag}" if row.id is not None else None
-    return ManifestRow(audio=str(path), duration=processed.size / rate, text=row.text,
-                       lang=row.lang, speaker=row.speaker, words=list(row.words), id=ident,
-                       extra={**row.extra, **extra})
+from dsm.recipes.data.perturb import (
+    MAX_EQ_RANGE_DB,
+    MAX_TREBLE_DB,
+    PerturbError,
+    perturb_row,
+    pitch_row,
+    random_eq_row,
+    tempo_row,
+    treble_row,
+    warp_row,
+)
 
 
 def _numbers(text: str, option: str) -> list[float]:
@@ -313,9 +193,9 @@ def main(args: argparse.Namespace) -> int:
     sox_options = [name for name in ("tempos", "pitches", "trebles") if getattr(args, name)]
     chosen = sox_options or args.warps or args.random_eq
     speeds = args.speeds if args.speeds is not None else ([] if chosen else [0.9, 1.1])
-    if sox_options and shutil.which(SOX_PROGRAM) is None:
+    if sox_options and shutil.which(perturb.SOX_PROGRAM) is None:
         option = f"--{sox_options[0]}"
-        print(f"dsm data perturb: error: {option} needs the {SOX_PROGRAM} program (Debian "
+        print(f"dsm data perturb: error: {option} needs the {perturb.SOX_PROGRAM} program (Debian "
               f"package sox; `make system-deps` installs it)", file=sys.stderr)
         return 2
     makers = {"sp": perturb_row, "t": tempo_row, "p": pitch_row, "eq": treble_row,

@@ -1,0 +1,1 @@
+"""The `dsm` subcommands: one thin module each (arguments, printing, exit codes)."""
