@@ -65,7 +65,8 @@ class Translation:
 def load(model: Any = None, task: str = "asr", device: str | None = None) -> Any:
     """A loaded model directory (`ModelDir`) for `task`; `model` as in the module docstring.
     Raises `ModelDirError` with what to do."""
-    from dsm.streaming.model_dir import ModelDir, ModelDirError, load_model_dir, resolve_model
+    from dsm.models.model_dir import ModelDirError, resolve_model
+    from dsm.streaming.model_dir import ModelDir, load_model_dir
 
     if isinstance(model, ModelDir):
         loaded = model

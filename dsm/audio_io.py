@@ -21,6 +21,12 @@ def read_audio(source: str | Path | bytes, sample_rate: int) -> np.ndarray:
 
     `source` is a path or the file's bytes (an upload); errors name what was wrong.
     """
+    return read_audio_with_rate(source, sample_rate)[0]
+
+
+def read_audio_with_rate(source: str | Path | bytes, sample_rate: int | None = None
+                         ) -> tuple[np.ndarray, int]:
+    """(mono float32 `[N]`, its rate): at `sample_rate`, or at the file's own rate for None."""
     import soundfile
     import soxr
 
@@ -43,6 +49,6 @@ def read_audio(source: str | Path | bytes, sample_rate: int) -> np.ndarray:
     if not np.isfinite(data).all():
         raise AudioFileError(f"{name}: the audio holds non-finite samples (NaN or inf)")
     mono = data.mean(axis=1)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    if sample_rate is not None and rate != sample_rate:
+        mono, rate = soxr.resample(mono, rate, sample_rate), sample_rate
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)

@@ -15,9 +15,9 @@ import soundfile
 from test_server_model_dir import _write_model_dir
 
 import dsm
+from dsm.models.model_dir import ModelDirError
 from dsm.streaming.batch import StreamFailed, run_streams
 from dsm.streaming.events import WordEvent
-from dsm.streaming.model_dir import ModelDirError
 from dsm.streaming.protocol import SAMPLE_RATE
 
 

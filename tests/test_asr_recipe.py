@@ -18,6 +18,7 @@ from dsm import cli
 from dsm.api import transcribe
 from dsm.codecs import Mimi, MimiConfig, save_codec
 from dsm.codecs.seanet import SEANetConfig
+from dsm.models.model_dir import read_provenance
 from dsm.modules.transformer import TransformerConfig
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.data.codes import aligned_datasets
@@ -208,6 +209,12 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
     ship_model_dir(tmp_path / "full" / "model", shared / "asr")
     assert not (shared / "asr" / "codec").exists()
     assert json.loads((shared / "asr" / "config.json").read_text())["codec"] == "../codec"
+    provenance = read_provenance(shared / "asr")  # the run's recipe and steps, dsm's commit
+    assert provenance is not None and provenance["steps"] == 16
+    assert provenance["recipe"] == load_recipe(recipe_path).raw
+    assert provenance["shipped_from"] == str(tmp_path / "full" / "model")
+    commit = provenance["dsm_commit"]
+    assert commit is None or (len(commit) == 40 and isinstance(provenance["dsm_dirty"], bool))
     shipped = load_model_dir(shared / "asr")
     for key, value in model.lm.state_dict().items():
         assert torch.equal(shipped.lm.state_dict()[key], value), key

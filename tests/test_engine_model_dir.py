@@ -16,8 +16,9 @@ from helpers import keep_text_pieces
 from dsm import cli
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm, preset
+from dsm.models.model_dir import ModelDirError, write_model_dir
 from dsm.streaming.events import EndWordEvent, WordEvent
-from dsm.streaming.model_dir import ModelDirError, load_model_dir, write_model_dir
+from dsm.streaming.model_dir import load_model_dir
 from dsm.streams.testing import train_tiny_tokenizer
 
 
@@ -103,7 +104,7 @@ def test_transcribe_command(model_dirs, speech_file, capsys) -> None:
     words = json.loads(capsys.readouterr().out)
     assert words, "the random model said nothing"
     assert all(set(w) == {"word", "start", "end"} and w["end"] >= w["start"] for w in words)
-    from dsm.streaming.model_dir import read_audio
+    from dsm.models.model_dir import read_audio
 
     assert words == _local_words(model_dirs["asr"], read_audio(speech_file, 24000))
     assert cli.main(["transcribe", str(speech_file), "--model", str(model_dirs["asr"])]) == 0

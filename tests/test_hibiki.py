@@ -31,8 +31,9 @@ from safetensors.torch import save_file
 from dsm.cli import main as dsm_main
 from dsm.models import LMConfig, LMConfigError, load_lm
 from dsm.models.conditioners import ConditionError
+from dsm.models.model_dir import ModelDirError, write_model_dir
 from dsm.streaming import LMStreamer
-from dsm.streaming.model_dir import ModelDirError, load_model_dir, write_model_dir
+from dsm.streaming.model_dir import load_model_dir
 from dsm.streaming.translation import TranslationSession
 from dsm.streams.testing import train_tiny_tokenizer
 

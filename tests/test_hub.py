@@ -33,9 +33,10 @@ from dsm.models.hub import (
     parse_repo_ref,
     resolve_model_ref,
 )
+from dsm.models.model_dir import ModelDirError, resolve_model
 from dsm.recipes.config import RecipeError
 from dsm.recipes.tasks.init_from import load_initial_lm_weights
-from dsm.streaming.model_dir import ModelDirError, load_model_dir, resolve_model
+from dsm.streaming.model_dir import load_model_dir
 from dsm.streams.testing import train_tiny_tokenizer
 
 REPO = "kyutai/stt-1b-en_fr"

@@ -14,7 +14,8 @@ from test_hibiki import hibiki_raw
 from dsm.cli import main as dsm_main
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import LMConfig, LMConfigError, build_lm
-from dsm.streaming.model_dir import ModelDirError, load_model_dir, write_model_dir
+from dsm.models.model_dir import ModelDirError, write_model_dir
+from dsm.streaming.model_dir import load_model_dir
 from dsm.streams.testing import train_tiny_tokenizer
 
 

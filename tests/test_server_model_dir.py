@@ -25,10 +25,10 @@ from helpers import keep_text_pieces, run_until_marker, serving
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.commands import serve as cmd_serve
 from dsm.models import build_lm, preset
+from dsm.models.model_dir import ModelDirError, write_model_dir
 from dsm.streaming import clients
 from dsm.streaming.engine_service import load_engine_service
 from dsm.streaming.events import EndWordEvent, WordEvent
-from dsm.streaming.model_dir import ModelDirError, write_model_dir
 from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
 from dsm.streaming.server import ServerConfig, StreamingServer
 from dsm.streams.testing import train_tiny_tokenizer
@@ -123,7 +123,7 @@ def test_model_dir_errors_are_clear(tmp_path: Path, model_dirs: dict[str, Path],
         load_engine_service("asr", model_dirs["tts"], 1, device="cpu")
     parser = argparse.ArgumentParser()
     cmd_serve.add_arguments(parser)
-    monkeypatch.setattr("dsm.streaming.model_dir.DEFAULT_MODELS", tmp_path / "no-assets")
+    monkeypatch.setattr("dsm.models.model_dir.DEFAULT_MODELS", tmp_path / "no-assets")
     with pytest.raises(ValueError, match="nothing to serve: no default model is installed"):
         cmd_serve.build_services(parser.parse_args([]))
 
@@ -132,7 +132,7 @@ def test_dsm_serve_without_model_arguments_serves_the_default_models(
         tmp_path: Path, model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     assets = tmp_path / "assets"
     shutil.copytree(model_dirs["asr"], assets / "asr")
-    monkeypatch.setattr("dsm.streaming.model_dir.DEFAULT_MODELS", assets)
+    monkeypatch.setattr("dsm.models.model_dir.DEFAULT_MODELS", assets)
     parser = argparse.ArgumentParser()
     cmd_serve.add_arguments(parser)
     asr, tts = cmd_serve.build_services(parser.parse_args(["--device", "cpu"]))

@@ -11,8 +11,9 @@ from dsm.cli import main as dsm_main
 from dsm.codecs import load_codec, save_codec
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm, preset
+from dsm.models.model_dir import write_model_dir
 from dsm.recipes.data.dataset import codec_fingerprint
-from dsm.streaming.model_dir import load_model_dir, write_model_dir
+from dsm.streaming.model_dir import load_model_dir
 from dsm.streams.testing import train_tiny_tokenizer
 
 
@@ -39,7 +40,10 @@ def test_ship_codec_in_float16_and_a_model_sharing_it(tmp_path: Path, capsys) ->
                     tmp_path / "tok" / "tiny.model", "asr", text_delay_s=0.24)
     assert dsm_main(["ship", "asr", str(tmp_path / "run" / "model"), str(assets / "asr")]) == 0
     assert sorted(p.name for p in (assets / "asr").iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.model"]
+        "config.json", "model.safetensors", "provenance.json", "tokenizer.model"]
+    provenance = json.loads((assets / "asr" / "provenance.json").read_text())
+    assert provenance["recipe"] is None and provenance["steps"] is None  # not a dsm train run
+    assert provenance["shipped_from"] == str(tmp_path / "run" / "model")
     raw = json.loads((assets / "asr" / "config.json").read_text())
     assert raw["codec"] == "../codec"
     assert raw["codec_fingerprint"] == codec_fingerprint(shipped)

@@ -22,8 +22,9 @@ import numpy as np
 from helpers import held_out_utterances
 
 from dsm.api import transcribe
+from dsm.models.model_dir import DEFAULT_MODELS, resolve_model
 from dsm.recipes.eval import metrics
-from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
+from dsm.streaming.model_dir import load_model_dir
 
 STREAM_UTTERANCES = 8
 UTTERANCES = 96  # draws 0-15 and 24-103: the stream test below takes draws 16-23

@@ -20,8 +20,8 @@ from helpers import kyutai_asr_client, serving
 
 from dsm.commands import serve as cmd_serve
 from dsm.commands import transcribe as cmd_transcribe
+from dsm.models.model_dir import read_audio
 from dsm.recipes.eval.metrics import normalize_text
-from dsm.streaming.model_dir import read_audio
 from dsm.streaming.protocol import SAMPLE_RATE
 
 ASSETS = Path(__file__).resolve().parents[1] / "dsm" / "assets"

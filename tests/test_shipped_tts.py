@@ -23,11 +23,12 @@ import json
 import numpy as np
 from helpers import HELD_OUT_SEED
 
+from dsm.models.model_dir import DEFAULT_MODELS, resolve_model
 from dsm.recipes.eval import metrics
 from dsm.recipes.eval.tts import intelligibility
 from dsm.recipes.synth.text import sentence
 from dsm.recipes.tasks.tts import check_codec
-from dsm.streaming.model_dir import DEFAULT_MODELS, load_model_dir, resolve_model
+from dsm.streaming.model_dir import load_model_dir
 
 SENTENCES = 48
 WER_CEILING = 0.10  # the target is 0.15; measured 0.057 (0.077 with the previous listener)

@@ -25,8 +25,9 @@ from safetensors.torch import save_file
 
 from dsm.cli import main as dsm_main
 from dsm.models import LMConfig, load_lm
+from dsm.models.model_dir import write_model_dir
 from dsm.streaming.asr import ASRSession
-from dsm.streaming.model_dir import load_model_dir, write_model_dir
+from dsm.streaming.model_dir import load_model_dir
 from dsm.streams.testing import train_tiny_tokenizer
 
 FRAME_RATE = 12.5

@@ -20,13 +20,14 @@ from dsm.api import translate
 from dsm.codecs import save_codec
 from dsm.codecs.testing import tiny_random_mimi
 from dsm.models import build_lm
+from dsm.models.model_dir import read_audio, write_model_dir
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.data.manifest import read_manifest
 from dsm.recipes.eval.translation import source_manifest_for
 from dsm.recipes.synth.corpus import synthesize_corpus
 from dsm.recipes.tasks.translation import TranslationTask
 from dsm.recipes.training.trainer import Trainer, read_metrics
-from dsm.streaming.model_dir import load_model_dir, read_audio, write_model_dir
+from dsm.streaming.model_dir import load_model_dir
 from dsm.streams.tokenizer import train_tokenizer
 
 

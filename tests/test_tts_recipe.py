@@ -21,6 +21,7 @@ from dsm.codecs.mimi import Mimi, MimiConfig
 from dsm.codecs.seanet import SEANetConfig
 from dsm.commands import eval as cmd_eval
 from dsm.models import build_lm, preset
+from dsm.models.model_dir import write_model_dir
 from dsm.modules.transformer import TransformerConfig
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.ship import ship_model_dir
@@ -34,7 +35,7 @@ from dsm.recipes.tasks.tts import (
     text_loss_targets,
 )
 from dsm.recipes.training.trainer import Trainer, read_metrics
-from dsm.streaming.model_dir import load_model_dir, write_model_dir
+from dsm.streaming.model_dir import load_model_dir
 from dsm.streaming.tts import TextFeeder
 from dsm.streams.alignment import Word
 from dsm.streams.testing import train_tiny_tokenizer

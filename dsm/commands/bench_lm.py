@@ -128,7 +128,7 @@ def _load_model(ref: str, device: torch.device, dtype: torch.dtype, with_moshi: 
     from safetensors.torch import load_file
 
     from dsm.models import LMConfig, load_lm
-    from dsm.streaming.model_dir import resolve_model
+    from dsm.models.model_dir import resolve_model
 
     directory = resolve_model(ref, "asr")
     config = LMConfig.from_json(directory / "config.json")

@@ -68,8 +68,8 @@ def _codec_step(out: Path) -> str:
     import torch
 
     from dsm.codecs import load_codec
+    from dsm.models.model_dir import read_audio
     from dsm.recipes.eval.metrics import si_snr, stoi
-    from dsm.streaming.model_dir import read_audio
 
     _heading("codec: streaming round trip of the bundled sample")
     codec_dir = ASSETS / "codec"
@@ -109,8 +109,8 @@ def _codec_step(out: Path) -> str:
 
 
 def _asr_step() -> str:
+    from dsm.models.model_dir import installed_default
     from dsm.recipes.eval.metrics import corpus_cer, corpus_wer
-    from dsm.streaming.model_dir import installed_default
 
     _heading("ASR: streaming transcription of the bundled sample (start time, word)")
     if installed_default("asr") is None:
@@ -128,7 +128,7 @@ def _asr_step() -> str:
 
 def _tts_step(out: Path, text: str) -> str:
     from dsm.cli import main as dsm_main
-    from dsm.streaming.model_dir import installed_default
+    from dsm.models.model_dir import installed_default
 
     _heading(f"TTS: speaking {text!r} (start, end, word as the audio streams)")
     if installed_default("tts") is None:

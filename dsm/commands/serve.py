@@ -120,7 +120,7 @@ def build_services(args: argparse.Namespace) -> tuple[ModelService | None, Model
         tts = ScriptedTTSService(args.max_streams)
     asr_dir, tts_dir = args.asr, args.tts
     if not (asr_dir or tts_dir or asr or tts):  # nothing named: the shipped default models
-        from dsm.streaming.model_dir import installed_default
+        from dsm.models.model_dir import installed_default
 
         asr_dir, tts_dir = installed_default("asr"), installed_default("tts")
     if asr_dir or tts_dir:

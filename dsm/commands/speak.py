@@ -67,9 +67,10 @@ def main(args: argparse.Namespace) -> int:
     import soundfile
     import torch
 
+    from dsm.models.model_dir import ModelDirError, resolve_model
     from dsm.streaming.batch import StreamFailed, TimedEvent, run_streams
     from dsm.streaming.events import AudioEvent, TextEvent
-    from dsm.streaming.model_dir import ModelDirError, load_model_dir, resolve_model
+    from dsm.streaming.model_dir import load_model_dir
     from dsm.streaming.tts import TextInputError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.server:
         return _remote(args)
-    from dsm.streaming.model_dir import ModelDirError
+    from dsm.models.model_dir import ModelDirError
 
     try:
         model, pcm = load_model_and_audio(args.model, "asr", ("asr", "translation"),
@@ -75,7 +75,8 @@ def load_model_and_audio(model: str | None, default: str, tasks: tuple[str, ...]
     FileNotFoundError with a message for the user."""
     import torch
 
-    from dsm.streaming.model_dir import ModelDirError, load_model_dir, read_audio, resolve_model
+    from dsm.models.model_dir import ModelDirError, read_audio, resolve_model
+    from dsm.streaming.model_dir import load_model_dir
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_dir = load_model_dir(resolve_model(model, default), device=device)

@@ -40,8 +40,8 @@ def main(args: argparse.Namespace) -> int:
     import soundfile
 
     from dsm.commands.transcribe import load_model_and_audio, run_to_end
+    from dsm.models.model_dir import ModelDirError
     from dsm.streaming.events import AudioEvent
-    from dsm.streaming.model_dir import ModelDirError
     from dsm.streaming.translation import push_source
 
     try:

@@ -31,7 +31,7 @@ LOADER_KEYS = (
     "lm_gen_config", "tts_config", "stt_config", "model_id", "quantize", "depformer_causal",
     "gradient_checkpointing",
 )
-# Keys dsm's own model directories add (streaming/model_dir.py, recipes/ship.py): kept too.
+# Keys dsm's own model directories add (models/model_dir.py, recipes/ship.py): kept too.
 MODEL_DIR_KEYS = ("codec", "codec_fingerprint", "weights_dtype")
 # Conditioner types and fuser methods dsm implements (models/conditioners.py).
 CONDITIONER_TYPES = ("lut", "tensor")

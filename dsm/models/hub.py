@@ -16,7 +16,7 @@ from the environment at each call, not only when `huggingface_hub` was first imp
 2. Every named file is downloaded from the same commit, so all land in one snapshot folder
    `<cache>/models--owner--name/snapshots/<commit>/` (symlinks into `blobs/`). When the
    config names every file itself, that folder is the model directory
-   (`dsm.streaming.model_dir`).
+   (`dsm.models.model_dir`).
 3. Otherwise the snapshot, which must not be written into, is completed by a small
    directory of dsm's own, `<dsm cache>/<owner>--<name>/<commit>/`: a config.json with
    the file names filled in and symlinks to the snapshot's files. The dsm cache is

@@ -6,8 +6,11 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from dsm.models.model_dir import write_provenance
 
 KINDS = ("codec", "asr", "tts", "translation")
 
@@ -24,7 +27,28 @@ def ship_codec(source: str | Path, target: str | Path, dtype: torch.dtype | None
     source_path = Path(source)
     codec = (codec_from_checkpoint(source_path) if source_path.is_file()
              and source_path.suffix == ".pt" else load_codec(source))
-    return save_codec(codec, target, dtype=dtype)  # replaces its two files
+    directory = save_codec(codec, target, dtype=dtype)  # replaces its two files
+    recipe, steps = run_recipe(source_path)
+    write_provenance(directory, source=source, recipe=recipe, steps=steps)
+    return directory
+
+
+def run_recipe(source: Path) -> tuple[dict[str, Any] | None, int | None]:
+    """The recipe and step count of the `dsm train` run a shipped model comes from: `source`
+    itself when it is a trainer checkpoint, else the newest checkpoint of the run whose
+    out_dir holds `source` (a task exports to OUT/model or OUT/codec); (None, None) when
+    there is none."""
+    from dsm.recipes.training.trainer import checkpoint_dir, list_checkpoints
+
+    if source.is_file() and source.suffix == ".pt":
+        paths = [source]
+    else:
+        paths = [path for _, path in list_checkpoints(checkpoint_dir(source.parent))][-1:]
+    for path in paths:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        if isinstance(state, dict) and isinstance(state.get("recipe"), dict):
+            return state["recipe"], state.get("step")
+    return None, None
 
 
 def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../codec",
@@ -59,6 +83,8 @@ def ship_model_dir(source: str | Path, target: str | Path, codec: str = "../code
         save_file(state, str(target / weights.name))
     shutil.copy(tokenizer, target / tokenizer.name)
     (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    recipe, steps = run_recipe(source)
+    write_provenance(target, source=source, recipe=recipe, steps=steps)
     return target
 
 
@@ -122,7 +148,7 @@ def _tokenizer_file(directory: Path, raw: dict) -> Path:
 def _codec_fingerprint(directory: Path, raw: dict) -> str:
     """The fingerprint of the weights of the codec a model directory names."""
     from dsm.codecs import load_codec
+    from dsm.models.model_dir import codec_spec
     from dsm.recipes.data.dataset import codec_fingerprint
-    from dsm.streaming.model_dir import codec_spec
 
     return codec_fingerprint(load_codec(codec_spec(directory, raw)))

@@ -158,7 +158,8 @@ def load_engine_service(kind: Literal["asr", "tts"], directory: str | Path, max_
     """
     import torch
 
-    from dsm.streaming.model_dir import load_model_dir, resolve_model
+    from dsm.models.model_dir import resolve_model
+    from dsm.streaming.model_dir import load_model_dir
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model_dir(resolve_model(directory, kind), device=device)

@@ -1,112 +1,28 @@
-"""A model directory: everything a streaming task needs, in Kyutai's layout.
+"""A loaded model directory (the format: dsm.models.model_dir): its LM, codec and tokenizer,
+and the engine and sessions of its task.
 
-```
-DIR/
-  config.json        the LM config (Kyutai field names, `dsm.models.LMConfig`) plus:
-                       tokenizer_name   text tokenizer file (default "tokenizer.model")
-                       codec            codec spec or path relative to DIR ("mimi:mimi.safetensors",
-                                        "codec"), or Kyutai's mimi_name (a Mimi safetensors file),
-                                        or, when neither is given, a codec/ folder (save_codec)
-                       model_type       "stt" | "tts" | "translation" | "hibiki" | "moshi"
-                                        (optional: guessed from stt_config / tts_config, then
-                                        from the stream shapes). "hibiki": Kyutai's speech
-                                        translation (conditioned on description "very_good",
-                                        end-of-input frame, text EOS ends the stream);
-                                        "moshi": a full-duplex dialogue LM (engine and LM API)
-                       stt_config       {"audio_delay_seconds": s}: text behind audio (ASR and
-                                        translation; default 0.5 s);
-                                        "audio_silence_prefix_seconds": silence fed before the
-                                        audio, as moshi's run_inference (stt-2.6b-en: 1 s)
-                       tts_config       {"audio_delay": s}: audio behind text (TTS; default 1.28 s);
-                                        Kyutai's TTS: "second_stream_ahead" (words of lookahead
-                                        in the muxed second text stream)
-                       model_id         Kyutai's TTS: {"sig", "epoch"}, naming its voice files
-                       lm_gen_config    optional sampling defaults (temp, temp_text, top_k, ...)
-                       weights_dtype    set by `dsm ship --dtype`: the weights are stored in
-                                        this type and computed in float32
-  model.safetensors  LM weights, Kyutai key layout (or the file named by moshi_name)
-  tokenizer.model    sentencepiece model
-  codec/ or a Mimi safetensors file
-  voices/            Kyutai's TTS (optional): voice files, <name><model_id suffix>.safetensors
-```
 A conditioned TTS model (`conditioners` with speaker_wavs / cfg / control) is Kyutai's DSM
 TTS (tts-1.6b-en_fr, ...): `tts_session(voice=, cfg_alpha=)` gives a
 `dsm.streaming.kyutai_tts.KyutaiTTSSession`, voices resolved in voices/ and in the cached
 kyutai/tts-voices repo; `engine(n_q=)` generates fewer codebooks.
-`write_model_dir` writes one (recipes, tests); `load_model_dir` reads one and makes the
-engine and sessions of its task. `resolve_model` turns what a user names (`--model`) into
-one: a directory, or a Hugging Face repo id (`kyutai/stt-1b-en_fr[@REVISION]`) resolved to
-its cached snapshot by `dsm.models.hub`, whose Kyutai config.json names moshi_name,
-mimi_name and tokenizer_name.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-TASKS = ("asr", "tts", "translation")  # what write_model_dir writes; loading also knows
-# "dialogue": Kyutai's full-duplex Moshi, usable through the engine, the LM API and `dsm bench`
-_MODEL_TYPES = {"stt": "asr", "asr": "asr", "tts": "tts", "translation": "translation",
-                "hibiki": "translation", "moshi": "dialogue"}
-# Hibiki's conditions, as moshi's run_inference sets them: the label it is steered towards,
-# and (with guidance) the one it is steered away from.
+from dsm.models.model_dir import ModelDirError, codec_spec, read_audio, task_of
+
 HIBIKI_CONDITIONS = {"description": "very_good"}
 HIBIKI_NULL_CONDITIONS = {"description": "very_bad"}
 # Hibiki's text EOS (sentencepiece eos id): the translation is complete.
 HIBIKI_EOS_ID = 2
 MAX_PREFIX_FRAMES = 256  # longest voice prefix of Kyutai's audio-prefix TTS (20 s at 12.5 Hz)
 SAMPLING_KEYS = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
-
-
-class ModelDirError(ValueError):
-    """A model directory is missing a file or names something inconsistent."""
-
-
-def codec_spec(directory: Path, extras: dict[str, Any]) -> str:
-    """Where the directory's codec is (see the module docstring), as a `load_codec` spec."""
-    if "codec" in extras:
-        spec = str(extras["codec"])
-        kind, sep, rest = spec.partition(":")
-        if sep and kind in ("mimi", "encodec_24khz"):
-            return spec if Path(rest).is_absolute() else f"{kind}:{directory / rest}"
-        return spec if Path(spec).is_absolute() else str(directory / spec)
-    if extras.get("mimi_config_name"):
-        raise ModelDirError(
-            f"{directory}: config.json names a Mimi config ({extras['mimi_config_name']}); dsm "
-            "loads Kyutai's published full-size Mimi only, so a Mimi of another shape is "
-            "refused rather than loaded wrongly"
-        )
-    if "mimi_name" in extras:
-        return f"mimi:{directory / str(extras['mimi_name'])}"
-    if (directory / "codec").is_dir():
-        return str(directory / "codec")
-    raise ModelDirError(
-        f"{directory}: no codec (config.json names none in 'codec' or 'mimi_name', and there "
-        "is no codec/ folder)"
-    )
-
-
-def _task(extras: dict[str, Any], config: Any) -> str:
-    model_type = extras.get("model_type")
-    if model_type is not None:
-        if model_type not in _MODEL_TYPES:
-            raise ModelDirError(
-                f"config.json model_type {model_type!r} is not one of {sorted(_MODEL_TYPES)}"
-            )
-        return _MODEL_TYPES[model_type]
-    if "tts_config" in extras:
-        return "tts"
-    if "stt_config" in extras:
-        return "asr"
-    if config.dep_q == 0:
-        return "asr"
-    return "tts" if config.n_q == config.dep_q else "translation"
 
 
 @dataclass
@@ -291,7 +207,7 @@ def load_model_dir(
     extras = dict(lm.config.extras)
     if dtype is None and extras.get("weights_dtype"):
         lm = lm.float()  # stored in half precision by `dsm ship --dtype` to save bytes
-    task = _task(extras, lm.config)
+    task = task_of(extras, lm.config)
     tokenizer_file = directory / str(extras.get("tokenizer_name", "tokenizer.model"))
     if not tokenizer_file.is_file():
         raise ModelDirError(f"{directory}: tokenizer file {tokenizer_file.name} not found")
@@ -364,82 +280,3 @@ def load_model_dir(
                     null_conditions=null_conditions, kyutai_tts=kyutai_tts)
 
 
-def write_model_dir(
-    directory: str | Path,
-    lm: Any,
-    codec: Any,
-    tokenizer_file: str | Path,
-    task: str,
-    *,
-    text_delay_s: float = 0.5,
-    audio_delay_s: float = 1.28,
-    sampling: dict[str, Any] | None = None,
-) -> Path:
-    """Write a model directory that `load_model_dir` reads back."""
-    from dsm.codecs import save_codec
-    from dsm.models import save_lm
-
-    if task not in TASKS:
-        raise ModelDirError(f"task must be one of {TASKS}, got {task!r}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_lm(lm, directory)
-    save_codec(codec, directory / "codec")
-    shutil.copy(tokenizer_file, directory / "tokenizer.model")
-    config_file = directory / "config.json"
-    raw = json.loads(config_file.read_text())
-    raw["tokenizer_name"] = "tokenizer.model"
-    raw["codec"] = "codec"
-    raw["model_type"] = {"asr": "stt", "tts": "tts", "translation": "translation"}[task]
-    if task in ("asr", "translation"):
-        raw["stt_config"] = {"audio_delay_seconds": text_delay_s}
-    if task == "tts":
-        raw["tts_config"] = {"audio_delay": audio_delay_s}
-    if sampling:
-        raw["lm_gen_config"] = dict(sampling)
-    config_file.write_text(json.dumps(raw, indent=2) + "\n")
-    return directory
-
-
-DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "assets"
-
-
-def installed_default(task: str) -> Path | None:
-    """The shipped default model directory for `task` (dsm/assets/<task>), if installed."""
-    default = DEFAULT_MODELS / task
-    return default if (default / "config.json").is_file() else None
-
-
-MODEL_REF_HELP = "a model directory or a Hugging Face repo id (kyutai/stt-1b-en_fr[@REVISION])"
-
-
-def resolve_model(path: str | Path | None, task: str) -> Path:
-    """`--model REF` as a model directory: REF a directory, or a Hugging Face repo id
-    resolved through the cache (`dsm.models.hub`); None: the shipped default model for
-    `task` (dsm/assets/<task>). Raises ModelDirError saying what is missing."""
-    if path is not None:
-        from dsm.models.hub import ModelRefError, resolve_model_ref
-
-        try:
-            return resolve_model_ref(path)
-        except ModelRefError as error:
-            raise ModelDirError(str(error)) from None
-    default = installed_default(task)
-    if default is None:
-        raise ModelDirError(
-            f"no default {task} model is installed ({DEFAULT_MODELS / task}); pass --model "
-            f"REF ({MODEL_REF_HELP})"
-        )
-    return default
-
-
-def read_audio(path: str | Path, sample_rate: int) -> Any:
-    """A sound file as mono float32 at `sample_rate` (`dsm.audio_io.read_audio`), its
-    errors as `ModelDirError` for the commands."""
-    from dsm.audio_io import AudioFileError
-    from dsm.audio_io import read_audio as read
-
-    try:
-        return read(path, sample_rate)
-    except AudioFileError as error:
-        raise ModelDirError(str(error)) from None

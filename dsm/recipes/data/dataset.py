@@ -39,10 +39,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
+from dsm.audio_io import read_audio
 from dsm.recipes.data.manifest import ManifestRow, SkippedRow, read_manifest, summarize_skipped
 from dsm.streams.alignment import AlignmentStats, frames_needed, words_to_stream
 from dsm.streams.spec import TASKS, StreamSpec, row_slices, task_streams
@@ -109,12 +108,8 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def load_audio(path: str, sample_rate: int) -> torch.Tensor:
-    """Mono float32 wav `[N]` at `sample_rate` (channels averaged, resampled with soxr)."""
-    data, rate = sf.read(path, dtype="float32", always_2d=True)
-    mono = data.mean(axis=1)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(mono))
+    """Mono float32 wav `[N]` at `sample_rate` (`dsm.audio_io.read_audio`)."""
+    return torch.from_numpy(read_audio(path, sample_rate))
 
 
 class CodeCache:

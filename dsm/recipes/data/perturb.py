@@ -36,8 +36,7 @@ def perturb_row(row: ManifestRow, speed: float, path: Path) -> ManifestRow:
     import soundfile
     import soxr
 
-    samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
+    mono, rate = _read(row)
     # resampled to rate / speed and played at `rate`: `speed` times faster, pitch too
     faster = np.clip(soxr.resample(mono, rate, rate / speed), -1.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,9 +94,9 @@ def treble_row(row: ManifestRow, gain_db: float, path: Path) -> ManifestRow:
     if gain_db > 0:  # sox attenuates first by what the shelf can add: no clipping inside
         effect = ["gain", "-h", *effect]
     perturbed = sox_row(row, effect, path, "eq", "treble_db", gain_db)
-    before, _ = soundfile.read(row.audio, dtype="float32", always_2d=True)
+    before, _ = _read(row)
     after, rate = soundfile.read(str(path), dtype="float32")
-    soundfile.write(str(path), at_level_of(before.mean(axis=1), after), rate, subtype="PCM_16")
+    soundfile.write(str(path), at_level_of(before, after), rate, subtype="PCM_16")
     return perturbed
 
 
@@ -135,11 +134,7 @@ def _filtered_row(row: ManifestRow, process: Callable[[np.ndarray, int], np.ndar
     less, not to clip), timing kept; the row that describes it (id "<id>-<tag>")."""
     import soundfile
 
-    try:
-        samples, rate = soundfile.read(row.audio, dtype="float32", always_2d=True)
-    except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
-        raise PerturbError(f"cannot read {row.audio}: {error}") from error
-    mono = samples.mean(axis=1)
+    mono, rate = _read(row)
     if not mono.any():
         raise PerturbError(f"{row.audio} is silent: nothing to filter")
     processed = at_level_of(mono, process(mono, rate))
@@ -149,3 +144,13 @@ def _filtered_row(row: ManifestRow, process: Callable[[np.ndarray, int], np.ndar
     return ManifestRow(audio=str(path), duration=processed.size / rate, text=row.text,
                        lang=row.lang, speaker=row.speaker, words=list(row.words), id=ident,
                        extra={**row.extra, **extra})
+
+
+def _read(row: ManifestRow) -> tuple[np.ndarray, int]:
+    """`row`'s audio, mono at its own rate; an unreadable file is a PerturbError."""
+    from dsm.audio_io import AudioFileError, read_audio_with_rate
+
+    try:
+        return read_audio_with_rate(row.audio)
+    except AudioFileError as error:
+        raise PerturbError(f"cannot read {row.audio}: {error}") from None

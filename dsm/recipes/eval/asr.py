@@ -14,7 +14,7 @@ def asr_outputs(model: Any, rows: list[ManifestRow], *, device: str | None = Non
     """{"id"|"audio", "text", "words": [{"word", "time"}]} per row; `model`: a directory, a
     Hugging Face repo id or a loaded model."""
     from dsm.api import load, transcribe
-    from dsm.streaming.model_dir import read_audio
+    from dsm.models.model_dir import read_audio
 
     model = load(model, "asr", device)
     pcms = [read_audio(row.audio, model.codec.sample_rate) for row in rows]

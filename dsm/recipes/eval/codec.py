@@ -20,21 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dsm.audio_io import read_audio
 from dsm.codecs.base import Codec
 from dsm.recipes.eval.outputs import row_key
-
-
-def read_mono(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples of an audio file at `sample_rate` (channels mixed, soxr)."""
-    import soundfile
-
-    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    if rate != sample_rate:
-        import soxr
-
-        mono = soxr.resample(mono, rate, sample_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 @torch.inference_mode()
@@ -65,7 +53,7 @@ def codec_outputs(model: str, rows: Sequence[Any]) -> list[dict[str, Any]]:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     outputs = []
     for index, row in enumerate(rows):
-        decoded = reconstruct(codec, read_mono(row.audio, codec.sample_rate))
+        decoded = reconstruct(codec, read_audio(row.audio, codec.sample_rate))
         path = folder / f"{index:06d}.wav"
         soundfile.write(str(path), np.clip(decoded, -1.0, 1.0), codec.sample_rate,
                         subtype="PCM_16")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,16 +54,12 @@ def _field(output: Output, name: str, kind: type, source: str) -> Any:
 
 
 def _load_wav(path: str, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    import soundfile
+    from dsm.audio_io import AudioFileError, read_audio_with_rate
 
-    if not Path(path).is_file():
-        raise EvalError(f"audio file not found: {path}")
-    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    if sample_rate is not None and rate != sample_rate:
-        import soxr
-
-        mono, rate = soxr.resample(mono, rate, sample_rate), sample_rate
+    try:
+        mono, rate = read_audio_with_rate(path, sample_rate)
+    except AudioFileError as error:
+        raise EvalError(str(error)) from None
     return mono.astype(np.float64), rate
 
 

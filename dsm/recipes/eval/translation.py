@@ -25,7 +25,7 @@ def translation_outputs(model: Any, rows: list[ManifestRow], manifest: str,
     """Hypotheses for the target-language `rows` of `manifest`, translating the rows of the
     same ids in `source_manifest` (default: X.en.jsonl beside X.fr.jsonl)."""
     from dsm.api import load, translate
-    from dsm.streaming.model_dir import read_audio
+    from dsm.models.model_dir import read_audio
 
     source_path = Path(source_manifest or source_manifest_for(manifest))
     if source_path == Path(manifest):

@@ -18,7 +18,7 @@ Loss: cross-entropy of the text row over its valid positions, with pad targets w
 by `pad_weight` (they are most positions; a lower weight keeps the rare word tokens from
 being drowned, as Kyutai's fine-tuning code does with its text padding weight).
 
-`export` writes `OUT/model`, a model directory (`dsm.streaming.model_dir`) that
+`export` writes `OUT/model`, a model directory (`dsm.models.model_dir`) that
 `dsm transcribe --model` and `dsm eval asr --model` read; `dsm ship asr` copies one to
 a place where the codec is shared (`dsm/assets/asr` with `"codec": "../codec"`).
 """
@@ -350,7 +350,7 @@ class ASRTask(Task):
         return torch.where(hidden, torch.full_like(codes, -1), codes)
 
     def export(self, models: Mapping[str, nn.Module], directory: Path) -> None:
-        from dsm.streaming.model_dir import write_model_dir
+        from dsm.models.model_dir import write_model_dir
 
         lm = models["model"]
         lm = getattr(lm, "module", lm)  # unwrap DDP

@@ -310,7 +310,7 @@ class CodecTask(Task):
         import json
 
         from dsm.codecs import load_codec
-        from dsm.streaming.model_dir import ModelDirError, codec_spec
+        from dsm.models.model_dir import ModelDirError, codec_spec
 
         try:
             directory = resolve_model_ref(source)

@@ -21,7 +21,7 @@ language's in `data.train_manifest` (e.g. train.en.jsonl), the target language's
 So the text-only model is an ASR-shaped LM (`dep_q = 0`, n_q = K input codebooks) and the
 speech model a Hibiki-shaped one (`dep_q = K` generated rows, then K input rows, with
 Kyutai's acoustic delay on generated codebooks 2..K). `export` writes a model directory
-(dsm.streaming.model_dir, `model_type = "translation"`) to OUT/model, which
+(dsm.models.model_dir, `model_type = "translation"`) to OUT/model, which
 `dsm translate FILE --model OUT/model` and `dsm eval translation --model OUT/model` read.
 
 `dsm eval translation --model DIR` (dsm.recipes.eval.translation) scores it by BLEU.
@@ -262,7 +262,7 @@ class TranslationTask(Task):
         """OUT/model: a translation model directory (LM, codec copy, tokenizer, delays).
         Text is decoded greedily; target speech is sampled (temperature 0.8, top 250), as
         greedy audio tokens tend to loop."""
-        from dsm.streaming.model_dir import write_model_dir
+        from dsm.models.model_dir import write_model_dir
 
         text_delay, _ = self.delays()
         lm = _unwrap(models["lm"])

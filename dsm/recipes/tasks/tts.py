@@ -25,7 +25,7 @@ token first, then codebook 0, 1, ...; acoustic codebooks lag codebook 0 by
 `model.acoustic_delay` frames, as Kyutai's `delays`). The loss weights the text stream,
 the first (semantic) codebook and the other codebooks separately.
 
-`export` writes OUT/model, a model directory (`dsm.streaming.model_dir`) with the
+`export` writes OUT/model, a model directory (`dsm.models.model_dir`) with the
 sampling defaults in `lm_gen_config`; `dsm ship tts` (dsm.recipes.ship) copies one into
 dsm/assets/tts with `"codec": "../codec"` (the shared codec). `dsm.recipes.eval.tts`
 are the evaluation: speak each text through the streaming engine, transcribe the audio
@@ -377,7 +377,7 @@ def sampling_settings(config: TTSTaskConfig) -> dict[str, Any]:
 
 def export_model_dir(lm: MultistreamLM, codec: Any, config: TTSTaskConfig, directory: Path,
                      audio_delay_s: float) -> Path:
-    from dsm.streaming.model_dir import write_model_dir
+    from dsm.models.model_dir import write_model_dir
 
     was_training = lm.training
     lm.eval()
