@@ -5,16 +5,13 @@ sample rate: tempo, pitch and formants all move together (a shorter or longer vo
 tract), the usual way to make a speech recognizer hear past the few voices it was
 trained on. Word times and durations are divided by the speed, so the alignment stays
 exact. Resampling is done with soxr. Factors below 1 give slower voices with a longer
-vocal tract: four draws of 8000 rows of the default ASR model's mix, copied at 0.8x and
-0.88x, then down to 0.7x and 0.78x, took its held-out flite voice rms from WER 0.295 to
-0.168, and its eval split from 0.138 to 0.082.
+vocal tract (what each perturbation did for the default ASR model: docs/history.md).
 
 --tempos: each utterance is made `tempo` times faster with its pitch and formants kept
 (sox's WSOLA `tempo -s` effect; needs the `sox` program): the same voice speaking faster
 or slower. A recognizer that heard each synthetic voice at one speaking rate fails on a
-new voice that speaks more slowly (the default model on flite's rms, 2.5 words/s against
-3.2 to 3.4 for the training flite voices, had WER 0.60; the same audio made 1.3x faster,
-0.35). Word times are scaled by the measured length ratio; WSOLA moves a sound by at
+new voice that speaks more slowly (flite's rms, 2.5 words/s, against 3.2 to 3.4 for the
+training flite voices). Word times are scaled by the measured length ratio; WSOLA moves a sound by at
 most about one of its 80 ms segments from that line.
 
 --pitches: pitch and formants are multiplied by the factor with the duration kept (sox's

@@ -1,10 +1,10 @@
 """Random equalisation: a smooth gain curve over frequency, drawn per utterance.
 
 A recognizer trained on a few synthetic voices learns their spectral balance along with
-their speech: the default ASR model heard the held-out flite voice rms (much stronger
-above 4 kHz, weaker from 0.6 to 2.4 kHz than the training flite voices) at WER 0.34, and
-the same audio with its mid band raised 6 dB and its top lowered 3 to 6 dB at 0.24. Training
-copies under random curves teach it that the balance carries no words.
+their speech (the held-out flite voice rms is much stronger above 4 kHz, and weaker from
+0.6 to 2.4 kHz, than the training flite voices, and was heard worse for it until its
+balance was moved towards theirs). Training copies under random curves teach it that the
+balance carries no words.
 
 The curve has one gain per octave point (`OCTAVE_POINTS_HZ`), drawn uniformly within
 +-`range_db`, linear in log frequency between them and flat beyond the ends; it is applied
