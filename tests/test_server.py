@@ -685,7 +685,7 @@ def test_never_reading_tts_client_is_cut_off_within_a_memory_bound() -> None:
 
 
 def test_bench_times_markers_when_the_model_sends_no_step() -> None:
-    from dsm.commands.bench_serve import ClientResult, marker_latencies
+    from dsm.streaming.load_clients import ClientResult, marker_latencies
 
     # frames sent every 80 ms; the marker after frame k comes back 5 frames later, 10 ms
     # after frame k + 5 was sent (30 ms for one slow frame, 100 ms: after the next frame)

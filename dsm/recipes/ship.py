@@ -1,4 +1,5 @@
-"""Ship trained models into the default-model layout (dsm/assets): codec directories, model directories with their codec, averaged weights."""
+"""Ship trained models into the default-model layout (dsm/assets): codec directories, model
+directories beside a shared codec, averaged weights, with their provenance."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Merge manifests: filter by speaker, drop the texts of other manifests, sample rows."""
+"""Merge manifests: filter rows by speaker, drop the texts of other manifests, sample rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Perturbed copies of a word-aligned corpus's rows: speed, tempo, pitch, treble, formant warp and random EQ, word timings carried over."""
+"""Perturbed copies of a word-aligned corpus's rows (speed, tempo, pitch, treble, formant
+warp, random EQ), their word timings carried over."""
 
 from __future__ import annotations
 
