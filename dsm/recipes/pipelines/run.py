@@ -23,7 +23,10 @@ What is not exact: corpora are made by today's `dsm data synth` / `perturb`, whi
 the same files for the same seed only within one version of the code; training on CPU
 threads is not bitwise deterministic across machines; the shipped models' config.json
 name their codec by a fingerprint of its weights, so only a run that uses the shipped
-codec (`--codec dsm/assets/codec`) can give the ASR and TTS config.json byte for byte.
+codec (`--codec dsm/assets/codec`) can give the ASR and TTS config.json exactly. The
+historic runs used one CPU thread each (two for some of the late ASR stages);
+threads change speed and the order of floating-point sums, not the commands. Steps with a
+`note` (`--list` prints them) depart from the historic run in ways it names.
 """
 
 from __future__ import annotations
@@ -217,7 +220,10 @@ def given_codec(b: Builder) -> list[Step]:
 def asr_stages(b: Builder) -> list[Step]:
     """Twenty ASR stages and the data each adds to the mix."""
     steps = [
-        b.train("asr/01-base", "asr", "01-base"),
+        b.train("asr/01-base", "asr", "01-base",
+                note="stages 1-9 historically read the codec shipped at their time (stages 2 and 3 "
+                "of the codec, float16); decoder-only stages keep the code space, so their codes "
+                "are models/codec-v1's"),
         b.train("asr/02-speed", "asr", "02-speed"),
         b.train("asr/03-speed", "asr", "03-speed"),
         b.train("asr/04-en3", "asr", "04-en3"),
@@ -308,7 +314,9 @@ def tts_stages(b: Builder) -> list[Step]:
                 "--eval-fraction", "0", seed=2, workers=2),
         b.merge("data/tts-slt", "data/tts-slt/train.jsonl", "data/en-all/train.jsonl",
                 "data/slt/train.jsonl", options=("--speakers", "flite:slt")),
-        b.train("tts/01-slt", "tts", "01-slt", stop_after=2500),
+        b.train("tts/01-slt", "tts", "01-slt", stop_after=2500,
+                note="historically on the codec shipped after codec stage 3 (float16); same code "
+                "space as models/codec-v1"),
         b.train("tts/01-slt-resume", "tts", "01-slt", "train.max_steps=5800", resume=True,
                 note="the historic run changed its schedule when resumed: 2500 steps of a "
                 "5000-step cosine schedule, then the rest of a 5800-step one"),
