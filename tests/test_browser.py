@@ -280,7 +280,7 @@ def test_demo_page_captions_real_speech_with_the_default_asr_model(tmp_path: Pat
     # open, like any live source, so the first pass may start mid-sentence; the fake device
     # loops the file and brings the sentence round again, each pass at another 80 ms frame
     # phase, and the default model hears the later passes of one stream as well as the
-    # first: the README's "Known limits").
+    # first: docs/models/asr.md, "Limits").
     assert contains_words(state.get("captions", []), expected), \
         (" ".join(state.get("captions", [])), state.get("mic"), state.get("micStatus"))
     assert state["micStatus"].startswith("listening"), state

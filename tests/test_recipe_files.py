@@ -1,5 +1,5 @@
 """The recipes in dsm/recipes/configs: each parses against its task's schema, and the ones
-the README names as the makers of the shipped default models describe those models."""
+the model cards (docs/models) name as the makers of the shipped default models describe those models."""
 
 from __future__ import annotations
 

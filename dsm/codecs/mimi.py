@@ -95,7 +95,15 @@ class MimiConfig:
         return int(stride)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as saved beside a codec's weights; transformer options that a codec
+        does not use (grouped-query and cross-attention) only when they are set."""
+        raw = dataclasses.asdict(self)
+        transformer = raw.get("transformer")
+        if isinstance(transformer, dict):
+            for name, unused in (("kv_repeat", 1), ("cross_attention", False)):
+                if transformer.get(name) == unused:
+                    del transformer[name]
+        return raw
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MimiConfig:

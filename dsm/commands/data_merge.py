@@ -1,6 +1,6 @@
 """Merge word-aligned manifests into one: corpora combined, kept by speaker, minus texts.
 
-Examples (the corpora of the default models, see the README):
+Examples (the corpora of the default models, see docs/history.md):
   dsm data merge data/en-all/train.jsonl data/en/train.jsonl data/en2/train.jsonl --prefix-ids
   dsm data merge data/tts-slt/train.jsonl data/en-all/train.jsonl data/slt/train.jsonl \
       --speakers 'flite:slt' --prefix-ids

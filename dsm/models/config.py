@@ -407,7 +407,8 @@ class LMConfig:
             out[f.name] = list(value) if isinstance(value, list) else value
         # dsm's own fields only when they differ from Kyutai's behaviour: moshi refuses unknown
         # arguments, and loaders.get_moshi_lm passes every key to LMModel.
-        for name, kyutai_default in (("audio_heads", "depformer"), ("max_seq_len", None)):
+        for name, kyutai_default in (("audio_heads", "depformer"), ("max_seq_len", None),
+                                     ("kv_repeat", 1), ("cross_attention", False)):
             if out[name] == kyutai_default:
                 del out[name]
         # moshi builds conditioners whenever the key is present: write them only when used.
