@@ -27,7 +27,8 @@ from dsm.recipes.data.manifest import read_manifest
 from dsm.recipes.eval.evaluate import evaluate_asr
 from dsm.recipes.ship import ship_model_dir
 from dsm.recipes.tasks.asr import ASRTask
-from dsm.recipes.training.trainer import Trainer, read_metrics
+from dsm.recipes.training.metrics_log import read_metrics
+from dsm.recipes.training.trainer import Trainer
 from dsm.streaming.model_dir import ModelDir, load_model_dir
 from dsm.streaming.testing import ScriptedLMForTests
 from dsm.streams.alignment import Word, words_to_stream

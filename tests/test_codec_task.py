@@ -17,7 +17,8 @@ from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.ship import ship_codec
 from dsm.recipes.tasks.codec import CodecTask
 from dsm.recipes.tasks.codec_losses import STOILoss
-from dsm.recipes.training.trainer import Trainer, read_metrics
+from dsm.recipes.training.metrics_log import read_metrics
+from dsm.recipes.training.trainer import Trainer
 
 SR = 8000
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 from dsm.recipes.config import load_recipe
-from dsm.recipes.training.trainer import list_checkpoints, load_checkpoint, read_metrics, train
+from dsm.recipes.training.checkpoint import list_checkpoints, load_checkpoint
+from dsm.recipes.training.metrics_log import read_metrics
+from dsm.recipes.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -21,17 +21,16 @@ from dsm import cli
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.registry import TASKS
 from dsm.recipes.tasks.base import Task, register_task
-from dsm.recipes.training.trainer import (
-    DistInfo,
-    EpochBatchSampler,
-    Trainer,
+from dsm.recipes.training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
-    lr_factor,
-    read_metrics,
     save_checkpoint_atomic,
-    train,
 )
+from dsm.recipes.training.data_order import EpochBatchSampler
+from dsm.recipes.training.distributed import DistInfo
+from dsm.recipes.training.metrics_log import read_metrics
+from dsm.recipes.training.schedule import lr_factor
+from dsm.recipes.training.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,8 @@ from dsm.recipes.data.manifest import read_manifest
 from dsm.recipes.eval.translation import source_manifest_for
 from dsm.recipes.synth.corpus import synthesize_corpus
 from dsm.recipes.tasks.translation import TranslationTask
-from dsm.recipes.training.trainer import Trainer, read_metrics
+from dsm.recipes.training.metrics_log import read_metrics
+from dsm.recipes.training.trainer import Trainer
 from dsm.streaming.model_dir import load_model_dir
 from dsm.streams.tokenizer import train_tokenizer
 

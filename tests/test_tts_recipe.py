@@ -34,7 +34,8 @@ from dsm.recipes.tasks.tts import (
     silence_codes,
     text_loss_targets,
 )
-from dsm.recipes.training.trainer import Trainer, read_metrics
+from dsm.recipes.training.metrics_log import read_metrics
+from dsm.recipes.training.trainer import Trainer
 from dsm.streaming.model_dir import load_model_dir
 from dsm.streaming.tts import TextFeeder
 from dsm.streams.alignment import Word

@@ -39,7 +39,7 @@ def run_recipe(source: Path) -> tuple[dict[str, Any] | None, int | None]:
     itself when it is a trainer checkpoint, else the newest checkpoint of the run whose
     out_dir holds `source` (a task exports to OUT/model or OUT/codec); (None, None) when
     there is none."""
-    from dsm.recipes.training.trainer import checkpoint_dir, list_checkpoints
+    from dsm.recipes.training.checkpoint import checkpoint_dir, list_checkpoints
 
     if source.is_file() and source.suffix == ".pt":
         paths = [source]

@@ -392,7 +392,7 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path) -> Path:
     """A model directory from a trainer checkpoint of a TTS run (e.g. to try or ship the
     newest checkpoint of a run that has not finished)."""
     from dsm.recipes.config import recipe_from_dict
-    from dsm.recipes.training.trainer import load_checkpoint
+    from dsm.recipes.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     if state.get("kind") != "tts":

@@ -1,4 +1,5 @@
-"""The trainer behind `dsm train`: one loop for every task, on CPU, one GPU or under torchrun.
+"""The trainer behind `dsm train`: one loop for every task, on CPU, one GPU or under torchrun
+(its parts beside it: schedule, data_order, checkpoint, distributed, metrics_log).
 
 What it does, and the guarantees it keeps:
 
@@ -27,11 +28,6 @@ What it does, and the guarantees it keeps:
 from __future__ import annotations
 
 import contextlib
-import csv
-import math
-import os
-import random
-import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -39,319 +35,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from dsm.recipes.config import OptimConfig, Recipe, RecipeError
+from dsm.recipes.config import Recipe, RecipeError
 from dsm.recipes.registry import get_task_class
 from dsm.recipes.tasks.base import Task
+from dsm.recipes.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    capture_rng,
+    checkpoint_dir,
+    latest_loadable_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale_temp_files,
+    restore_rng,
+    save_checkpoint_atomic,
+    seed_everything,
+)
+from dsm.recipes.training.data_order import EpochBatchSampler
+from dsm.recipes.training.distributed import init_distributed, resolve_device
+from dsm.recipes.training.metrics_log import MetricsCSV
+from dsm.recipes.training.schedule import WarmupCosineLR, build_optimizer
 
-CHECKPOINT_FORMAT = "dsm-train-checkpoint"
-CHECKPOINT_VERSION = 1
-_CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
-
-
-# ------------------------------------------------------------------------------ distribution
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join torchrun's process group (env:// rendezvous) when WORLD_SIZE > 1."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str) -> torch.device:
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RecipeError(f"train.device = {name!r} but no CUDA device is available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
-# ------------------------------------------------------------------------------ data order
-
-class EpochBatchSampler(Sampler[list[int]]):
-    """This rank's batches of one epoch, starting after `start_batch` batches.
-
-    The epoch's order is `randperm(N)` from a generator seeded with (seed, epoch) (or
-    0..N-1 without shuffle), truncated to a multiple of batch_size x world_size; rank r
-    takes items r, r+W, r+2W, ... in batch_size chunks, so the union of the ranks' k-th
-    batches is exactly the k-th batch of a single process with batch_size x W.
-    """
-
-    def __init__(self, size: int, batch_size: int, dist_info: DistInfo, seed: int, shuffle: bool) -> None:
-        self.size = size
-        self.batch_size = batch_size
-        self.dist_info = dist_info
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-        self.start_batch = 0
-
-    def batches_per_epoch(self) -> int:
-        return self.size // (self.batch_size * self.dist_info.world_size)
-
-    def set_position(self, epoch: int, start_batch: int) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        return max(0, self.batches_per_epoch() - self.start_batch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator)
-        else:
-            order = torch.arange(self.size)
-        world = self.dist_info.world_size
-        used = self.batches_per_epoch() * self.batch_size * world
-        mine = order[self.dist_info.rank : used : world].tolist()
-        for k in range(self.start_batch, self.batches_per_epoch()):
-            yield mine[k * self.batch_size : (k + 1) * self.batch_size]
-
-
-# ------------------------------------------------------------------------------ schedule
-
-def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the base lr for optimizer step `step` (0-based): linear warmup from
-    1/warmup to 1, then cosine from 1 down to min_lr_ratio at max_steps."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, max_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class WarmupCosineLR:
-    """Sets every param group's lr to base_lr x lr_factor(step). `step()` is called once per
-    optimizer step of the run, also when a task skipped this optimizer, so the schedule
-    follows the run's step count; its state (step, base lrs) goes into checkpoints."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, config: OptimConfig, max_steps: int) -> None:
-        self.optimizer = optimizer
-        self.config = config
-        self.max_steps = max_steps
-        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
-        self.last_step = 0
-        self._apply()
-
-    def _apply(self) -> None:
-        factor = lr_factor(self.last_step, self.config.warmup_steps, self.max_steps, self.config.min_lr_ratio)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * factor
-
-    def current_lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def step(self) -> None:
-        self.last_step += 1
-        self._apply()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step, "base_lrs": list(self.base_lrs)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_step = int(state["last_step"])
-        self.base_lrs = [float(x) for x in state["base_lrs"]]
-        self._apply()
-
-
-def build_optimizer(params: list[nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings (dim >= 2) only."""
-    params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=config.lr, betas=config.betas, eps=config.eps,
-    )
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-def checkpoint_dir(out_dir: Path) -> Path:
-    return out_dir / "checkpoints"
-
-
-def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in `directory` as (step, path), oldest first."""
-    if not directory.is_dir():
-        return []
-    found = []
-    for path in directory.iterdir():
-        match = _CHECKPOINT_NAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def save_checkpoint_atomic(state: dict[str, Any], directory: Path, step: int, keep: int) -> Path:
-    """Write `state` as step_<step>.pt so that no crash can leave it half written: the bytes
-    go to a hidden temp file, are fsynced, then renamed over the final name (atomic on
-    POSIX); the directory is fsynced so the rename itself is durable. Then only the
-    newest `keep` checkpoints are kept."""
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step_{step:08d}.pt"
-    temp = directory / f".{final.name}.tmp-{os.getpid()}"
-    try:
-        with open(temp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
-    for _, old in list_checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
-    return final
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temp_files(directory: Path) -> None:
-    """Temp files left by a crash mid-write are incomplete by construction."""
-    if directory.is_dir():
-        for path in directory.glob(".step_*.pt.tmp-*"):
-            path.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a trainer checkpoint (tensors on CPU), checking that it is one."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RecipeError(f"{path} is not a dsm training checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise RecipeError(f"{path}: checkpoint version {state.get('version')} is not supported")
-    return state
-
-
-def latest_loadable_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that loads; a damaged newer one is reported and skipped."""
-    for _, path in reversed(list_checkpoints(directory)):
-        try:
-            return path, load_checkpoint(path)
-        except Exception as error:  # damaged file (e.g. disk full): fall back, say so
-            print(f"dsm train: skipping unreadable checkpoint {path}: {error}", file=sys.stderr)
-    return None
-
-
-# ------------------------------------------------------------------------------ RNG
-
-def capture_rng() -> dict[str, Any]:
-    """Every random generator the training loop may draw from, as checkpointable data."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    version, keys, *rest = state["numpy"]
-    random.setstate(_as_tuple(state["python"]))
-    np.random.set_state((version, keys.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# ------------------------------------------------------------------------------ metrics
-
-class MetricsCSV:
-    """metrics.csv with a header that grows when a new metric appears (the file is then
-    rewritten); on resume the rows after the resumed step are dropped."""
-
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
-        self.rows: list[dict[str, str]] = []
-        self.fields: list[str] = []
-        if resume_step is not None and path.is_file():
-            with open(path, newline="") as handle:
-                reader = csv.DictReader(handle)
-                self.fields = list(reader.fieldnames or [])
-                self.rows = [r for r in reader if int(r["step"]) <= resume_step]
-        self._rewrite()
-
-    def write(self, row: dict[str, Any]) -> None:
-        new = [k for k in row if k not in self.fields]
-        text_row = {k: (repr(v) if isinstance(v, float) else str(v)) for k, v in row.items()}
-        self.rows.append(text_row)
-        if new:
-            self.fields += new
-            self._rewrite()
-        else:
-            with open(self.path, "a", newline="") as handle:
-                csv.DictWriter(handle, self.fields).writerow(text_row)
-
-    def _rewrite(self) -> None:
-        temp = self.path.with_name(self.path.name + ".tmp")
-        with open(temp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, self.fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(temp, self.path)
-
-
-def read_metrics(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-# ------------------------------------------------------------------------------ the loop
 
 class _StepContext:
     """`tasks.StepContext`: what train_step sees of the trainer for one micro-batch."""
@@ -724,8 +434,6 @@ def train(
         out_dir = recipe.out_dir or Path("runs") / Path(recipe.source).stem
     return Trainer(recipe, Path(out_dir), resume).fit(stop_after)
 
-
-# ------------------------------------------------------------------------------ small helpers
 
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Tensor):
