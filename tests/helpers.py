@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from dsm.streaming.asr import ASRSession
     from dsm.streaming.engine import BatchedEngine
     from dsm.streaming.events import Event
-    from dsm.streaming.server import StreamingServer
-    from dsm.streaming.service import ModelService
+    from dsm.streaming.serve.server import StreamingServer
+    from dsm.streaming.serve.service import ModelService
 
 
 def feed_in_chunks(step: Callable[[torch.Tensor], torch.Tensor], module: torch.nn.Module,
@@ -61,7 +61,7 @@ async def serving(asr: ModelService | None = None, tts: ModelService | None = No
                   **config: Any) -> AsyncIterator[StreamingServer]:
     """A started `StreamingServer` (`ServerConfig(**config)`, port 0 unless given) serving
     `asr` / `tts`, shut down when the block ends."""
-    from dsm.streaming.server import ServerConfig, StreamingServer
+    from dsm.streaming.serve.server import ServerConfig, StreamingServer
 
     config.setdefault("port", 0)
     server = StreamingServer(ServerConfig(**config), asr, tts)
@@ -77,7 +77,7 @@ def run_until_marker(engine: BatchedEngine, session: ASRSession, pcm: np.ndarray
     """What a protocol client gets, run locally: `pcm`, a marker, then silence frames until
     the marker is back; the events before the marker. Closes `engine`."""
     from dsm.streaming.events import MarkerEvent
-    from dsm.streaming.protocol import FRAME_SIZE
+    from dsm.streaming.serve.protocol import FRAME_SIZE
 
     engine.attach(session)
     session.push_pcm(pcm)
@@ -100,7 +100,7 @@ async def kyutai_asr_client(url: str, pcm: np.ndarray, api_key: str = "public_to
     import msgpack
     import websockets
 
-    from dsm.streaming.protocol import FRAME_SIZE
+    from dsm.streaming.serve.protocol import FRAME_SIZE
 
     async with websockets.connect(url + "/api/asr-streaming",
                                   additional_headers={"kyutai-api-key": api_key}) as ws:

@@ -18,7 +18,7 @@ import dsm
 from dsm.models.model_dir import ModelDirError
 from dsm.streaming.batch import StreamFailed, run_streams
 from dsm.streaming.events import WordEvent
-from dsm.streaming.protocol import SAMPLE_RATE
+from dsm.streaming.serve.protocol import SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ import pytest
 import soundfile
 
 from dsm.commands import mic as cmd_mic
-from dsm.streaming import clients
-from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
-from dsm.streaming.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
-from dsm.streaming.server import ServerConfig, StreamingServer
+from dsm.streaming.serve import clients
+from dsm.streaming.serve.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.serve.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
+from dsm.streaming.serve.server import ServerConfig, StreamingServer
 
 SCRIPT = [ScriptWord("good", 0.2, 0.5), ScriptWord("morning", 0.6, 1.1),
           ScriptWord("everyone", 1.2, 1.7)]

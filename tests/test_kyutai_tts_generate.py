@@ -294,8 +294,8 @@ def test_dsm_serve_speaks_kyutai_tts_with_its_voices(tts) -> None:
 
     from helpers import serving
 
-    from dsm.streaming.clients import RemoteError, stream_text_tts
-    from dsm.streaming.engine_service import load_engine_service
+    from dsm.streaming.serve.clients import RemoteError, stream_text_tts
+    from dsm.streaming.serve.engine_service import load_engine_service
 
     service = load_engine_service("tts", tts.directory, 3, device="cpu", temp=0.0, temp_text=0.0)
     default = tts.directory / "voices" / f"{DEFAULT_VOICE}{voice_suffix(MODEL_ID)}"

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsm.streaming import protocol as P
 from dsm.streaming.events import (
     AudioEvent,
     EndWordEvent,
@@ -19,6 +18,7 @@ from dsm.streaming.events import (
     TextEvent,
     WordEvent,
 )
+from dsm.streaming.serve import protocol as P
 
 
 def test_audio_in_is_byte_identical_to_kyutai_clients() -> None:

@@ -22,16 +22,16 @@ import websockets
 from helpers import serving
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from dsm.streaming import clients
-from dsm.streaming.protocol import (
+from dsm.streaming.serve import clients
+from dsm.streaming.serve.protocol import (
     FRAME_SIZE,
     SAMPLE_RATE,
     encode_audio_in,
     encode_marker_in,
     encode_text_in,
 )
-from dsm.streaming.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
-from dsm.streaming.server import ServerConfig, StreamingServer
+from dsm.streaming.serve.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
+from dsm.streaming.serve.server import ServerConfig, StreamingServer
 
 SCRIPT = [ScriptWord(f"word{i}", 0.2 + 0.4 * i, 0.45 + 0.4 * i) for i in range(4)]  # to 1.65 s
 WORDS = [w.text for w in SCRIPT]
@@ -685,7 +685,7 @@ def test_never_reading_tts_client_is_cut_off_within_a_memory_bound() -> None:
 
 
 def test_bench_times_markers_when_the_model_sends_no_step() -> None:
-    from dsm.streaming.load_clients import ClientResult, marker_latencies
+    from dsm.streaming.serve.load_clients import ClientResult, marker_latencies
 
     # frames sent every 80 ms; the marker after frame k comes back 5 frames later, 10 ms
     # after frame k + 5 was sent (30 ms for one slow frame, 100 ms: after the next frame)

@@ -26,13 +26,13 @@ import websockets
 from helpers import keep_text_pieces, kyutai_asr_client, run_until_marker, serving
 
 from dsm.models import build_lm, preset
-from dsm.streaming import clients
 from dsm.streaming.asr import ASRSession
 from dsm.streaming.engine import BatchedEngine, Session
-from dsm.streaming.engine_service import EngineService
 from dsm.streaming.events import AudioEvent, EndWordEvent, TextEvent, WordEvent
-from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
-from dsm.streaming.server import ServerConfig, StreamingServer
+from dsm.streaming.serve import clients
+from dsm.streaming.serve.engine_service import EngineService
+from dsm.streaming.serve.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.serve.server import ServerConfig, StreamingServer
 from dsm.streaming.testing import ScriptedLMForTests
 from dsm.streaming.tts import TTSSession
 from dsm.streams.alignment import Word, stream_to_words, words_to_stream

@@ -26,11 +26,11 @@ from dsm.codecs.testing import tiny_random_mimi
 from dsm.commands import serve as cmd_serve
 from dsm.models import build_lm, preset
 from dsm.models.model_dir import ModelDirError, write_model_dir
-from dsm.streaming import clients
-from dsm.streaming.engine_service import load_engine_service
 from dsm.streaming.events import EndWordEvent, WordEvent
-from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
-from dsm.streaming.server import ServerConfig, StreamingServer
+from dsm.streaming.serve import clients
+from dsm.streaming.serve.engine_service import load_engine_service
+from dsm.streaming.serve.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.serve.server import ServerConfig, StreamingServer
 from dsm.streams.testing import train_tiny_tokenizer
 
 
@@ -250,7 +250,7 @@ def test_tts_formats_and_opus_input_as_kyutai_serves_them(model_dirs: dict[str, 
     to (the same words as the local run on that pcm)."""
     import sphn
 
-    from dsm.streaming.audio_formats import OpusInputDecoder
+    from dsm.streaming.serve.audio_formats import OpusInputDecoder
 
     parser = argparse.ArgumentParser()
     cmd_serve.add_arguments(parser)
@@ -454,7 +454,7 @@ def test_a_slot_reused_after_a_hostile_stream_gives_the_words_of_a_fresh_server(
     """One slot: a client streams loud noise (accepted, 15x full scale), then samples of
     1e20 (refused: the stream is closed), and a client after it in that slot gets exactly
     the words a fresh server gives."""
-    from dsm.streaming.protocol import encode_audio_in
+    from dsm.streaming.serve.protocol import encode_audio_in
 
     pcm = (0.3 * np.random.default_rng(9).standard_normal(int(1.2 * SAMPLE_RATE))
            ).astype(np.float32)

@@ -20,8 +20,8 @@ import soundfile
 from helpers import serving
 from test_server import SCRIPT, WORDS, run, scripted_server, speech, wait_for_active, witness
 
-from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
-from dsm.streaming.scripted_service import ScriptedASRService, ScriptedTTSService
+from dsm.streaming.serve.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.serve.scripted_service import ScriptedASRService, ScriptedTTSService
 
 
 def _post_sync(port: int, path: str, body: bytes, headers: dict[str, str] | None = None,

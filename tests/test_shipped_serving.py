@@ -22,7 +22,7 @@ from dsm.commands import serve as cmd_serve
 from dsm.commands import transcribe as cmd_transcribe
 from dsm.models.model_dir import read_audio
 from dsm.recipes.eval.metrics import normalize_text
-from dsm.streaming.protocol import SAMPLE_RATE
+from dsm.streaming.serve.protocol import SAMPLE_RATE
 
 ASSETS = Path(__file__).resolve().parents[1] / "dsm" / "assets"
 
@@ -66,7 +66,7 @@ def test_kyutai_tts_client_through_dsm_serve_speaks_what_the_asr_model_hears() -
     import websockets
 
     from dsm.commands.demo import TTS_TEXT
-    from dsm.streaming.protocol import FRAME_SIZE
+    from dsm.streaming.serve.protocol import FRAME_SIZE
 
     asr, tts = _default_services()
     assert tts is not None  # the default TTS model is installed

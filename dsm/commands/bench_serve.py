@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dsm.streaming.clients import load_audio
-from dsm.streaming.load_clients import marker_latencies, run_clients
-from dsm.streaming.protocol import (
+from dsm.streaming.serve.clients import load_audio
+from dsm.streaming.serve.load_clients import marker_latencies, run_clients
+from dsm.streaming.serve.protocol import (
     FRAME_SIZE,
     SAMPLE_RATE,
 )

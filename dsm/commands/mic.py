@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dsm.streaming.clients import RemoteError, list_devices, run_mic
+    from dsm.streaming.serve.clients import RemoteError, list_devices, run_mic
 
     try:
         if args.list_devices:

@@ -29,11 +29,11 @@ import json
 import logging
 from pathlib import Path
 
-from dsm.streaming.engine_service import DEFAULT_STREAM_TOP_K
-from dsm.streaming.http_post import DEFAULT_MAX_BODY_BYTES
-from dsm.streaming.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
-from dsm.streaming.server import DEFAULT_DEMO_DIR, ServerConfig, run_server
-from dsm.streaming.service import DEFAULT_MAX_BUFFERED_S, ModelService
+from dsm.streaming.serve.engine_service import DEFAULT_STREAM_TOP_K
+from dsm.streaming.serve.http_post import DEFAULT_MAX_BODY_BYTES
+from dsm.streaming.serve.scripted_service import ScriptedASRService, ScriptedTTSService, ScriptWord
+from dsm.streaming.serve.server import DEFAULT_DEMO_DIR, ServerConfig, run_server
+from dsm.streaming.serve.service import DEFAULT_MAX_BUFFERED_S, ModelService
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +124,7 @@ def build_services(args: argparse.Namespace) -> tuple[ModelService | None, Model
 
         asr_dir, tts_dir = installed_default("asr"), installed_default("tts")
     if asr_dir or tts_dir:
-        from dsm.streaming.engine_service import load_engine_service
+        from dsm.streaming.serve.engine_service import load_engine_service
 
         if asr_dir:
             asr = load_engine_service("asr", asr_dir, args.max_streams, device=args.device,

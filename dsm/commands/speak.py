@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _remote(args: argparse.Namespace) -> int:
-    from dsm.streaming import clients
+    from dsm.streaming.serve import clients
 
     if args.out is None and not args.play:
         print("error: with --server, give -o OUT.wav and/or --play", file=sys.stderr)

@@ -115,7 +115,7 @@ def print_word(start_time: float, text: str) -> None:
 
 
 def _remote(args: argparse.Namespace) -> int:
-    from dsm.streaming import clients
+    from dsm.streaming.serve import clients
 
     def show(word: object) -> None:
         if not args.json:

@@ -1,5 +1,5 @@
 """Streaming inference: batched step engine, sampling, CUDA graphs, ASR / TTS / translation
-sessions (the websocket server and clients live here too)."""
+sessions, the batch runner; serve/ holds the websocket server, its model seam and clients."""
 
 from dsm.streaming.engine import BatchedEngine, EngineFullError, Session, SessionClosedError
 from dsm.streaming.sampling import SamplingParams, SlotRandom, sample_tokens

@@ -25,7 +25,7 @@ import numpy as np
 
 from dsm.streaming.engine import Session, SessionClosedError, SlotOutput
 from dsm.streaming.events import EndWordEvent, Event, MarkerEvent, StepEvent, WordEvent
-from dsm.streaming.protocol import MAX_ABS_SAMPLE
+from dsm.streaming.serve.protocol import MAX_ABS_SAMPLE
 from dsm.streams.tokenizer import TextTokenizer
 
 

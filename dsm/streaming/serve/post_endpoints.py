@@ -23,16 +23,16 @@ import numpy as np
 
 from dsm.audio_io import AudioFileError, read_audio
 from dsm.streaming.events import AudioEvent, EndWordEvent, TextEvent, WordEvent
-from dsm.streaming.http_post import PostRequest, PostResponse
-from dsm.streaming.protocol import (
+from dsm.streaming.serve.http_post import PostRequest, PostResponse
+from dsm.streaming.serve.protocol import (
     FRAME_SIZE,
     MAX_TEXT_CHARS,
     SAMPLE_RATE,
     ProtocolError,
     check_text,
 )
-from dsm.streaming.service import CapacityError, ModelService, ModelStream, StreamError
-from dsm.streaming.stream_options import (
+from dsm.streaming.serve.service import CapacityError, ModelService, ModelStream, StreamError
+from dsm.streaming.serve.stream_options import (
     TTS_POST_FIELDS,
     OptionError,
     StreamOptions,

@@ -28,7 +28,7 @@ import numpy as np
 import websockets
 
 from dsm.streaming.events import AudioEvent, EndWordEvent, MarkerEvent, TextEvent, WordEvent
-from dsm.streaming.protocol import (
+from dsm.streaming.serve.protocol import (
     FRAME_SIZE,
     SAMPLE_RATE,
     ErrorOut,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from dsm.streaming.events import AudioEvent, Event
-from dsm.streaming.protocol import ProtocolError, _pack, encode_event
+from dsm.streaming.serve.protocol import ProtocolError, _pack, encode_event
 
 TTS_FORMATS = ("OggOpus", "OggOpusMessagePack", "Pcm", "PcmMessagePack")
 DEFAULT_TTS_FORMAT = "OggOpus"

@@ -27,8 +27,8 @@ import numpy as np
 from dsm.streaming.events import (
     Event,
 )
-from dsm.streaming.protocol import SAMPLE_RATE
-from dsm.streaming.stream_options import StreamOptions
+from dsm.streaming.serve.protocol import SAMPLE_RATE
+from dsm.streaming.serve.stream_options import StreamOptions
 
 log = logging.getLogger("dsm.serve")
 

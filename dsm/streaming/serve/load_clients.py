@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import websockets
 
-from dsm.streaming.clients import ASR_PATH, endpoint
 from dsm.streaming.events import MarkerEvent, StepEvent, WordEvent
-from dsm.streaming.protocol import (
+from dsm.streaming.serve.clients import ASR_PATH, endpoint
+from dsm.streaming.serve.protocol import (
     FRAME_SIZE,
     SAMPLE_RATE,
     ErrorOut,

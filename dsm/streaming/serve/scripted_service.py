@@ -21,8 +21,8 @@ from dsm.streaming.events import (
     TextEvent,
     WordEvent,
 )
-from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
-from dsm.streaming.service import QueuedStream, SteppedService
+from dsm.streaming.serve.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.serve.service import QueuedStream, SteppedService
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`dsm serve`: Kyutai-compatible streaming ASR and TTS over websockets.
 
 Endpoints (one port):
-- `/api/asr-streaming`: Kyutai's ASR protocol (see dsm.streaming.protocol).
+- `/api/asr-streaming`: Kyutai's ASR protocol (see dsm.streaming.serve.protocol).
 - `/api/tts_streaming?format=F`: Kyutai's TTS protocol, F one of Kyutai's formats
   (OggOpus, the default, OggOpusMessagePack, Pcm, PcmMessagePack: see audio_formats).
 - `/api/health`: JSON with each service's open streams and capacity.
@@ -39,20 +39,20 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from dsm.streaming.audio_formats import (
+from dsm.streaming.serve.audio_formats import (
     DEFAULT_TTS_FORMAT,
     TTS_FORMATS,
     OpusInputDecoder,
     TtsOutputEncoder,
 )
-from dsm.streaming.http_post import (
+from dsm.streaming.serve.http_post import (
     DEFAULT_MAX_BODY_BYTES,
     PostAwareConnection,
     PostRequest,
     PostResponse,
 )
-from dsm.streaming.post_endpoints import RequestError, speak_request, transcribe_upload
-from dsm.streaming.protocol import (
+from dsm.streaming.serve.post_endpoints import RequestError, speak_request, transcribe_upload
+from dsm.streaming.serve.protocol import (
     MAX_MESSAGE_BYTES,
     AudioIn,
     EosIn,
@@ -68,8 +68,8 @@ from dsm.streaming.protocol import (
     encode_event,
     encode_ready,
 )
-from dsm.streaming.service import CapacityError, ModelService, ModelStream, StreamError
-from dsm.streaming.stream_options import (
+from dsm.streaming.serve.service import CapacityError, ModelService, ModelStream, StreamError
+from dsm.streaming.serve.stream_options import (
     ASR_STREAMING_FIELDS,
     TTS_STREAMING_FIELDS,
     OptionError,
@@ -84,7 +84,7 @@ ASR_PATH = "/api/asr-streaming"
 TTS_PATH = "/api/tts_streaming"
 TTS_POST_PATH = "/api/tts"
 HEALTH_PATH = "/api/health"
-DEFAULT_DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"  # shipped in the package
+DEFAULT_DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"  # shipped in the package
 
 # websocket close codes
 CLOSE_NORMAL = 1000

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from dsm.streaming.events import (
     ReadyEvent,
 )
-from dsm.streaming.protocol import FRAME_SIZE, SAMPLE_RATE
-from dsm.streaming.service import DEFAULT_MAX_BUFFERED_S, QueuedStream, SteppedService
-from dsm.streaming.stream_options import StreamOptions
+from dsm.streaming.serve.protocol import FRAME_SIZE, SAMPLE_RATE
+from dsm.streaming.serve.service import DEFAULT_MAX_BUFFERED_S, QueuedStream, SteppedService
+from dsm.streaming.serve.stream_options import StreamOptions
 
 log = logging.getLogger("dsm.serve")
 
