@@ -244,3 +244,27 @@ def run_session_to_end(engine: BatchedEngine, session: Any, pcm: np.ndarray) -> 
         while not session.finished:
             engine.step()
     return session
+
+
+def moshi_conditioned_lm(raw: dict, seed: int = 0) -> torch.nn.Module:
+    """moshi's LMModel with the conditioners and fuser its loader builds from the config
+    `raw`, random weights N(0, 0.2) drawn from `seed` (Hibiki's and Kyutai TTS's oracle)."""
+    import copy
+
+    from moshi.models.lm import LMModel
+    from moshi.models.loaders import get_condition_fuser, get_conditioner_provider
+
+    from dsm.models import LMConfig
+
+    config = LMConfig.from_dict(raw)
+    spec = copy.deepcopy({"conditioners": raw["conditioners"], "fuser": raw["fuser"]})
+    torch.manual_seed(seed)
+    model = LMModel(
+        **config.moshi_kwargs(),
+        condition_provider=get_conditioner_provider(config.dim, "cpu", spec),
+        fuser=get_condition_fuser(spec),
+    ).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model

@@ -9,13 +9,11 @@ moshi's LMModel with random weights, and voice files in Kyutai's layout.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
+from helpers import moshi_conditioned_lm
 from safetensors.torch import save_file
-
-from dsm.models import LMConfig
 
 VOICE_DIM = 16  # the speaker embedding width (Mimi's latent width in the real model)
 VOICE_FRAMES = 5  # frames of one voice embedding
@@ -56,21 +54,7 @@ def tts_raw(**fields: object) -> dict:
 
 def moshi_tts_lm(raw: dict, seed: int = 0) -> torch.nn.Module:
     """moshi's LMModel with the conditioners and fuser its loader builds from `raw`."""
-    from moshi.models.lm import LMModel
-    from moshi.models.loaders import get_condition_fuser, get_conditioner_provider
-
-    config = LMConfig.from_dict(raw)
-    spec = copy.deepcopy({"conditioners": raw["conditioners"], "fuser": raw["fuser"]})
-    torch.manual_seed(seed)
-    model = LMModel(
-        **config.moshi_kwargs(),
-        condition_provider=get_conditioner_provider(config.dim, "cpu", spec),
-        fuser=get_condition_fuser(spec),
-    ).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
+    return moshi_conditioned_lm(raw, seed)
 
 
 def save_kyutai_lm(model: torch.nn.Module, path: Path) -> Path:

@@ -11,7 +11,6 @@ the same condition, with and without guidance.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +21,7 @@ import soundfile
 import torch
 from helpers import (
     assert_same_tokens,
+    moshi_conditioned_lm,
     moshi_tiny_mimi_24k,
     run_session_to_end,
     varied_pcm,
@@ -61,21 +61,7 @@ def hibiki_raw(**fields: object) -> dict:
 
 def moshi_hibiki(raw: dict) -> torch.nn.Module:
     """moshi's LMModel with the conditioner and fuser its loader builds from `raw`."""
-    from moshi.models.lm import LMModel
-    from moshi.models.loaders import get_condition_fuser, get_conditioner_provider
-
-    config = LMConfig.from_dict(raw)
-    spec = copy.deepcopy({"conditioners": raw["conditioners"], "fuser": raw["fuser"]})
-    torch.manual_seed(0)
-    model = LMModel(
-        **config.moshi_kwargs(),
-        condition_provider=get_conditioner_provider(config.dim, "cpu", spec),
-        fuser=get_condition_fuser(spec),
-    ).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
+    return moshi_conditioned_lm(raw, 0)
 
 
 def conditions(model: torch.nn.Module, values: list[str]) -> dict:
