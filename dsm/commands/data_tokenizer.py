@@ -19,7 +19,6 @@ pieces and at least one text piece.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,18 +61,14 @@ def read_texts(text_files: list[str], manifests: list[str]) -> tuple[list[str], 
 
 
 def _manifest_texts(path: Path) -> Iterator[str | None]:
+    """Each manifest row's text, None for a row without one."""
+    from dsm.recipes.data.manifest import jsonl_objects
+
     if not path.is_file():
         raise TokenizerError(f"manifest not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TokenizerError(f"{path}:{number}: not JSON: {error}") from error
-            text = row.get("text") if isinstance(row, dict) else None
-            yield text.strip() if isinstance(text, str) and text.strip() else None
+    for _, row in jsonl_objects(path, TokenizerError):
+        text = row.get("text")
+        yield text.strip() if isinstance(text, str) and text.strip() else None
 
 
 def main(args: argparse.Namespace) -> int:
