@@ -163,14 +163,15 @@ def man_pages(root: Path = MAN_FR_DIR) -> list[str]:
 
 def man_paragraphs(formatted: str) -> list[str]:
     """The body paragraphs of a page formatted one paragraph a line: lines indented by
-    exactly seven spaces, outside the sections that are not prose."""
+    exactly seven spaces, outside the sections that are not prose, that are not an
+    option tag ('-a     tout afficher')."""
     paragraphs = []
     section = ""
     for line in formatted.splitlines():
         if line and not line[0].isspace():
             section = line.strip().upper()
-        elif (re.match(r"^ {7}\S", line) and section not in _MAN_SKIP_SECTIONS
-              and "\u2010" not in line):
+        elif (re.match(r"^ {7}[^\s-]", line) and not re.match(r"^ {7}\S+ {2,}", line)
+              and section not in _MAN_SKIP_SECTIONS):  # not an option's tag and text
             paragraphs.append(line.strip())
     return paragraphs
 
