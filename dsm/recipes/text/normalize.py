@@ -57,6 +57,10 @@ FR_ABBREVIATIONS: tuple[tuple[str, str], ...] = (
     (r"qqn\.?", "quelqu'un"),
 )
 ABBREVIATIONS = {"en": EN_ABBREVIATIONS, "fr": FR_ABBREVIATIONS}
+# one alternation a language, group k for abbreviation k, whole words only
+_ABBREVIATION_RE = {lang: re.compile(r"(?<![\w.])(?:" + "|".join(f"({p})" for p, _ in table)
+                                     + r")(?!\w)")
+                    for lang, table in ABBREVIATIONS.items()}
 
 _SYMBOLS = {"en": {"&": " and ", "+": " plus ", "@": " at ", "°": " degrees "},
             "fr": {"&": " et ", "+": " plus ", "@": " arobase ", "°": " degrés "}}
@@ -89,8 +93,8 @@ def unify_characters(text: str) -> str:
 def expand_abbreviations(text: str, lang: str) -> str:
     """Common abbreviations as words ('Mr.' -> 'Mister', 'M. Dupont' -> 'monsieur
     Dupont'); 'etc.' keeps its full stop so it can still end a sentence."""
-    for pattern, words in ABBREVIATIONS[lang]:
-        text = re.sub(r"(?<![\w.])" + pattern + r"(?!\w)", words, text)
+    text = _ABBREVIATION_RE[lang].sub(
+        lambda m: ABBREVIATIONS[lang][(m.lastindex or 1) - 1][1], text)
     text = text.replace("et cetera. ,", "et cetera,").replace("et cetera..", "et cetera.")
     return re.sub(r"et cetera\.(?= [a-zà-ÿ])", "et cetera", text)
 
