@@ -270,3 +270,41 @@ def test_the_installed_debian_sources_give_both_languages(tmp_path: Path) -> Non
 def test_unknown_sources_are_rejected_before_reading() -> None:
     with pytest.raises(TextCorpusError, match="known sources"):
         resolve_sources(["fortunes", "gutenberg"], ("en",))
+
+
+# ---------------------------------------------------------------- dsm data synth --text-file
+
+
+def test_synth_speaks_sentence_files_per_split_and_keeps_its_default(tmp_path: Path) -> None:
+    from dsm.recipes.synth.corpus import CorpusError, Job, make_item, synthesize_corpus
+
+    # without files, the generated sentences are exactly those drawn before files existed
+    job = Job(3, 1, "en", False, ("espeak", "flite"), 0.1, 24000)
+    assert make_item(job)[0].text == \
+        "On Sunday, Arthur and Martin are going to clean eighty eight pictures."
+    train = tmp_path / "train.en.txt"
+    train.write_text("The old man walked his dog to the market.\n"
+                     "Rain fell on the quiet village all night.\n", encoding="utf-8")
+    held = tmp_path / "eval.en.txt"
+    held.write_text("A stranger asked the way to the harbour.\n", encoding="utf-8")
+    out = tmp_path / "corpus"
+    synthesize_corpus(out, "en", hours=12 / 3600, seed=0, engines=("espeak",),
+                      eval_fraction=0.5, progress=False, text_files=(str(train),),
+                      eval_text_files=(str(held),), text_share=1.0)
+    rows = {split: [json.loads(line) for line in (out / f"{split}.jsonl").open()]
+            for split in ("train", "eval")}
+    assert rows["train"] and rows["eval"]
+    assert {r["text"] for r in rows["train"]} <= set(train.read_text().splitlines())
+    assert {r["text"] for r in rows["eval"]} == set(held.read_text().splitlines())
+    assert all(len(r["words"]) == len(r["text"].split()) for r in rows["train"] + rows["eval"])
+    assert json.loads((out / "corpus.json").read_text())["text_files"] == [str(train)]
+    with pytest.raises(CorpusError, match="named for language fr"):
+        synthesize_corpus(tmp_path / "x", "en", hours=0.001, progress=False,
+                          text_files=(str(tmp_path / "train.fr.txt"),))
+    with pytest.raises(CorpusError, match="not found"):
+        synthesize_corpus(tmp_path / "x", "en", hours=0.001, progress=False,
+                          text_files=(str(tmp_path / "absent.txt"),))
+    with pytest.raises(CorpusError, match="parallel"):
+        synthesize_corpus(tmp_path / "x", hours=0.001, parallel=True, progress=False,
+                          text_files=(str(train),))
+    assert not (tmp_path / "x").exists()
