@@ -21,12 +21,13 @@ $(VENV)/.installed: pyproject.toml
 # Debian packages the project uses: speech synthesizers for corpus synthesis, sox,
 # Chromium for the browser demo's end-to-end test, and the human-written English and
 # French text `dsm data text` reads (fortunes, the King James Bible, French manual pages
-# formatted by groff, the French Debian Reference). Installed when missing (as root).
+# formatted by groff, the French Debian Reference and GIMP manual). Installed when
+# missing (as root).
 SYSTEM_PACKAGES := espeak-ng libespeak-ng1 flite festival festvox-kdlpc16k festvox-us-slt-hts \
 	festvox-kallpc16k sox chromium fortunes bible-kjv bible-kjv-text manpages-fr groff-base \
-	debian-reference-fr
+	debian-reference-fr gimp-help-fr
 TEXT_FILES := /usr/share/games/fortunes/humorists /usr/lib/bible.data /usr/share/man/fr/man7 \
-	/usr/share/debian-reference/ch01.fr.html
+	/usr/share/debian-reference/ch01.fr.html /usr/share/gimp/2.0/help/fr/index.html
 FESTIVAL_VOICES := english/ked_diphone us/cmu_us_slt_arctic_hts english/kal_diphone
 system-deps:
 	@missing=""; \

@@ -13,6 +13,7 @@ Sources (name: language, Debian packages; a document is):
   kjv                  en  bible-kjv           a book of the King James Bible
   manpages-fr          fr  manpages-fr         a French manual page (body paragraphs)
   debian-reference-fr  fr  debian-reference-fr a chapter of the Debian Reference guide
+  gimp-help-fr         fr  gimp-help-fr        a page of the GIMP user manual
 and --text-dir LANG=FOLDER for your own plain-text files (a document per .txt file,
 paragraphs separated by blank lines).
 

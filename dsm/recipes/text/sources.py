@@ -19,9 +19,13 @@ whole, so eval sentences come from texts never trained on:
 - `debian-reference-fr` (French, debian-reference-fr): the Debian Reference guide's
   French translation; a document is one chapter, and only its paragraphs are read, with
   inline commands and file names marked as code so their sentences are refused.
+- `gimp-help-fr` (French, gimp-help-fr): the GIMP user manual's French translation, the
+  broadest French prose here (images, colours, drawing, photographs, not only software);
+  a document is one page (one tool, filter, dialog or tutorial), read like the
+  Debian Reference.
 
-French human-written prose installable here is technical documentation: there is no
-French literature or fortune package in the registry.
+French human-written prose installable here is documentation: there is no French
+literature or fortune package in the registry.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 MAN_FR_DIR = Path("/usr/share/man/fr")
 DEBIAN_REFERENCE_DIR = Path("/usr/share/debian-reference")
+GIMP_HELP_FR_DIR = Path("/usr/share/gimp/2.0/help/fr")
 
 
 class SourceUnavailable(RuntimeError):
@@ -233,6 +238,17 @@ def read_reference_chapter(name: str, root: Path = DEBIAN_REFERENCE_DIR) -> Docu
     return Document(name, [p for p in parser.paragraphs if p])
 
 
+def gimp_pages(root: Path = GIMP_HELP_FR_DIR) -> list[str]:
+    names = sorted(p.name for p in root.glob("*.html") if p.name != "index.html")
+    if not names:
+        raise _missing("gimp-help-fr", ("gimp-help-fr",), f"{root}/*.html")
+    return names
+
+
+def read_gimp_page(name: str, root: Path = GIMP_HELP_FR_DIR) -> Document:
+    return read_reference_chapter(name, root)
+
+
 # ---------------------------------------------------------------- the table
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
@@ -247,6 +263,9 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("debian-reference-fr", "fr", ("debian-reference-fr",),
            "Debian Reference guide in French, paragraphs (a document = a chapter)",
            reference_chapters, read_reference_chapter),
+    Source("gimp-help-fr", "fr", ("gimp-help-fr",),
+           "the GIMP user manual in French, paragraphs (a document = a page)",
+           gimp_pages, read_gimp_page),
 )}
 
 
