@@ -43,6 +43,8 @@ from dsm.recipes.text.sources import Source, SourceUnavailable, man_paragraphs, 
     ("Pi is about 3.14, not -2.", "Pi is about three point one four, not minus two."),
     ("The 1960s were loud -- very loud...", "The nineteen sixties were loud, very loud."),
     ("\u201cCaf\u00e9 (open)\u201d, she said", "Cafe open, she said."),
+    ("Read pages 10-20 of 1990-1995.", "Read pages ten to twenty of nineteen ninety to nineteen "
+                                       "ninety five."),
 ])
 def test_english_is_written_as_spoken(raw: str, spoken: str) -> None:
     assert normalize_sentence(raw, "en") == spoken
@@ -65,6 +67,13 @@ def test_english_is_written_as_spoken(raw: str, spoken: str) -> None:
 ])
 def test_french_is_written_as_spoken(raw: str, spoken: str) -> None:
     assert normalize_sentence(raw, "fr") == spoken
+
+
+@pytest.mark.parametrize("raw, lang", [
+    ("Figure 16.196 shows it.", "fr"), ("L'ISO 8859-13 encode le letton.", "fr"),
+    ("The ISO 8859-13 set.", "en"), ("A 12345678901234567890 number.", "en")])
+def test_ambiguous_numbers_keep_their_digits_to_be_refused(raw: str, lang: str) -> None:
+    assert any(c.isdigit() for c in normalize_sentence(raw, lang))
 
 
 def test_number_spellers_cover_large_numbers_and_french_ordinals() -> None:
@@ -100,6 +109,8 @@ def test_cleaning_drops_what_is_not_prose_with_its_reason() -> None:
         "words than anyone wants; the end comes at last.",
         "The cat sat on the mat.",
         "The following items are included:",
+        "Abbreviation, n.: a short way of writing a word.",
+        "The ship sailed on the sur-\nface of the sea.",
     ]
     cleaned = clean_paragraphs(paragraphs, "en", min_words=3, max_words=13)
     assert cleaned.sentences == [
@@ -110,7 +121,7 @@ def test_cleaning_drops_what_is_not_prose_with_its_reason() -> None:
         "The cat sat on the mat."]
     assert cleaned.dropped == {"attribution": 1, "heading": 1, "url": 1, "code": 1,
                                "markup": 1, "other_language": 1, "digits": 1,
-                               "too_short": 1, "incomplete": 1}
+                               "too_short": 1, "incomplete": 1, "symbols": 2}
 
 
 def test_fortune_files_and_man_pages_are_read_into_paragraphs() -> None:

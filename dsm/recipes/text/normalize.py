@@ -96,7 +96,7 @@ def expand_abbreviations(text: str, lang: str) -> str:
     text = _ABBREVIATION_RE[lang].sub(
         lambda m: ABBREVIATIONS[lang][(m.lastindex or 1) - 1][1], text)
     text = text.replace("et cetera. ,", "et cetera,").replace("et cetera..", "et cetera.")
-    return re.sub(r"et cetera\.(?= [a-zà-ÿ])", "et cetera", text)
+    return re.sub(r"et cetera\.(?= [a-zà-ÿ]|[,;:])", "et cetera", text)
 
 
 def _number(text: str, lang: str, feminine: bool = False) -> str:
@@ -107,9 +107,10 @@ def _number(text: str, lang: str, feminine: bool = False) -> str:
     return english_cardinal(value) if lang == "en" else french_cardinal(value, feminine)
 
 
-# a number with optional thousands grouping: 1,000,000 (en) / 1 000 000 or 1.000.000 (fr)
+# a number with optional thousands grouping: 1,000,000 (en) / 1 000 000 (fr; a dotted
+# 16.196 is more often a section number than sixteen thousand)
 _EN_INT = r"\d{1,3}(?:,\d{3})+|\d+"
-_FR_INT = r"\d{1,3}(?:(?: |\.)\d{3})+|\d+"
+_FR_INT = r"\d{1,3}(?: \d{3})+|\d+"
 
 
 def _money_en(match: re.Match) -> str:
@@ -136,6 +137,13 @@ def _money_fr(whole: str, cents: str | None, symbol: str, scale: str | None) -> 
     if cents and int(cents.ljust(2, "0")):
         words += " " + french_cardinal(int(cents.ljust(2, "0")[:2]))
     return words
+
+
+def _range(match: re.Match, word: str) -> str:
+    """'1990-1995' -> '1990 to 1995' when the second number is larger; otherwise the
+    digits stay (a name such as 'ISO 8859-13') and the sentence is refused."""
+    low, high = int(match.group(1)), int(match.group(2))
+    return f"{match.group(1)} {word} {match.group(2)}" if low < high else match.group(0)
 
 
 def _english_numbers(text: str) -> str:
@@ -173,7 +181,7 @@ def _english_numbers(text: str) -> str:
                 lambda m: english_year(int(m.group(1) + m.group(2) + "0"))[:-1] + "ies"
                 if m.group(2) != "0" else m.group(0), text)
     # ranges: 1990-1995, 10-20
-    text = _sub(r"\b(\d+) ?- ?(\d+)\b", lambda m: f"{m.group(1)} to {m.group(2)}", text)
+    text = _sub(r"\b(\d+) ?- ?(\d+)\b", lambda m: _range(m, "to"), text)
     # years: a lone four-digit number from 1100 to 2099
     text = _sub(r"(?<![\w.,$€£-])(1[1-9]\d\d|20\d\d)(?!\w|%|[.,]\d)",
                 lambda m: english_year(int(m.group(1))), text)
@@ -181,7 +189,7 @@ def _english_numbers(text: str) -> str:
     text = _sub(r"(?<![\w.,])(-)?(\d+)\.(\d+)(?![\w.,]\d)",
                 lambda m: ("minus " if m.group(1) else "") + decimal(m.group(2), m.group(3), "en"),
                 text)
-    text = _sub(r"(?<![\w.,])(-)?(" + _EN_INT + r")(?![\w]|[.,]\d)",
+    text = _sub(r"(?<![\w.,])(?<!\d-)(-)?(" + _EN_INT + r")(?!\w|[.,-]\d)",
                 lambda m: ("minus " if m.group(1) else "") + _number(m.group(2), "en"), text)
     return text
 
@@ -213,11 +221,11 @@ def _french_numbers(text: str) -> str:
     text = _sub(r"\b([IVXLCDM]+)(er|re)\b",
                 lambda m: ("premier" if m.group(2) == "er" else "première")
                 if m.group(1) == "I" else m.group(0), text)
-    text = _sub(r"\b(\d+) ?- ?(\d+)\b", lambda m: f"{m.group(1)} à {m.group(2)}", text)
+    text = _sub(r"\b(\d+) ?- ?(\d+)\b", lambda m: _range(m, "à"), text)
     text = _sub(r"(?<![\w.,])(-)?(\d+),(\d+)(?![\w.,]\d)",
                 lambda m: ("moins " if m.group(1) else "") + decimal(m.group(2), m.group(3), "fr"),
                 text)
-    text = _sub(r"(?<![\w.,])(-)?(" + _FR_INT + r")(?![\w]|[.,]\d)",
+    text = _sub(r"(?<![\w.,])(?<!\d-)(-)?(" + _FR_INT + r")(?!\w|[.,-]\d)",
                 lambda m: ("moins " if m.group(1) else "") + _number(m.group(2), "fr"), text)
     return text
 

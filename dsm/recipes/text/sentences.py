@@ -125,8 +125,11 @@ def spoken_reason(sentence: str, lang: str, min_words: int, max_words: int) -> s
         return "digits"
     if not (_EN_LETTERS if lang == "en" else _FR_LETTERS).match(sentence):
         return "symbols"
-    if re.search(r"(?:^|\s)[.,;:!?'-]|(?<!\b[A-Z])[.!?] |\b[a-z]+[A-Z]", sentence):
-        return "symbols"  # a lost name ('. et ..'), a stop inside, or 'lB'-like code
+    if re.search(r"(?:^|\s)[.,;:!?'-]|(?<!\b[A-Z])[.!?] |[.!?][,;:]|\b[a-z]+[A-Z]"
+                 r"|-(?=[\s.,;:!?]|$)", sentence):
+        # a lost name ('. et ..'), a stop inside ('n.: a word'), 'lB'-like code, or a
+        # word cut at a line end ('sur-')
+        return "symbols"
     words = sum(1 for w in sentence.split() if _LETTER.search(w))
     if words < min_words:
         return "too_short"
