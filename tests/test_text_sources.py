@@ -179,6 +179,11 @@ def test_eval_documents_reach_the_fraction_and_keep_a_train_document() -> None:
     held = eval_documents("src", sizes, 0.3, seed=3)
     assert len(held) == 3 and held <= set(sizes)
     assert eval_documents("src", {"only": 5}, 0.5, seed=0) == set()
+    # a large document that would overshoot is passed over for smaller ones
+    sizes = {"big": 50, **{f"s{i}": 5 for i in range(10)}}
+    for seed in range(5):
+        held = eval_documents("src", sizes, 0.1, seed)
+        assert sum(sizes[d] for d in held) in (5, 10) and "big" not in held
     assert len(eval_documents("src", {"a": 1, "b": 1}, 0.9, seed=0)) == 1
 
 

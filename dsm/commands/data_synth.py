@@ -34,7 +34,7 @@ Examples:
   dsm data synth --hours 5 --engines flite,festival --rate-range 0.7,1.3 \
       --pitch-range 0.8,1.25 --out data/styles --seed 9   # many speaking styles per voice
   dsm data text --out data/text
-  dsm data synth --lang en --hours 2 --out data/open_en --text-file data/text/train.en.txt \
+  dsm data synth --lang en --hours 2 --out data/open_en --text-file data/text/train.en.txt \\
       --eval-text-file data/text/eval.en.txt   # real sentences besides generated ones
 """
 

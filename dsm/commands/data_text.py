@@ -25,7 +25,7 @@ The same installed files and --seed give byte-identical output.
 
 Examples:
   dsm data text --out data/text
-  dsm data text --out data/text_en --langs en --sources fortunes,kjv --eval-fraction 0.1 \
+  dsm data text --out data/text_en --langs en --sources fortunes,kjv --eval-fraction 0.1 \\
       --seed 0 --min-words 3 --max-words 20
   dsm data text --out data/mine --langs fr --sources "" --text-dir fr=notes/ --seed 1
 """
@@ -54,8 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--langs", default=",".join(LANGS),
                         help="comma-separated languages to make, of en,fr (default en,fr)")
     parser.add_argument("--sources", default=",".join(SOURCES),
-                        help=f"comma-separated built-in sources, of {','.join(SOURCES)} "
-                             "(default all; those not in --langs are skipped)")
+                        help="comma-separated built-in sources (default all; those not in "
+                             "--langs are skipped): " + "; ".join(
+                                 f"{s.name} ({s.lang}, apt {' '.join(s.packages)}): "
+                                 f"{s.describe}" for s in SOURCES.values()))
     parser.add_argument("--text-dir", action="append", default=[], metavar="LANG=FOLDER",
                         help="also read every .txt file of FOLDER as a LANG document "
                              "(repeatable)")

@@ -3,9 +3,9 @@
 Each source's documents are read in id order and cleaned (`sentences.py`); a sentence
 already kept earlier (same words once lowercased and stripped of punctuation, any source
 of the language) is dropped as a duplicate. Then each source's documents are shuffled
-with a generator seeded by (seed, source name), and whole documents go to eval until
-eval holds the requested share of that source's sentences (at least one document each
-side when the source has two), so every eval sentence comes from a document never
+with a generator seeded by (seed, source name), and in that order each whole document
+that brings eval nearer the requested share of that source's sentences goes to eval
+(at least one document each side when the source has two), so every eval sentence comes from a document never
 trained on and every source appears in both splits. Same files and seed: byte-identical
 output.
 
@@ -122,8 +122,8 @@ def read_sources(sources: list[Source], min_words: int, max_words: int,
 
 
 def eval_documents(name: str, sizes: dict[str, int], fraction: float, seed: int) -> set[str]:
-    """The ids of the documents of source `name` that go to eval: a seeded shuffle, then
-    whole documents until eval holds `fraction` of the sentences."""
+    """The ids of the documents of source `name` that go to eval: in a seeded shuffle,
+    each whole document that brings eval nearer `fraction` of the sentences."""
     ids = [doc_id for doc_id in sorted(sizes) if sizes[doc_id] > 0]
     if fraction <= 0 or len(ids) < 2:
         return set()
@@ -132,12 +132,13 @@ def eval_documents(name: str, sizes: dict[str, int], fraction: float, seed: int)
     target = fraction * sum(sizes[i] for i in ids)
     chosen: set[str] = set()
     total = 0
-    for doc_id in order[:-1]:  # the last one always trains
-        if total >= target:
-            break
-        chosen.add(doc_id)
-        total += sizes[doc_id]
-    return chosen
+    for doc_id in order:
+        if len(chosen) == len(ids) - 1 or total >= target:
+            break  # one document at least always trains
+        if total + sizes[doc_id] - target < target - total:  # nearer the target
+            chosen.add(doc_id)
+            total += sizes[doc_id]
+    return chosen or {order[0]}
 
 
 def _vocabulary(sentences: list[str]) -> set[str]:
