@@ -324,3 +324,17 @@ def test_synth_speaks_sentence_files_per_split_and_keeps_its_default(tmp_path: P
         synthesize_corpus(tmp_path / "x", hours=0.001, parallel=True, progress=False,
                           text_files=(str(train),))
     assert not (tmp_path / "x").exists()
+
+
+def test_synth_command_takes_text_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    sentences = tmp_path / "train.fr.txt"
+    sentences.write_text("Le vieux chat dort au soleil du jardin.\n", encoding="utf-8")
+    base = ["data", "synth", "--hours", str(3 / 3600), "--quiet", "--seed", "1"]
+    assert main([*base, "--lang", "en", "--out", str(tmp_path / "a"),
+                 "--text-file", str(sentences)]) == 2
+    assert "named for language fr" in capsys.readouterr().err
+    assert main([*base, "--lang", "fr", "--out", str(tmp_path / "b"), "--eval-fraction", "0",
+                 "--text-file", str(sentences), "--text-share", "1"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "b" / "train.jsonl").open()]
+    assert rows and {r["text"] for r in rows} == {"Le vieux chat dort au soleil du jardin."}
