@@ -2,11 +2,12 @@
 
 Lines that are not prose (attributions such as '-- Mark Twain', all-capital headings,
 lines of code or markup, URLs) are dropped before paragraphs are split into sentences;
-sentences are split at a full stop, question or exclamation mark followed by a capital,
-after abbreviations are expanded (so 'Mr. Smith' is not a boundary) and never after an
-initial ('J. R. R. Tolkien'). A sentence is then refused when it holds code, a URL,
-markup, the other language, or, once normalised, anything but words and punctuation,
-or too few or too many words.
+sentences are split at a full stop, question or exclamation mark followed by a space
+and a letter or digit, after abbreviations are expanded (so 'Mr. Smith' is not a
+boundary) and never after an initial ('J. R. R. Tolkien'). A sentence longer than the
+word limit is cut into its clauses at ';' and ':' (the King James Bible's long verses).
+A sentence is refused when it holds code, a URL, markup, the other language, or, once
+normalised, anything but words and punctuation, or too few or too many words.
 """
 
 from __future__ import annotations
