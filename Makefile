@@ -18,15 +18,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps moshi==0.2.13 encodec==0.1.1
 	touch $@
 
-# Debian packages the project uses: speech synthesizers for corpus synthesis, sox, and
-# Chromium for the browser demo's end-to-end test. Installed when missing (as root).
+# Debian packages the project uses: speech synthesizers for corpus synthesis, sox,
+# Chromium for the browser demo's end-to-end test, and the human-written English and
+# French text `dsm data text` reads (fortunes, the King James Bible, French manual pages
+# formatted by groff, the French Debian Reference and GIMP manual). Installed when
+# missing (as root).
 SYSTEM_PACKAGES := espeak-ng libespeak-ng1 flite festival festvox-kdlpc16k festvox-us-slt-hts \
-	festvox-kallpc16k sox chromium
+	festvox-kallpc16k sox chromium fortunes bible-kjv bible-kjv-text manpages-fr groff-base \
+	debian-reference-fr gimp-help-fr
+TEXT_FILES := /usr/share/games/fortunes/humorists /usr/lib/bible.data /usr/share/man/fr/man7 \
+	/usr/share/debian-reference/ch01.fr.html /usr/share/gimp/2.0/help/fr/index.html
 FESTIVAL_VOICES := english/ked_diphone us/cmu_us_slt_arctic_hts english/kal_diphone
 system-deps:
 	@missing=""; \
-	for cmd in espeak-ng flite festival sox chromium; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	for cmd in espeak-ng flite festival sox chromium bible groff; do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
 	for voice in $(FESTIVAL_VOICES); do [ -d /usr/share/festival/voices/$$voice ] || missing="$$missing festival:$$voice"; done; \
+	for file in $(TEXT_FILES); do [ -e $$file ] || missing="$$missing $$file"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing Debian packages:$$missing"; \

@@ -42,6 +42,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "synth"): ("dsm.commands.data_synth",
                         "synthesize a word-aligned speech corpus with espeak-ng, flite and "
                         "festival"),
+    ("data", "text"): ("dsm.commands.data_text",
+                       "sentences from real English and French text (Debian packages), "
+                       "normalised, split train/eval by document"),
     ("data", "tokenizer"): ("dsm.commands.data_tokenizer",
                             "train a sentencepiece tokenizer from text files or manifests"),
     ("data", "perturb"): ("dsm.commands.data_perturb",

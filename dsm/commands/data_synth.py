@@ -8,6 +8,10 @@ rate and pitch, resampled to --sample-rate with soxr. Word onsets come from the
 synthesizers themselves (libespeak-ng word events, flite's and Festival's utterance
 relations); word ends are the next onset minus the silence measured on the signal.
 
+With --text-file (sentence files from `dsm data text`), a share of the train utterances
+speaks real sentences instead (one each), and with --eval-text-file a share of the eval
+utterances speaks sentences of documents never trained on; without them nothing changes.
+
 Output folder:
   audio/NNN/*.wav                      mono 16-bit PCM
   train.jsonl, eval.jsonl              {audio, duration, text, lang, speaker,
@@ -29,6 +33,9 @@ Examples:
   dsm data synth --hours 2 --engines flite,festival --out data/fest --seed 4
   dsm data synth --hours 5 --engines flite,festival --rate-range 0.7,1.3 \
       --pitch-range 0.8,1.25 --out data/styles --seed 9   # many speaking styles per voice
+  dsm data text --out data/text
+  dsm data synth --lang en --hours 2 --out data/open_en --text-file data/text/train.en.txt \\
+      --eval-text-file data/text/eval.en.txt   # real sentences besides generated ones
 """
 
 from __future__ import annotations
@@ -110,6 +117,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "male speaker, left out by default because its word starts can be "
                              "up to 130 ms off after a pause and its pauses hold breath noises. "
                              "Fine for ASR data (its text lags 0.5 s behind), not for TTS")
+    parser.add_argument("--text-file", action="append", default=[], metavar="FILE",
+                        help="sentence file, one a line in the corpus language (e.g. "
+                             "train.en.txt from dsm data text), spoken by train utterances "
+                             "besides the generated sentences (repeatable)")
+    parser.add_argument("--eval-text-file", action="append", default=[], metavar="FILE",
+                        help="the same for eval utterances (e.g. eval.en.txt); without it "
+                             "eval speaks generated sentences only")
+    parser.add_argument("--text-share", type=float, default=0.5,
+                        help="share of a split's utterances that speak a sentence of its "
+                             "files, the rest generated ones (default 0.5)")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (default 1); does not change the output")
     parser.add_argument("--overwrite", action="store_true",
@@ -145,7 +162,8 @@ def main(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()),
             rate_range=args.rate_range, pitch_range=args.pitch_range,
-            rough_voices=args.rough_voices)
+            rough_voices=args.rough_voices, text_files=tuple(args.text_file),
+            eval_text_files=tuple(args.eval_text_file), text_share=args.text_share)
     except (CorpusError, EngineUnavailable, SynthesisError) as error:
         print(f"dsm data synth: error: {error}", file=sys.stderr)
         return 2

@@ -365,6 +365,51 @@ class Job:
     rate_range: tuple[float, float] = RATE_JITTER    # per-utterance factor, uniform
     pitch_range: tuple[float, float] = PITCH_JITTER
     rough_voices: bool = False
+    # sentence files (one a line, e.g. from `dsm data text`): train utterances draw from
+    # text_files, eval utterances from eval_text_files, each with probability text_share;
+    # the rest, and all of a split without files, use generated sentences
+    text_files: tuple[str, ...] = ()
+    eval_text_files: tuple[str, ...] = ()
+    text_share: float = 0.5
+
+
+@functools.lru_cache(maxsize=16)
+def read_sentence_files(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The non-empty lines of these files, in order (read once per process)."""
+    lines: list[str] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            lines.extend(" ".join(line.split()) for line in handle if line.strip())
+    return tuple(lines)
+
+
+def check_text_files(paths: tuple[str, ...], lang: str) -> int:
+    """The number of sentences in these files, or a CorpusError naming what is wrong:
+    a missing or empty file, or one named for another language ('train.fr.txt')."""
+    for path in paths:
+        parts = Path(path).name.split(".")
+        if len(parts) >= 3 and parts[-2] in LANGS and parts[-2] != lang:
+            raise CorpusError(f"text file {path} is named for language {parts[-2]}, the "
+                              f"corpus is {lang}")
+        if not Path(path).is_file():
+            raise CorpusError(f"text file {path} not found (make one with dsm data text)")
+    try:
+        count = len(read_sentence_files(paths))
+    except (OSError, UnicodeDecodeError) as error:
+        raise CorpusError(f"cannot read text files {', '.join(paths)}: {error}") from error
+    if count == 0:
+        raise CorpusError(f"text files {', '.join(paths)} hold no sentence")
+    return count
+
+
+def _draw_texts(job: Job, split: str, rng: np.random.Generator) -> dict[str, str]:
+    files = job.text_files if split == "train" else job.eval_text_files
+    if files and rng.random() < job.text_share:
+        lines = read_sentence_files(files)
+        return {job.lang: lines[int(rng.integers(len(lines)))]}
+    count = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
+    pairs = [sentence_pair(rng) for _ in range(count)]
+    return {"en": " ".join(p[0] for p in pairs), "fr": " ".join(p[1] for p in pairs)}
 
 
 def select_speakers(lang: str, engines: tuple[str, ...], voices: tuple[str, ...] = (),
@@ -396,9 +441,7 @@ def make_item(job: Job) -> list[Utterance]:
     chosen = {lang: _pick_speaker(pools[lang], lang, split, rng, job.engines) for lang in langs}
     last_error: Exception | None = None
     for _ in range(8):  # a text the engine cannot time is replaced by a new draw
-        count = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
-        pairs = [sentence_pair(rng) for _ in range(count)]
-        texts = {"en": " ".join(p[0] for p in pairs), "fr": " ".join(p[1] for p in pairs)}
+        texts = _draw_texts(job, split, rng)
         try:
             return [_render(chosen[lang], texts[lang], rng, job.sample_rate, job.rate_range,
                             job.pitch_range) for lang in langs]
@@ -467,11 +510,15 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
                       voices: tuple[str, ...] = (),
                       rate_range: tuple[float, float] = RATE_JITTER,
                       pitch_range: tuple[float, float] = PITCH_JITTER,
-                      rough_voices: bool = False) -> CorpusSummary:
+                      rough_voices: bool = False, text_files: tuple[str, ...] = (),
+                      eval_text_files: tuple[str, ...] = (),
+                      text_share: float = 0.5) -> CorpusSummary:
     """Write a corpus of about `hours` hours (source side for `parallel`) into `out`.
     Each utterance's rate and pitch are its speaker's base times a factor drawn uniformly
     from `rate_range` and `pitch_range` (voices with a fixed pitch ignore the latter).
-    `rough_voices` adds the kal voices to the train split (ASR data; see the module doc)."""
+    `rough_voices` adds the kal voices to the train split (ASR data; see the module doc).
+    With `text_files` (`eval_text_files`), a `text_share` of the train (eval) utterances
+    speak one sentence of those files instead of generated ones."""
     engines = tuple(dict.fromkeys(engines))
     if parallel:
         lang = "en"
@@ -484,6 +531,17 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
         raise CorpusError(f"sample rate {sample_rate} Hz is too low (at least 8000)")
     if workers < 1:
         raise CorpusError(f"workers must be at least 1, got {workers}")
+    text_files, eval_text_files = tuple(text_files), tuple(eval_text_files)
+    if (text_files or eval_text_files) and parallel:
+        raise CorpusError("sentence files have no translations: they cannot make a parallel "
+                          "set")
+    if (text_files or eval_text_files) and not 0.0 < text_share <= 1.0:
+        raise CorpusError(f"text share must be in (0, 1], got {text_share}")
+    for files in (text_files, eval_text_files):
+        if files:
+            check_text_files(files, lang)
+    if set(text_files) & set(eval_text_files):
+        raise CorpusError("the same file cannot feed both train and eval utterances")
     rate_range = check_factor_range("rate range", rate_range)
     pitch_range = check_factor_range("pitch range", pitch_range)
     langs = ("en", "fr") if parallel else (lang,)
@@ -516,7 +574,8 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
 
     def make_job(index: int) -> Job:
         return Job(seed, index, lang, parallel, engines, eval_fraction, sample_rate, voices,
-                   rate_range, pitch_range, rough_voices)
+                   rate_range, pitch_range, rough_voices, text_files, eval_text_files,
+                   text_share)
 
     bar = tqdm(total=round(target), unit="s", desc=f"synth {'en→fr' if parallel else lang}",
                disable=not progress, dynamic_ncols=True)
@@ -563,6 +622,8 @@ def synthesize_corpus(out: str | os.PathLike, lang: str = "en", hours: float = 1
             "eval_fraction": eval_fraction, "voices": list(voices),
             "rate_range": list(rate_range), "pitch_range": list(pitch_range),
             "rough_voices": rough_voices, "seconds": summary.seconds,
+            **({"text_files": list(text_files), "eval_text_files": list(eval_text_files),
+                "text_share": text_share} if text_files or eval_text_files else {}),
             "utterances": summary.utterances, "manifests": summary.manifests}
     (out / "corpus.json").write_text(json.dumps(meta, indent=1) + "\n")
     return summary
