@@ -56,3 +56,22 @@ def test_an_unknown_command_is_an_error_naming_the_choices(capsys: pytest.Captur
         main(["transcirbe", "x.wav"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'transcirbe'" in capsys.readouterr().err
+
+
+def test_command_descriptions_keep_their_line_breaks() -> None:
+    """A backslash ending a line of a (non-raw) docstring joins it to the next one, so a
+    shell example's continuation would vanish from `--help`."""
+    import ast
+    import importlib.util
+
+    from dsm.cli import COMMANDS
+
+    for module_name, _ in COMMANDS.values():
+        spec = importlib.util.find_spec(module_name)
+        assert spec is not None and spec.origin is not None, module_name
+        source = open(spec.origin, encoding="utf-8").read()
+        node = ast.parse(source).body[0]
+        assert isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant), module_name
+        written = ast.get_source_segment(source, node)
+        assert written is not None and node.value.value.count("\n") == written.count("\n"), \
+            module_name

@@ -14,7 +14,7 @@ cannot be encoded (corrupt or unreadable audio) is reported with its file and re
 the command exits with status 1 once every other row is done: nothing is skipped silently.
 
 Examples:
-  dsm data codes dsm/recipes/configs/asr-cpu.toml --workers 2 \
+  dsm data codes dsm/recipes/configs/asr-cpu.toml --workers 2 \\
       --set data.train_manifest='"data/asr-mix/h.jsonl"'
   dsm data codes dsm/recipes/configs/asr-cpu.toml --workers 8 --set task.text_delay_s=1.0
 """

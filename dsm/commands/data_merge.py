@@ -2,7 +2,7 @@
 
 Examples (the corpora of the default models, see docs/history.md):
   dsm data merge data/en-all/train.jsonl data/en/train.jsonl data/en2/train.jsonl --prefix-ids
-  dsm data merge data/tts-slt/train.jsonl data/en-all/train.jsonl data/slt/train.jsonl \
+  dsm data merge data/tts-slt/train.jsonl data/en-all/train.jsonl data/slt/train.jsonl \\
       --speakers 'flite:slt' --prefix-ids
   dsm data merge data/tts-slt/eval.jsonl data/en/eval.jsonl --exclude-texts data/tts-slt/train.jsonl
 

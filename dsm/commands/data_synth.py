@@ -31,7 +31,7 @@ Examples:
   dsm data synth --lang fr --hours 1 --out data/fr --seed 1
   dsm data synth --parallel --hours 1 --out data/en_fr --seed 2
   dsm data synth --hours 2 --engines flite,festival --out data/fest --seed 4
-  dsm data synth --hours 5 --engines flite,festival --rate-range 0.7,1.3 \
+  dsm data synth --hours 5 --engines flite,festival --rate-range 0.7,1.3 \\
       --pitch-range 0.8,1.25 --out data/styles --seed 9   # many speaking styles per voice
   dsm data text --out data/text
   dsm data synth --lang en --hours 2 --out data/open_en --text-file data/text/train.en.txt \\

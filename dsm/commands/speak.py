@@ -14,7 +14,7 @@ codebooks to generate.
 
 Examples:
   dsm speak "Hello there, how are you?" -o hello.wav --model models/tts
-  dsm speak "Hello" -o hi.wav --model kyutai/tts-1.6b-en_fr \
+  dsm speak "Hello" -o hi.wav --model kyutai/tts-1.6b-en_fr \\
       --voice expresso/ex03-ex01_happy_001_channel1_334s.wav --cfg-alpha 2 --n-q 16
   dsm speak "Bonjour" -o out.wav --server ws://127.0.0.1:8080
 """
