@@ -9,11 +9,11 @@ a `MultistreamLM` with `dep_q = 0`: it only predicts text, teacher-forced on the
 token tensor (`lm.forward`, moshi's meaning: logits at position t predict row 0 at t from
 everything before t). Items longer than `max_frames` are cropped to a window drawn from
 (seed, epoch, index); shorter ones are not padded here, the batch pads to its longest item
-(-1: zero embedding, no loss). `CroppedItems` can put silence (`dsm.streams.silence`:
-the codes of the zeros a session feeds) before an item
-(`lead_silence_s`) and make items streams of several utterances (`chain_fraction`): a live
-stream starts anywhere and goes on past its first utterance. A `max_frames` above the
-model's `context` trains on streams longer than its attention window, as a long session is.
+(-1: zero embedding, no loss). `CroppedItems` can put silence before an item
+(`lead_silence_s`; `dsm.streams.silence`: the codes of the zeros a session feeds) and make
+items streams of several utterances (`chain_fraction`): a live stream starts anywhere and
+goes on past its first utterance. A `max_frames` above the model's `context` trains on
+streams longer than its attention window, as a long session is.
 
 Loss: cross-entropy of the text row over its valid positions, with pad targets weighted
 by `pad_weight` (they are most positions; a lower weight keeps the rare word tokens from

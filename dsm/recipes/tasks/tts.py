@@ -10,6 +10,7 @@ f + audio_delay: the text stream is its lookahead (1.28 s in Kyutai's TTS).
 The data is made to match, token for token, what `dsm.streaming.tts.TTSSession` feeds
 at inference, where the model's text head only decides *when* the next word starts; the
 rules live in `dsm.streams.tts_text`, which the session's `TextFeeder` also follows:
+- no word starts in the session's first `INITIAL_PADDING` positions (it pads them);
 - the text head is trained only where the session listens to it (`text_loss_targets`);
 - a final 0 follows the last word (`end_marker`, `end_marker_position`), read as a pad
   (`session_text_inputs`);
