@@ -47,8 +47,7 @@ def silence_codes(codec: Any, frames: int) -> torch.Tensor:
         return torch.zeros((int(codec.num_codebooks), 0), dtype=torch.long)
     frame = torch.from_numpy(silence_pcm(frame_size)).view(1, 1, frame_size).to(device)
     try:
-        context = codec.streaming(1)
-        with context:
+        with codec.streaming(1):
             steps = [codec.encode_step(frame) for _ in range(frames)]  # each [1, K, 1]
         codes = torch.cat(steps, dim=-1)
     except NotImplementedError:
