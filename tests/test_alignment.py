@@ -7,7 +7,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsm.streams.alignment import (
+from dsm.streams.testing import TEST_WORDS, train_tiny_tokenizer
+from dsm.streams.text_stream import (
     AlignmentError,
     Word,
     delay_frames,
@@ -16,7 +17,6 @@ from dsm.streams.alignment import (
     time_to_frame,
     words_to_stream,
 )
-from dsm.streams.testing import TEST_WORDS, train_tiny_tokenizer
 from dsm.streams.tokenizer import TextTokenizer
 
 FRAME_RATE = 12.5

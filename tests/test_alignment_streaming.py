@@ -1,8 +1,9 @@
-"""The streaming text-stream reader (dsm.streaming.asr) agrees with `stream_to_words`.
+"""The incremental text-stream reader (`TextStreamDecoder`) agrees with `stream_to_words`.
 
-`dsm.streams.alignment` defines the convention; the ENGINE's incremental decoder reads it
-one position at a time. Both must give the same words and times on any token sequence,
-including model outputs our layout never writes (missing 0s, masked cells).
+`dsm.streams.text_stream` defines the convention and both readers; the ASR session runs
+the incremental one, one position at a time. Both must give the same words and times on
+any token sequence, including model outputs our layout never writes (missing 0s, masked
+cells).
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsm.streaming.asr import TextStreamDecoder
-from dsm.streaming.events import EndWordEvent, WordEvent
-from dsm.streams.alignment import Word, stream_to_words, words_to_stream
 from dsm.streams.testing import TEST_WORDS, train_tiny_tokenizer
+from dsm.streams.text_stream import (
+    DecodedWord,
+    DecodedWordEnd,
+    TextStreamDecoder,
+    Word,
+    stream_to_words,
+    words_to_stream,
+)
 from dsm.streams.tokenizer import TextTokenizer
 
 _TOKENIZER: list[TextTokenizer] = []
@@ -32,10 +38,10 @@ def streamed_words(stream: list[int], tokenizer: TextTokenizer, delay: int) -> l
     words: list[Word] = []
     pending: tuple[str, float] | None = None
     for event in events:
-        if isinstance(event, WordEvent):
+        if isinstance(event, DecodedWord):
             assert pending is None, "two Word events without an EndWord between them"
             pending = (event.text, event.start_time)
-        elif isinstance(event, EndWordEvent):
+        elif isinstance(event, DecodedWordEnd):
             assert pending is not None, "EndWord without a word"
             words.append(Word(pending[0], pending[1], event.stop_time))
             pending = None

@@ -31,8 +31,9 @@ from dsm.recipes.training.metrics_log import read_metrics
 from dsm.recipes.training.trainer import Trainer
 from dsm.streaming.model_dir import ModelDir, load_model_dir
 from dsm.streaming.testing import ScriptedLMForTests
-from dsm.streams.alignment import Word, words_to_stream
+from dsm.streams.silence import silence_codes
 from dsm.streams.testing import ToyCodecForTests, train_tiny_tokenizer
+from dsm.streams.text_stream import Word, words_to_stream
 
 SR = 24000
 WORDS = ["cat", "river", "seven", "london", "mountain", "quickly"]
@@ -366,9 +367,10 @@ def test_input_dropout_hides_inputs_only_while_training(assets) -> None:
 
 
 def test_lead_silence_puts_silent_frames_before_training_items_only(assets) -> None:
-    """task.lead_silence_s: each training item gets a drawn number of frames of the codec's
-    near-silence codes in front (text pad over them), the item itself unchanged after them,
-    the same draw for the same (seed, epoch, index); validation items get none."""
+    """task.lead_silence_s: each training item gets a drawn number of frames of the codes
+    of silence in front (`dsm.streams.silence`, the first frames of a stream of zeros; text
+    pad over them), the item itself unchanged after them, the same draw for the same
+    (seed, epoch, index); validation items get none."""
     recipe = load_recipe(_recipe(assets, name="lead.toml"),
                          ["task.lead_silence_s=2.0", "task.max_frames=100"])
     task = ASRTask(recipe)
@@ -376,6 +378,7 @@ def test_lead_silence_puts_silent_frames_before_training_items_only(assets) -> N
     lead_max = round(2.0 * float(task.codec.frame_rate))
     assert train.lead_frames == lead_max
     assert train.silence_codes.shape == (task.codec.num_codebooks, lead_max)
+    assert torch.equal(train.silence_codes, silence_codes(task.codec, lead_max))  # the one silence
     leads = []
     for index in range(len(train)):
         plain, item = train.dataset[index], train[index]
@@ -385,7 +388,7 @@ def test_lead_silence_puts_silent_frames_before_training_items_only(assets) -> N
         assert torch.equal(item["codes"][:, lead:], plain["codes"])
         assert torch.equal(item["mask"][:, lead:], plain["mask"]) and item["mask"][:, :lead].all()
         assert (item["codes"][0, :lead] == task.tokenizer.pad_id).all()
-        assert torch.equal(item["codes"][1:, :lead], train.silence_codes[:, lead_max - lead:])
+        assert torch.equal(item["codes"][1:, :lead], train.silence_codes[:, :lead])  # stream start
         assert torch.equal(train[index]["codes"], item["codes"])  # the same draw again
     assert len(set(leads)) > 1, leads  # drawn per item
     train.set_epoch(1)  # a new epoch, new draws

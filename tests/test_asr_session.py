@@ -1,7 +1,7 @@
 """ASR: the text-stream decoder and ASRSession inside a BatchedEngine.
 
 The model is `ScriptedLMForTests`, a test double whose text output is forced to a stream
-built by `dsm.streams.alignment`; the words and times that come out must be exactly the
+built by `dsm.streams.text_stream`; the words and times that come out must be exactly the
 ones the alignment reads back from that stream.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsm.streaming.asr import ASRSession, AudioInputError, TextStreamDecoder
+from dsm.streaming.asr import ASRSession, AudioInputError, word_events
 from dsm.streaming.engine import BatchedEngine, SessionClosedError
 from dsm.streaming.events import EndWordEvent, MarkerEvent, WordEvent
 from dsm.streaming.testing import ScriptedLMForTests
-from dsm.streams.alignment import Word, stream_to_words, words_to_stream
 from dsm.streams.testing import ToyCodecForTests, train_tiny_tokenizer
+from dsm.streams.text_stream import TextStreamDecoder, Word, stream_to_words, words_to_stream
 
 FR = 12.5
 DELAY = 3
@@ -57,15 +57,15 @@ def test_decoder_reads_like_stream_to_words(tokenizer, words) -> None:
     decoder = TextStreamDecoder(tokenizer, FR, DELAY)
     events = []
     for token in stream.tolist():
-        events.extend(decoder.push(token))
-    events.extend(decoder.flush())
+        events.extend(word_events(decoder.push(token)))
+    events.extend(word_events(decoder.flush()))
     assert _words_from_events(events) == stream_to_words(stream, tokenizer, FR, DELAY)
 
 
 def test_decoder_word_goes_out_as_soon_as_its_text_is_complete(tokenizer) -> None:
     decoder = TextStreamDecoder(tokenizer, FR, 0)
     ids = tokenizer.encode("cat")
-    seen = [decoder.push(t) for t in [3, 0, *ids, 3, 3, 0]]
+    seen = [word_events(decoder.push(t)) for t in [3, 0, *ids, 3, 3, 0]]
     n = len(ids)
     assert seen[2 + n] == [WordEvent("cat", 2 / FR)]  # first pad after the tokens
     assert seen[-1] == [EndWordEvent((n + 4 + 1) / FR)]  # the 0 at position n + 4
@@ -74,7 +74,8 @@ def test_decoder_word_goes_out_as_soon_as_its_text_is_complete(tokenizer) -> Non
 def test_decoder_splits_segments_holding_several_words(tokenizer) -> None:
     stream = [0, *tokenizer.encode("cat"), *tokenizer.encode("dogs"), 3, 3, 0]
     decoder = TextStreamDecoder(tokenizer, FR, 0)
-    events = [e for t in stream for e in decoder.push(t)] + decoder.flush()
+    events = [e for t in stream for e in word_events(decoder.push(t))] + word_events(
+        decoder.flush())
     assert _words_from_events(events) == stream_to_words(stream, tokenizer, FR, 0)
     assert [w.word for w in _words_from_events(events)] == ["cat", "dogs"]
 

@@ -18,8 +18,8 @@ from dsm.recipes.data.dataset import (
     collate,
     load_audio,
 )
-from dsm.streams.alignment import Word, stream_to_words
 from dsm.streams.testing import ToyCodecForTests, train_tiny_tokenizer
+from dsm.streams.text_stream import Word, stream_to_words
 from dsm.streams.tokenizer import TextTokenizer
 
 FILE_RATE = 16000  # written at 16 kHz, the toy codec runs at 8 kHz: exercises resampling

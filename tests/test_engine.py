@@ -16,8 +16,8 @@ from dsm.streaming.engine import BatchedEngine, EngineFullError, Session, SlotOu
 from dsm.streaming.events import AudioEvent, EndWordEvent, WordEvent
 from dsm.streaming.testing import ScriptedLMForTests
 from dsm.streaming.translation import TranslationSession
-from dsm.streams.alignment import Word, stream_to_words, words_to_stream
 from dsm.streams.testing import ToyCodecForTests, train_tiny_tokenizer
+from dsm.streams.text_stream import Word, stream_to_words, words_to_stream
 
 FR = 12.5
 

@@ -16,7 +16,7 @@ from dsm.recipes.data.manifest import (
     summarize_skipped,
     write_manifest,
 )
-from dsm.streams.alignment import Word
+from dsm.streams.text_stream import Word
 
 RATE = 8000
 

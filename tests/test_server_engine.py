@@ -35,8 +35,8 @@ from dsm.streaming.serve.protocol import FRAME_SIZE, SAMPLE_RATE
 from dsm.streaming.serve.server import ServerConfig, StreamingServer
 from dsm.streaming.testing import ScriptedLMForTests
 from dsm.streaming.tts import TTSSession
-from dsm.streams.alignment import Word, stream_to_words, words_to_stream
 from dsm.streams.testing import ToyCodecForTests, train_tiny_tokenizer
+from dsm.streams.text_stream import Word, stream_to_words, words_to_stream
 
 FR = 12.5
 DELAY = 3

@@ -30,16 +30,15 @@ from dsm.recipes.tasks.tts import (
     check_codec,
     export_checkpoint,
     noisy_audio,
-    session_text_inputs,
-    silence_codes,
-    text_loss_targets,
 )
 from dsm.recipes.training.metrics_log import read_metrics
 from dsm.recipes.training.trainer import Trainer
 from dsm.streaming.model_dir import load_model_dir
-from dsm.streaming.tts import TextFeeder
-from dsm.streams.alignment import Word
+from dsm.streaming.tts import TTSSession
+from dsm.streams.silence import silence_codes
 from dsm.streams.testing import train_tiny_tokenizer
+from dsm.streams.text_stream import Word
+from dsm.streams.tts_text import session_text_inputs, text_loss_targets
 
 SR = 8000
 
@@ -224,9 +223,10 @@ def _task(root: Path, assets: tuple[Path, Path, Path], extra: str = "") -> TTSTa
 def test_training_text_row_is_what_the_session_feeds(
     tmp_path: Path, assets: tuple[Path, Path, Path]
 ) -> None:
-    """Driving the session's TextFeeder with the training row's own decisions (pad / word
-    start) reproduces the row exactly, ending at the end marker; the frames before the
-    audio hold the codec's codes of silence."""
+    """A TTS session given the item's words as text (cut into chunks anywhere), its model
+    proposing the training row's own decisions (pad / word start), feeds exactly the row's
+    text inputs, ending at the end marker; the frames before the audio hold the codes of
+    silence (`dsm.streams.silence`)."""
     task = _task(tmp_path, assets)
     dataset = task.build_dataset("train")
     tokenizer = task.tokenizer
@@ -236,14 +236,17 @@ def test_training_text_row_is_what_the_session_feeds(
         item = dataset.aligned(index)
         text = item.codes[0].tolist()
         row, _ = dataset.items[index]
-        feeder = TextFeeder(pad, start)
-        for word in row.words:
-            feeder.add_word(word.word, tokenizer.encode(word.word))
-        feeder.close()
-        fed = [feeder.next_token(token) for token in text]  # the row's decisions proposed
+        session = TTSSession(tokenizer, frame_rate=float(task.codec.frame_rate),
+                             audio_delay=task.audio_delay)
+        spoken = "  ".join(word.word for word in row.words)
+        for cut in range(0, len(spoken), 3):
+            session.push_text(spoken[cut:cut + 3])
+        session.end_text()
+        fed = [session.force_text(token) for token in text]  # the row's decisions proposed
         inputs = session_text_inputs(item.codes[None], pad, start)[0, 0].tolist()
         assert fed == inputs, index
         assert inputs != text and sum(t == start for t in text) == len(row.words) + 1
+        feeder = session.feeder
         assert feeder.end_position == max(i for i, t in enumerate(text) if t == start)
         assert [w for w, _ in feeder.consumed] == [w.word for w in row.words]
         assert torch.equal(item.codes[1:, : task.audio_delay], silence)

@@ -10,10 +10,11 @@ import pytest
 from dsm.streaming.engine import BatchedEngine, SessionClosedError
 from dsm.streaming.events import AudioEvent, TextEvent
 from dsm.streaming.testing import ScriptedLMForTests
-from dsm.streaming.tts import TextFeeder, TextInputError, TTSSession
-from dsm.streams.alignment import stream_to_words
+from dsm.streaming.tts import TTSSession
 from dsm.streams.testing import TEST_WORDS, ToyCodecForTests, train_tiny_tokenizer
+from dsm.streams.text_stream import stream_to_words
 from dsm.streams.tokenizer import train_tokenizer
+from dsm.streams.tts_text import TextFeeder, TextInputError
 
 FR = 12.5
 PAD, WORD = 3, 0

@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     from dsm.streaming.batch import StreamFailed, TimedEvent, run_streams
     from dsm.streaming.events import AudioEvent, TextEvent
     from dsm.streaming.model_dir import load_model_dir
-    from dsm.streaming.tts import TextInputError
+    from dsm.streams.tts_text import TextInputError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     voice = args.voice[0] if args.voice and len(args.voice) == 1 else args.voice

@@ -1,15 +1,15 @@
 """Streaming speech recognition: 24 kHz pcm in, any chunk size; words with times out.
 
 `ASRSession` is one stream's logic inside a `BatchedEngine` slot: it buffers pcm into
-codec frames, reads the model's text tokens back with `TextStreamDecoder` into
-`WordEvent` / `EndWordEvent`, echoes markers once the audio before them has produced its
-text, and at the end feeds `text_delay + max_delay + 1` frames of silence so that the last
-words come out (the flush).
+codec frames, reads the model's text tokens back with `dsm.streams.text_stream`'s
+`TextStreamDecoder` into `WordEvent` / `EndWordEvent`, echoes markers once the audio
+before them has produced its text, and at the end feeds `text_delay + max_delay + 1`
+frames of silence (`dsm.streams.silence`) so that the last words come out (the flush).
 
 Times: the engine feeds the codes of audio frame `f` at step `f + 1` (the model reads the
 first input as its initial token, as in training, where inputs are shifted by one), so
 output frame `j` holds text position `j`, which sits alongside audio frame `j - d`
-(`d` = text delay in frames); times are those of `dsm.streams.alignment`.
+(`d` = text delay in frames); times are those of `dsm.streams.text_stream`.
 
 A model whose stt_config has `audio_silence_prefix_seconds` (stt-2.6b-en: 1 s) hears that
 much silence before the stream's first sample, as moshi's run_inference feeds it (1 s is
@@ -26,103 +26,13 @@ import numpy as np
 from dsm.streaming.engine import Session, SessionClosedError, SlotOutput
 from dsm.streaming.events import EndWordEvent, Event, MarkerEvent, StepEvent, WordEvent
 from dsm.streaming.serve.protocol import MAX_ABS_SAMPLE
+from dsm.streams.silence import silence_pcm
+from dsm.streams.text_stream import DecodedEvent, DecodedWord, TextStreamDecoder
 from dsm.streams.tokenizer import TextTokenizer
 
 
 class AudioInputError(ValueError):
     """Pcm that cannot be streamed: wrong rate, shape, type, empty or not finite."""
-
-
-class TextStreamDecoder:
-    """Feed text tokens one position at a time (`push`); get word events back."""
-
-    def __init__(self, tokenizer: TextTokenizer, frame_rate: float, delay: int = 0) -> None:
-        self.tokenizer = tokenizer
-        self.frame_rate = float(frame_rate)
-        self.delay = int(delay)
-        self.position = -1  # text position of the last token pushed
-        self._boundary: float | None = None
-        self._tokens: list[int] = []
-        self._start = 0.0
-        self._last_token_position = -1
-        self._sent = False  # the open word's Word event(s) went out
-        self._pending_end: float | None = None  # an emitted word waiting for its EndWord
-
-    def _boundary_time(self, position: int) -> float:
-        return (position + 1 - self.delay) / self.frame_rate
-
-    def push(self, token: int) -> list[Event]:
-        """Read the token at the next text position."""
-        self.position += 1
-        p = self.position
-        token = int(token)
-        events: list[Event] = []
-        if token == self.tokenizer.word_start_id:
-            time = self._boundary_time(p)
-            if self._tokens:
-                if not self._sent:
-                    events.extend(self._send_words(time))
-                events.append(EndWordEvent(stop_time=time))
-                self._tokens = []
-                self._sent = False
-            self._boundary = time
-        elif token < 0 or token == self.tokenizer.pad_id:
-            if self._tokens and not self._sent:
-                events.extend(self._send_words(None))
-        else:
-            if self._tokens and self._sent:
-                # More tokens after the word went out (no 0 between): a new word starts here.
-                start = (p - self.delay) / self.frame_rate
-                events.append(EndWordEvent(stop_time=start))
-                self._tokens = []
-                self._sent = False
-                self._boundary = start
-            if not self._tokens:
-                if self._boundary is not None:
-                    self._start = self._boundary
-                else:
-                    self._start = (p - self.delay) / self.frame_rate
-            self._tokens.append(token)
-            self._last_token_position = p
-        return events
-
-    def flush(self) -> list[Event]:
-        """End of stream: close the open word, if any."""
-        events: list[Event] = []
-        if self._tokens:
-            end = self._boundary_time(self._last_token_position)
-            if not self._sent:
-                events.extend(self._send_words(end))
-            events.append(EndWordEvent(stop_time=end))
-            self._tokens = []
-            self._sent = False
-        return events
-
-    def _send_words(self, end: float | None) -> list[Event]:
-        """Word events of the open segment; intermediate words also get their EndWord."""
-        groups: list[list[int]] = []
-        for token in self._tokens:
-            piece = self.tokenizer.id_to_piece(token)
-            if not groups or (
-                piece.startswith("\u2581") and self.tokenizer.decode(groups[-1]).strip()
-            ):
-                groups.append([token])
-            else:
-                groups[-1].append(token)
-        texts = [(g, self.tokenizer.decode(g).strip()) for g in groups]
-        kept = [(g, t) for g, t in texts if t]
-        self._sent = True
-        events: list[Event] = []
-        cursor = self._start
-        for index, (group, text) in enumerate(kept):
-            events.append(WordEvent(text=text, start_time=cursor))
-            if index < len(kept) - 1:
-                group_end = cursor + len(group) / self.frame_rate
-                if end is not None:
-                    group_end = min(group_end, end)
-                events.append(EndWordEvent(stop_time=group_end))
-                cursor = group_end
-        return events
 
 
 def check_pcm(pcm: object, sample_rate: int | None, expected_rate: int) -> np.ndarray:
@@ -149,6 +59,13 @@ def check_pcm(pcm: object, sample_rate: int | None, expected_rate: int) -> np.nd
             f"pcm samples must be in [-1, 1]; found a peak of {peak:.3g}{hint}"
         )
     return array.astype(np.float32, copy=False)
+
+
+def word_events(decoded: list[DecodedEvent]) -> list[Event]:
+    """The decoder's words as the session's `WordEvent` / `EndWordEvent`."""
+    return [WordEvent(text=item.text, start_time=item.start_time)
+            if isinstance(item, DecodedWord) else EndWordEvent(stop_time=item.stop_time)
+            for item in decoded]
 
 
 class ASRSession(Session):
@@ -187,7 +104,7 @@ class ASRSession(Session):
         self.decoder = TextStreamDecoder(tokenizer, frame_rate, self.text_delay + prefix_frames)
         self._chunks: deque[np.ndarray] = deque()
         if silence_prefix:
-            self._chunks.append(np.zeros(int(silence_prefix), dtype=np.float32))
+            self._chunks.append(silence_pcm(silence_prefix))
         self._buffered = int(silence_prefix)
         self._frames_in = 0  # audio frames taken by the engine (real or silence)
         self._real_frames = 0
@@ -224,7 +141,7 @@ class ASRSession(Session):
         self._flush_left = self.text_delay + self.max_delay + 1
         if self._buffered % self.frame_size:
             pad = self.frame_size - self._buffered % self.frame_size
-            self._chunks.append(np.zeros(pad, dtype=np.float32))
+            self._chunks.append(silence_pcm(pad))
             self._buffered += pad
         self._notify()
 
@@ -243,7 +160,7 @@ class ASRSession(Session):
             frame = self._pop(self.frame_size)
             self._real_frames += 1
         elif self._ended and self._flush_left > 0:
-            frame = np.zeros(self.frame_size, dtype=np.float32)
+            frame = silence_pcm(self.frame_size)
             self._flush_left -= 1
         else:
             raise RuntimeError("take_frame on an ASR session that is not ready")
@@ -269,7 +186,7 @@ class ASRSession(Session):
         events: list[Event] = []
         self._steps += 1
         if output.tokens is not None:
-            events.extend(self.decoder.push(int(output.tokens[0])))
+            events.extend(word_events(self.decoder.push(int(output.tokens[0]))))
         # Output frame j (text position j) has read audio frames < j - d + 1... so the
         # markers whose audio is all in have their text out once position >= frames + d.
         position = self.decoder.position
@@ -282,7 +199,7 @@ class ASRSession(Session):
             prs = [float(p[0]) for p in output.extra_probs]
             events.append(StepEvent(step_idx=self._steps, prs=prs, buffered_pcm=self._buffered))
         if self._ended and self._flush_left == 0 and self._buffered == 0:
-            events.extend(self.decoder.flush())
+            events.extend(word_events(self.decoder.flush()))
             while self._markers:
                 events.append(MarkerEvent(id=self._markers.popleft()[1]))
             self.finished = True
@@ -293,7 +210,7 @@ __all__ = [
     "ASRSession",
     "AudioInputError",
     "EndWordEvent",
-    "TextStreamDecoder",
     "WordEvent",
     "check_pcm",
+    "word_events",
 ]

@@ -191,7 +191,6 @@ class BatchedEngine:
             (num_slots, max(self.num_inputs, 1), 1), self.streamer.card, dtype=torch.long,
             device=self.device,
         )
-        self._silence = np.zeros(self.frame_size, dtype=np.float32)
         self._end_of_input = np.zeros(num_slots, dtype=bool)  # slots whose frame is END_OF_INPUT
         self._active = np.zeros(num_slots, dtype=bool)  # slots that step this time
         self._codec_active = torch.ones(num_slots, dtype=torch.bool)  # the mask the codec has

@@ -43,8 +43,9 @@ import numpy as np
 from dsm.models.conditioners import ConditionValues
 from dsm.streaming.engine import SessionClosedError, SlotOutput
 from dsm.streaming.events import AudioEvent, Event, TextEvent
-from dsm.streaming.tts import MAX_BREAK_S, TextInputError, TTSSession
+from dsm.streaming.tts import TTSSession
 from dsm.streams.tokenizer import TextTokenizer, TokenizerError
+from dsm.streams.tts_text import MAX_BREAK_S, TextInputError
 
 NEW_WORD = 0
 MAIN_SPEAKER = 1

@@ -20,6 +20,7 @@ import numpy as np
 from dsm.streaming.asr import ASRSession
 from dsm.streaming.engine import END_OF_INPUT, SlotOutput
 from dsm.streaming.events import AudioEvent, Event
+from dsm.streams.silence import silence_pcm
 
 # Hibiki: after the end of the source, how long it may go on before it is stopped (frames of
 # the source's own length, at least this many): it normally ends itself with its EOS.
@@ -37,7 +38,7 @@ def push_source(session: TranslationSession, pcm: np.ndarray, sample_rate: int) 
     session.push_pcm(pcm)
     if not session.end_of_input:
         tail_s = max(TAIL_MIN_S, TAIL_RATIO * pcm.size / sample_rate)
-        session.push_pcm(np.zeros(round(tail_s * sample_rate), dtype=np.float32))
+        session.push_pcm(silence_pcm(round(tail_s * sample_rate)))
     session.end()
 
 

@@ -1,127 +1,36 @@
 """Streaming text to speech: text in word by word, audio frames and word timings out.
 
-The text stream of a TTS model is an *output* row that the session forces
-(`TextFeeder`): the model proposes pad (3) or word start (0) at each step, and the feeder
-decides what the stream really holds, in the layout `dsm.streams.alignment` writes for TTS
-(`mark_ends=False`): a 0 just before each word's tokens, the tokens on the following
-positions, pads elsewhere. Rules, per step, given the model's proposal:
-
-1. while a word's tokens are being fed, the next token goes in (the proposal is ignored);
-2. during the first `initial_padding` steps, pad;
-3. the model wants a new word when it proposes 0, or after `max_padding` pads in a row;
-   then, if a word is waiting, 0 goes in and the word's tokens follow; if none is
-   waiting but more text may come, pad (the text is late: the voice waits, nothing is
-   skipped, and the next proposal of 0 tries again); if the text is finished, the
-   stream has ended;
-4. otherwise pad.
-Every pushed word is consumed exactly once, in order.
+The text stream of a TTS model is an *output* row that the session forces: the model
+proposes pad (3) or word start (0) at each step and `dsm.streams.tts_text.TextFeeder`
+decides what the stream really holds, by the rules training data is made with (that
+module's docstring); each word is encoded as training encodes it (`word_tokens`), and
+break tags become pauses (`split_text`, `break_tokens`).
 
 Timing: words are consumed at text position `m` (the 0's step); the word starts at
 `(m + 1) / fr` in the output audio (the alignment's boundary), and its span ends where
 the next word starts (or where the stream ended). The audio row lags the text by
 `audio_delay` frames (how the model was trained), so the first `audio_delay` output frames
-are not audio and are dropped: output audio frame `f` comes from output frame
+are not the speech (the model generates its codes of silence there, `dsm.streams.silence`,
+as it was trained) and are dropped: output audio frame `f` comes from output frame
 `f + audio_delay`.
 """
 
 from __future__ import annotations
 
-import re
-from collections import deque
-from dataclasses import dataclass
-
 import numpy as np
 
 from dsm.streaming.engine import Session, SessionClosedError, SlotOutput
 from dsm.streaming.events import AudioEvent, Event, TextEvent
-from dsm.streams.tokenizer import TextTokenizer, TokenizerError
-
-
-class TextInputError(ValueError):
-    """Text that cannot be spoken: empty, or with characters the tokenizer cannot encode."""
-
-
-@dataclass
-class _Word:
-    text: str
-    tokens: list[int]
-
-
-class TextFeeder:
-    """The TTS text-stream state machine (rules in the module docstring)."""
-
-    def __init__(
-        self,
-        pad_id: int,
-        word_start_id: int,
-        *,
-        max_padding: int = 8,
-        initial_padding: int = 2,
-    ) -> None:
-        self.pad_id = pad_id
-        self.word_start_id = word_start_id
-        self.max_padding = max_padding
-        self.initial_padding = initial_padding
-        self.waiting: deque[_Word] = deque()
-        self.closed = False  # no more words will come
-        self.step = 0  # text position of the next token
-        self.consumed: list[tuple[str, int]] = []  # (word, position of its 0)
-        self.late_steps = 0  # steps the model wanted a word that had not arrived
-        self.end_position: int | None = None
-        self._feeding: deque[int] = deque()
-        self._pads_in_row = 0
-
-    def add_word(self, text: str, tokens: list[int]) -> None:
-        if self.closed:
-            raise SessionClosedError("text pushed after the end of the text")
-        if not tokens:
-            raise TextInputError(f"word {text!r} encodes to no token")
-        self.waiting.append(_Word(text, list(tokens)))
-
-    def close(self) -> None:
-        self.closed = True
-
-    @property
-    def ended(self) -> bool:
-        return self.end_position is not None
-
-    @property
-    def pending(self) -> bool:
-        """Words wait to be spoken, or a word's tokens are still being fed."""
-        return bool(self.waiting or self._feeding)
-
-    def next_token(self, proposed: int) -> int:
-        """The text token at this position, given the model's proposal."""
-        position = self.step
-        self.step += 1
-        if self._feeding:
-            return self._feeding.popleft()
-        if position < self.initial_padding or self.ended:
-            return self._pad()
-        wants_word = proposed == self.word_start_id or self._pads_in_row >= self.max_padding
-        if not wants_word:
-            return self._pad()
-        if self.waiting:
-            word = self.waiting.popleft()
-            self.consumed.append((word.text, position))
-            self._feeding.extend(word.tokens)
-            self._pads_in_row = 0
-            return self.word_start_id
-        if self.closed:
-            self.end_position = position
-        else:
-            self.late_steps += 1
-        return self._pad()
-
-    def _pad(self) -> int:
-        self._pads_in_row += 1
-        return self.pad_id
-
-
-_SPACE = re.compile(r"\s+")
-# Kyutai's pause markup in TTS text: <break time="1.5s"/>
-_BREAK = re.compile(r'<break\s+time="([0-9.]+)s"\s*/>')
-MAX_BREAK_S = 10.0
+from dsm.streams.tokenizer import TextTokenizer
+from dsm.streams.tts_text import (
+    INITIAL_PADDING,
+    TextFeeder,
+    TextInputError,
+    break_label,
+    break_tokens,
+    split_text,
+    word_tokens,
+)
 
 
 class TTSSession(Session):
@@ -141,7 +50,7 @@ class TTSSession(Session):
         frame_rate: float,
         audio_delay: int,
         max_padding: int = 8,
-        initial_padding: int = 2,
+        initial_padding: int = INITIAL_PADDING,
         tail_frames: int = 3,
         seed: int = 0,
     ) -> None:
@@ -173,25 +82,9 @@ class TTSSession(Session):
             raise TextInputError(f"text must be a string, got {type(text).__name__}")
         if not text:
             raise TextInputError("empty text")
-        buffer = self._partial + text
-        self._partial = ""
-        if not whole_words:  # an unclosed break tag, or the last word, may go on next time
-            cut = buffer.rfind("<break")
-            if cut >= 0 and "/>" not in buffer[cut:]:
-                buffer, self._partial = buffer[:cut], buffer[cut:]
-        items: list[str | float] = []
-        last = 0
-        for tag in _BREAK.finditer(buffer):
-            items.extend(w for w in _SPACE.split(buffer[last:tag.start()]) if w)
-            try:
-                items.append(float(tag.group(1)))
-            except ValueError:  # "1.2.3s": not a duration, dropped as Kyutai's parser does
-                pass
-            last = tag.end()
-        tail = _SPACE.split(buffer[last:])
-        if not whole_words and not self._partial and tail:
-            self._partial = tail.pop()
-        items.extend(w for w in tail if w)
+        if self.feeder.closed:
+            raise SessionClosedError("push_text after end_text(): this stream's text is closed")
+        items, self._partial = split_text(self._partial + text, complete=whole_words)
         self._queue_words(items)
         self._notify()
 
@@ -206,7 +99,7 @@ class TTSSession(Session):
             return
         if self._partial:
             partial, self._partial = self._partial, ""
-            self._queue_words([w for w in _SPACE.split(partial) if w])
+            self._queue_words(split_text(partial, complete=True)[0])
         if not self._any_text:
             raise TextInputError("the text is empty: nothing to speak")
         self.feeder.close()
@@ -219,17 +112,10 @@ class TTSSession(Session):
         for word in words:
             if isinstance(word, float):
                 if word > 0:
-                    frames = max(int(min(word, MAX_BREAK_S) * self.frame_rate), 1)
-                    encoded.append((f'<break time="{word:.2f}s">',
-                                    [self.tokenizer.pad_id] * frames))
-                continue
-            if not word:
-                continue
-            try:
-                tokens = self.tokenizer.encode(word)
-            except TokenizerError as error:
-                raise TextInputError(f"cannot speak {word!r}: {error}") from error
-            encoded.append((word, tokens))
+                    encoded.append((break_label(word), break_tokens(
+                        word, self.frame_rate, self.tokenizer.pad_id)))
+            elif word:
+                encoded.append((word, word_tokens(self.tokenizer, word)))
         for word, tokens in encoded:  # all or nothing: a bad word queues none of the chunk
             self.feeder.add_word(word, tokens)
             self._any_text = True

@@ -1,6 +1,6 @@
 """Text tokenizer for the DSM text stream: a thin, checked wrapper over sentencepiece.
 
-The text stream reserves two ids (Kyutai's convention, see `dsm.streams.alignment`):
+The text stream reserves two ids (Kyutai's convention, see `dsm.streams.text_stream`):
 `pad_id` = 3 fills frames between words and `word_start_id` = 0 marks a word boundary.
 A tokenizer used for the text stream must therefore never *produce* those ids when it
 encodes text. Models trained by `train_tokenizer` guarantee it: ids 0..3 are sentencepiece's

@@ -8,12 +8,12 @@ Each item is one utterance laid out as the multistream LM reads it (rows per
 - translation: [target text (lags the source by `text_delay`), target audio K (lags by
                `audio_delay`), source audio K]
 
-The text row is `dsm.streams.alignment.words_to_stream` of the row's words (the exact
+The text row is `dsm.streams.text_stream.words_to_stream` of the row's words (the exact
 convention is in that module's docstring; ASR and translation write end markers, TTS only
-start markers). Audio rows are codec codes, shifted right by their stream's delay. Where
+start markers, none in the session's first `INITIAL_PADDING` frames). Audio rows are codec codes, shifted right by their stream's delay. Where
 an audio stream must go on after its recording (ASR: the text still runs `text_delay`
-frames after the speech), the wav is extended with silence *before* encoding, so those
-frames are real codes of silence. Cells that hold no data (before a shifted stream starts,
+frames after the speech), the wav is extended with silence (`dsm.streams.silence`)
+*before* encoding, so those frames are real codes of silence. Cells that hold no data (before a shifted stream starts,
 after a short item ends) are -1 (Kyutai: zero embedding, no loss) and False in `mask`.
 Per-codebook acoustic delays (Kyutai `delays`) are not applied here: the LM applies them.
 
@@ -43,9 +43,11 @@ import torch
 
 from dsm.audio_io import read_audio
 from dsm.recipes.data.manifest import ManifestRow, SkippedRow, read_manifest, summarize_skipped
-from dsm.streams.alignment import AlignmentStats, frames_needed, words_to_stream
+from dsm.streams.silence import silence_pcm
 from dsm.streams.spec import TASKS, StreamSpec, row_slices, task_streams
+from dsm.streams.text_stream import AlignmentStats, frames_needed, words_to_stream
 from dsm.streams.tokenizer import TextTokenizer
+from dsm.streams.tts_text import INITIAL_PADDING
 
 MASKED = -1  # Kyutai's "zero" token: zero embedding and no loss
 
@@ -144,7 +146,7 @@ class CodeCache:
         wav = load_audio(audio, self.codec.sample_rate)
         tail = round(tail_seconds * self.codec.sample_rate)
         if tail > 0:
-            wav = torch.cat([wav, torch.zeros(tail)])
+            wav = torch.cat([wav, torch.from_numpy(silence_pcm(tail))])
         device = _device_of(self.codec)
         with torch.no_grad():
             codes = self.codec.encode(wav.view(1, 1, -1).to(device))
@@ -307,10 +309,12 @@ class AlignedDataset(torch.utils.data.Dataset):
 
     def _tts(self, row: ManifestRow) -> AlignedItem:
         audio = self._audio(row)
-        needed = frames_needed(row.words, self.tokenizer, self.frame_rate, 0, mark_ends=False)
+        needed = frames_needed(row.words, self.tokenizer, self.frame_rate, 0, mark_ends=False,
+                               first_marker=INITIAL_PADDING)
         length = max(audio.shape[-1] + self.audio_delay, needed)
         text, stats = words_to_stream(row.words, self.tokenizer, self.frame_rate,
-                                      num_frames=length, mark_ends=False)
+                                      num_frames=length, mark_ends=False,
+                                      first_marker=INITIAL_PADDING)
         return self._assemble(
             {"text": (text[None], 0), "audio": (audio, self.audio_delay)}, length, stats
         )

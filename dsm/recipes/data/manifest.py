@@ -33,7 +33,7 @@ from typing import Any
 
 import soundfile as sf
 
-from dsm.streams.alignment import Word
+from dsm.streams.text_stream import Word
 
 TIME_TOLERANCE = 0.02  # seconds a word may poke past the audio end / into its neighbour
 DURATION_TOLERANCE = 0.1  # seconds `duration` may differ from the audio header's length

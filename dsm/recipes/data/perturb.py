@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dsm.recipes.data.manifest import ManifestRow
-from dsm.streams.alignment import Word
+from dsm.streams.text_stream import Word
 
 TREBLE_HZ = 3000          # the shelf's corner frequency
 

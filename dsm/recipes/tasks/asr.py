@@ -2,7 +2,7 @@
 lags the audio by `text_delay_s` (Kyutai's STT: 0.5 s = 6 frames at 12.5 Hz).
 
 Each item of `AlignedDataset(task="asr")` is one utterance: row 0 is the text
-stream (`dsm.streams.alignment`: word-start and end markers, pads, the word's tokens from
+stream (`dsm.streams.text_stream`: word-start and end markers, pads, the word's tokens from
 its start frame, all shifted `text_delay` frames later), rows 1..K the codec codes of the
 audio (extended with silence so the audio lasts as long as the delayed text). The model is
 a `MultistreamLM` with `dep_q = 0`: it only predicts text, teacher-forced on the whole
@@ -10,9 +10,10 @@ token tensor (`lm.forward`, moshi's meaning: logits at position t predict row 0 
 everything before t). Items longer than `max_frames` are cropped to a window drawn from
 (seed, epoch, index); shorter ones are not padded here, the batch pads to its longest item
 (-1: zero embedding, no loss). `CroppedItems` can put silence before an item
-(`lead_silence_s`) and make items streams of several utterances (`chain_fraction`): a live
-stream starts anywhere and goes on past its first utterance. A `max_frames` above the
-model's `context` trains on streams longer than its attention window, as a long session is.
+(`lead_silence_s`; `dsm.streams.silence`: the codes of the zeros a session feeds) and make
+items streams of several utterances (`chain_fraction`): a live stream starts anywhere and
+goes on past its first utterance. A `max_frames` above the model's `context` trains on
+streams longer than its attention window, as a long session is.
 
 Loss: cross-entropy of the text row over its valid positions, with pad targets weighted
 by `pad_weight` (they are most positions; a lower weight keeps the rare word tokens from
@@ -37,9 +38,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from dsm.recipes.config import RecipeError
-from dsm.recipes.data.dataset import AlignedDataset, DatasetError, _device_of, collate
+from dsm.recipes.data.dataset import AlignedDataset, DatasetError, collate
 from dsm.recipes.tasks.base import Metrics, Split, Task, register_task
 from dsm.recipes.tasks.init_from import load_initial_lm_weights
+from dsm.streams.silence import silence_codes
 
 MODEL_DIR = "model"  # export: OUT/model
 
@@ -104,16 +106,21 @@ class CroppedItems(Dataset):
     """An `AlignedDataset` (built without `max_frames`) with long items cropped to
     `max_frames`; the window start is drawn from (seed, epoch, index) only.
 
-    `silence_codes` (`[K, L]` codes of the codec on near-silence) make two kinds of
-    training streams, both with text pad over the silence:
+    `silence_codes` (`[K, L]`, `dsm.streams.silence.silence_codes`: the codes of `L` frames
+    of silence from the start of a stream) make two kinds of training streams, both with
+    text pad over the silence:
     - `lead_frames` > 0: each item first gets a drawn number (0 to `lead_frames`, within
       `max_frames`) of silent frames in front: speech need not start where the stream does.
+      They are the first frames of `silence_codes`, the codes a session hears when a
+      stream starts with silence (the codec is causal: `L` frames begin as `lead` do).
     - `chain_fraction` > 0: that share of the items are streams of several utterances.
       Drawn items follow the first, each after a drawn gap of `gap_frames` (low, high)
-      silent frames, until `max_frames` is filled (the last one cut short). A live stream
-      holds one utterance after another. A model trained on single ones hears the first
-      and then loses its way. With `max_frames` above the model's attention window, the
-      later ones are also heard without the stream's start in view, as in a long session.
+      silent frames, until `max_frames` is filled (the last one cut short). A gap is the
+      last frames of `silence_codes` (the codec settled on silence, not at a stream
+      start). A live stream holds one utterance after another. A model trained on single
+      ones hears the first and then loses its way. With `max_frames` above the model's
+      attention window, the later ones are also heard without the stream's start in view,
+      as in a long session.
     """
 
     def __init__(self, dataset: AlignedDataset, max_frames: int, seed: int, random_crop: bool,
@@ -141,12 +148,14 @@ class CroppedItems(Dataset):
         self.epoch = epoch
         self.dataset.set_epoch(epoch)
 
-    def _silence(self, frames: int) -> tuple[Tensor, Tensor]:
-        """`frames` of silence: text pad over the codec's silence codes, all valid."""
+    def _silence(self, frames: int, at_start: bool) -> tuple[Tensor, Tensor]:
+        """`frames` of silence, `[1 + K, frames]`: text pad over the codes of silence (the
+        first frames of a stream's silence when `at_start`, else the last), all valid."""
         assert self.silence_codes is not None
-        codes = torch.full((1 + self.silence_codes.shape[0], frames), self.pad_id,
-                           dtype=torch.long)
-        codes[1:] = self.silence_codes[:, self.silence_codes.shape[-1] - frames:]
+        length = self.silence_codes.shape[-1]
+        audio = self.silence_codes[:, :frames] if at_start else self.silence_codes[:, length - frames:]
+        codes = torch.full((1 + audio.shape[0], frames), self.pad_id, dtype=torch.long)
+        codes[1:] = audio
         return codes, torch.ones_like(codes, dtype=torch.bool)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -157,7 +166,7 @@ class CroppedItems(Dataset):
         if room > 0:
             lead = random.Random(f"asr-lead|{self.seed}|{self.epoch}|{index}").randint(0, room)
             if lead > 0:
-                parts.insert(0, self._silence(lead))
+                parts.insert(0, self._silence(lead, at_start=True))
                 length += lead
         chained = False
         if self.chain_fraction > 0 and length < self.max_frames:
@@ -167,7 +176,7 @@ class CroppedItems(Dataset):
                 gap = draw.randint(*self.gap_frames)
                 following = self.dataset[draw.randrange(len(self.dataset))]
                 if gap > 0:
-                    parts.append(self._silence(gap))
+                    parts.append(self._silence(gap, at_start=False))
                 parts.append((following["codes"], following["mask"]))
                 length += gap + following["codes"].shape[-1]
         if len(parts) > 1:
@@ -296,21 +305,13 @@ class ASRTask(Task):
         chain_fraction = config.chain_fraction if split == "train" else 0.0
         gap_frames = (round(config.chain_gap_s[0] * rate), round(config.chain_gap_s[1] * rate))
         silence_frames = max(lead_frames, gap_frames[1] if chain_fraction > 0 else 0)
-        silence = self._silence_codes(silence_frames) if silence_frames > 0 else None
+        silence = None
+        if silence_frames > 0:
+            silence = silence_codes(self.codec, silence_frames)[: config.num_codebooks or None]
         return CroppedItems(dataset, config.max_frames, self.recipe.seed,
                             random_crop=split == "train", silence_codes=silence,
                             pad_id=self.tokenizer.pad_id, lead_frames=lead_frames,
                             chain_fraction=chain_fraction, gap_frames=gap_frames)
-
-    def _silence_codes(self, frames: int) -> Tensor:
-        """Codes `[K, frames]` of faint noise (-75 dBFS, as the corpora's noise floor) after
-        the codec has settled on it."""
-        rate = int(self.codec.sample_rate)
-        samples = (frames + 25) * round(rate / float(self.codec.frame_rate))
-        noise = torch.randn(1, 1, samples, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            codes = self.codec.encode((noise * 10 ** (-75 / 20)).to(_device_of(self.codec)))
-        return codes[0, : self.config.num_codebooks or codes.shape[1], -frames:].cpu()
 
     def collate(self, items: list[Any]) -> Any:
         batch = collate(items)

@@ -6,15 +6,15 @@ language's in `data.train_manifest` (e.g. train.en.jsonl), the target language's
 `task.train_target_manifest` (train.fr.jsonl). Each pair becomes one aligned item
 (dsm.recipes.data.dataset, task "translation") on the source audio's clock:
 
-- row 0: the target words' text stream (`dsm.streams.alignment`), shifted right by
+- row 0: the target words' text stream (`dsm.streams.text_stream`), shifted right by
   `text_delay_s`: the model writes a target word that long after the target speaker said
   it, which leaves it time to have heard the source words it translates (a fixed lag, not
   a per-word alignment: choose it larger than the usual reordering);
 - target audio rows (only with `target_audio`): the target speech's codec codes, shifted
   right by `audio_delay_s` (>= text_delay_s, so the speech follows its own text, as in
-  TTS). The frames before it are codes of silence (trained on, not masked): at inference
-  the model's own audio tokens are fed back from the first frame, so it must learn to be
-  silent until the target speech starts;
+  TTS). The frames before it are codes of silence (`dsm.streams.silence`; trained on,
+  not masked): at inference the model's own audio tokens are fed back from the first
+  frame, so it must learn to be silent until the target speech starts;
 - source audio rows: the source speech's codes, extended with silence for as long as the
   target still runs (the input the model reads).
 
@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
 
 from dsm.recipes.config import Recipe, RecipeError
 from dsm.recipes.data.dataset import AlignedDataset, AlignedItem, DatasetError, collate
 from dsm.recipes.data.manifest import ManifestError
 from dsm.recipes.tasks.base import Metrics, Split, Task, register_task
+from dsm.streams.silence import silence_codes
 
 
 @dataclass
@@ -110,17 +110,12 @@ class TranslationDataset(AlignedDataset):
         self._silence: Tensor | None = None
         super().__init__(*args, **kwargs)
 
-    def silence_codes(self) -> Tensor:
-        """Codes `[K, audio_delay]` of `audio_delay` frames of silence from the stream start."""
+    def lead_silence(self) -> Tensor:
+        """Codes `[K, audio_delay]` of `audio_delay` frames of silence from the stream start
+        (`dsm.streams.silence`)."""
         if self._silence is None:
             frames = max(1, self.audio_delay)
-            wav = torch.zeros(1, 1, frames * self.codec.frame_size)
-            param = next(iter(getattr(self.codec, "parameters", lambda: iter(()))()), None)
-            if param is not None:
-                wav = wav.to(param.device)
-            with torch.no_grad():
-                codes = self.codec.encode(wav)
-            self._silence = codes[0, : self.num_codebooks, :frames].to("cpu", torch.long)
+            self._silence = silence_codes(self.codec, frames)[: self.num_codebooks]
         return self._silence
 
     def aligned(self, index: int) -> AlignedItem:
@@ -132,7 +127,7 @@ class TranslationDataset(AlignedDataset):
             return AlignedItem(item.codes[keep], item.mask[keep], item.stats)
         lead = min(self.audio_delay, item.codes.shape[-1])
         if lead > 0:
-            item.codes[target, :lead] = self.silence_codes()[:, :lead]
+            item.codes[target, :lead] = self.lead_silence()[:, :lead]
             item.mask[target, :lead] = True
         return item
 

@@ -2,23 +2,22 @@
 
 Layout of one training item (`[1 + K, T]`, `dsm.recipes.data.dataset.AlignedDataset` task "tts"):
 row 0 is the text stream of the utterance's words with start markers only (a 0 just
-before each word's tokens, pads elsewhere: `dsm.streams.alignment`, `mark_ends=False`);
+before each word's tokens, pads elsewhere: `dsm.streams.text_stream`, `mark_ends=False`);
 rows 1..K are the codec codes of the recording, delayed `audio_delay` frames behind the
 text. So when the model writes audio frame f it has already read the text up to frame
 f + audio_delay: the text stream is its lookahead (1.28 s in Kyutai's TTS).
 
 The data is made to match, token for token, what `dsm.streaming.tts.TTSSession` feeds
-at inference, where the model's text head only decides *when* the next word starts:
-- the text head is trained only where the session listens to it: on pad-or-start
-  positions (pad 3 / word start 0); positions that hold a word's tokens are forced by the
-  session, so they carry no text loss (they are still inputs);
-- a final 0 follows the last word (at its end, or right after its tokens): the session
-  reads a proposed 0 with no word left as the end of the speech and answers it with a
-  pad, so that 0 is a text *target* only, read as a pad (`end_marker`,
-  `session_text_inputs`);
+at inference, where the model's text head only decides *when* the next word starts; the
+rules live in `dsm.streams.tts_text`, which the session's `TextFeeder` also follows:
+- no word starts in the session's first `INITIAL_PADDING` positions (it pads them);
+- the text head is trained only where the session listens to it (`text_loss_targets`);
+- a final 0 follows the last word (`end_marker`, `end_marker_position`), read as a pad
+  (`session_text_inputs`);
 - the `audio_delay` frames before the recording starts hold the codec codes of silence
-  (`silence_before_audio`), with loss: at inference the model generates (and reads back)
-  those frames itself, and the session throws them away.
+  (`silence_before_audio`, `dsm.streams.silence.silence_codes`: zeros from the stream
+  start through the streaming encoder), with loss: at inference the model generates (and
+  reads back) those frames itself, and the session throws them away.
 
 The LM is a `MultistreamLM` whose depformer generates all K codebooks of a frame (text
 token first, then codebook 0, 1, ...; acoustic codebooks lag codebook 0 by
@@ -49,8 +48,15 @@ from dsm.recipes.config import RecipeError
 from dsm.recipes.data.dataset import AlignedDataset, AlignedItem, codec_fingerprint, collate
 from dsm.recipes.tasks.base import Metrics, Split, Task, register_task
 from dsm.recipes.tasks.init_from import load_initial_lm_weights
-from dsm.streams.alignment import delay_frames, time_to_frame
+from dsm.streams.silence import silence_codes
+from dsm.streams.text_stream import delay_frames
 from dsm.streams.tokenizer import TextTokenizer
+from dsm.streams.tts_text import (
+    MASKED_TEXT,
+    end_marker_position,
+    session_text_inputs,
+    text_loss_targets,
+)
 
 
 @dataclass
@@ -163,12 +169,8 @@ class TTSDataset(AlignedDataset):
         codes, mask = item.codes.clone(), item.mask.clone()
         row, _ = self.items[index]
         if self.end_marker:
-            text = codes[0]
             pad, start = self.tokenizer.pad_id, self.tokenizer.word_start_id
-            written = ((text != pad) & (text != MASKED_TEXT)).nonzero()
-            last_token = int(written[-1]) if written.numel() else -1
-            natural = time_to_frame(row.words[-1].end, self.frame_rate) - 1
-            position = max(natural, last_token + 1)
+            position = end_marker_position(codes[0], row.words[-1].end, self.frame_rate, pad)
             if position >= codes.shape[1]:   # the stream must hold it: one more frame
                 codes, mask = _extend(codes, mask, position + 1 - codes.shape[1], pad)
             codes[0, position] = start
@@ -180,26 +182,12 @@ class TTSDataset(AlignedDataset):
         return AlignedItem(codes, mask, item.stats)
 
 
-MASKED_TEXT = -1
-
-
 def _extend(codes: Tensor, mask: Tensor, frames: int, pad_id: int) -> tuple[Tensor, Tensor]:
     """Add `frames` frames at the end: text pads, audio -1 (the recording has ended)."""
     extra_codes = torch.full((codes.shape[0], frames), MASKED_TEXT, dtype=codes.dtype)
     extra_mask = torch.zeros((mask.shape[0], frames), dtype=torch.bool)
     extra_codes[0], extra_mask[0] = pad_id, True
     return torch.cat([codes, extra_codes], 1), torch.cat([mask, extra_mask], 1)
-
-
-def silence_codes(codec: Any, frames: int) -> Tensor:
-    """Codes `[K, frames]` the codec gives for `frames` frames of digital silence."""
-    wav = torch.zeros(1, 1, frames * int(codec.frame_size))
-    param = next(iter(codec.parameters()), None) if isinstance(codec, nn.Module) else None
-    if param is not None:
-        wav = wav.to(param.device)
-    with torch.no_grad():
-        codes = codec.encode(wav)
-    return codes[0, :, :frames].to("cpu", torch.long)
 
 
 def _filter_speakers(dataset: AlignedDataset, prefixes: Sequence[str], source: str) -> None:
@@ -339,35 +327,6 @@ def noisy_audio(codes: Tensor, rate: float, card: int) -> Tensor:
     noisy = codes.clone()
     noisy[:, 1:] = torch.where(replace, random_codes, audio)
     return noisy
-
-
-def end_markers(text: Tensor, pad_id: int, word_start_id: int) -> Tensor:
-    """Bool mask of the end markers in text rows `[..., T]`: a word start (0) that no word
-    token follows (a word's own 0 is always followed by its first token)."""
-    following = torch.nn.functional.pad(text[..., 1:], (0, 1), value=MASKED_TEXT)
-    is_token = (following != pad_id) & (following != word_start_id) & (following >= 0)
-    return (text == word_start_id) & ~is_token
-
-
-def session_text_inputs(codes: Tensor, pad_id: int, word_start_id: int) -> Tensor:
-    """The tokens the model reads, `codes [B, S, T]` with each end marker read as a pad:
-    the session answers the model's final 0 with a pad (the text has ended), so the 0 is
-    a target only."""
-    inputs = codes.clone()
-    text = inputs[:, 0]
-    inputs[:, 0] = torch.where(end_markers(text, pad_id, word_start_id),
-                               torch.full_like(text, pad_id), text)
-    return inputs
-
-
-def text_loss_targets(codes: Tensor, pad_id: int, word_start_id: int) -> Tensor:
-    """`codes [B, S, T]` with the text row's word tokens set to -1: the text head is only
-    trained where the session uses it (pad or word start), never on forced tokens."""
-    text = codes[:, 0]
-    decision = (text == pad_id) | (text == word_start_id)
-    targets = codes.clone()
-    targets[:, 0] = torch.where(decision, text, torch.full_like(text, MASKED_TEXT))
-    return targets
 
 
 def sampling_settings(config: TTSTaskConfig) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from dsm.streaming.serve.protocol import (
     encode_marker_in,
     encode_text_in,
 )
+from dsm.streams.silence import silence_pcm
 
 ASR_PATH = "/api/asr-streaming"
 TTS_PATH = "/api/tts_streaming"
@@ -140,7 +141,7 @@ async def stream_pcm_asr(url: str, pcm: np.ndarray, rtf: float | None = None,
                     due = start + (offset + FRAME_SIZE) / SAMPLE_RATE / rtf
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
             await ws.send(encode_marker_in(marker_id))
-            silence = np.zeros(FRAME_SIZE, dtype=np.float32)
+            silence = silence_pcm(FRAME_SIZE)
             for _ in range(int(max_flush_s * SAMPLE_RATE / FRAME_SIZE)):
                 if marker_seen.is_set():
                     return

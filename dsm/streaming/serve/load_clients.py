@@ -20,6 +20,7 @@ from dsm.streaming.serve.protocol import (
     encode_audio_in,
     encode_marker_in,
 )
+from dsm.streams.silence import silence_pcm
 
 END_MARKER = 1  # the marker after the last frame; frame k's own marker is k + FIRST_FRAME_MARKER
 
@@ -72,7 +73,7 @@ async def run_client(url: str, pcm: np.ndarray, seconds: float, api_key: str | N
                     await ws.send(encode_audio_in(pcm[offset:offset + FRAME_SIZE]))
                     await ws.send(encode_marker_in(k + FIRST_FRAME_MARKER))
                 await ws.send(encode_marker_in(END_MARKER))
-                silence = np.zeros(FRAME_SIZE, dtype=np.float32)
+                silence = silence_pcm(FRAME_SIZE)
                 while not done.is_set():  # silence until the marker is back, at real time
                     sent_at[len(sent_at)] = time.monotonic()  # frames, for the marker timing
                     await ws.send(encode_audio_in(silence))

@@ -1,8 +1,10 @@
 """DSM text stream: words with start/end times <-> one text token per codec frame.
 
-This module is the single definition of the text-stream layout used for training data
-(`words_to_stream`) and for reading a stream back (`stream_to_words`); the streaming ASR
-decoder implements the same reading incrementally (rules below).
+This module is the single definition of the text-stream layout: writing it for training
+data (`words_to_stream`), reading a whole stream back (`stream_to_words`), and reading it
+one position at a time as a model emits it (`TextStreamDecoder`, which the ASR session
+runs). The two readers follow the same rules (below) and are tested to agree on any token
+sequence.
 
 Frames and times
 ----------------
@@ -41,9 +43,11 @@ For word i with `n_i` tokens, start frame `S_i = F(start_i)`, end frame `E_i = F
    (`.late_ends`, `.late_end_frames`). Shifts propagate to the following words; no token is
    ever dropped. A word needs `n_i + 1` frames between its start and end boundaries
    (marker + tokens) for an exact layout: 160 ms for a one-token word at 12.5 Hz.
+   `first_marker = k` makes positions before `k` taken (TTS: the session pads its first
+   `k` steps, `dsm.streams.tts_text.INITIAL_PADDING`), so an earlier first word moves too.
 
-Reading a stream (`stream_to_words`; the streaming decoder does the same, step by step)
----------------------------------------------------------------------------------------
+Reading a stream (`stream_to_words`; `TextStreamDecoder` does the same, step by step)
+-------------------------------------------------------------------------------------
 Keep `boundary` (time of the last 0; None before the first) and the open word's tokens.
 At position `p`, token `x`:
 - `x == 0`: if the open word has tokens, it ends at `B(p)`: emit it with
@@ -166,9 +170,10 @@ def frames_needed(
     frame_rate: float,
     delay: int = 0,
     mark_ends: bool = True,
+    first_marker: int = 0,
 ) -> int:
     """Length of the shortest text stream holding all of `words` (see `words_to_stream`)."""
-    _, length, _ = _layout(words, tokenizer, frame_rate, delay, mark_ends)
+    _, length, _ = _layout(words, tokenizer, frame_rate, delay, mark_ends, first_marker)
     return length
 
 
@@ -179,6 +184,7 @@ def words_to_stream(
     num_frames: int | None = None,
     delay: int = 0,
     mark_ends: bool = True,
+    first_marker: int = 0,
 ) -> tuple[torch.Tensor, AlignmentStats]:
     """Text stream `[num_frames]` (int64) for `words`, and what had to be shifted.
 
@@ -186,7 +192,8 @@ def words_to_stream(
     shorter than that is an error (crop the returned stream instead: never drop tokens
     silently).
     """
-    placements, length, stats = _layout(words, tokenizer, frame_rate, delay, mark_ends)
+    placements, length, stats = _layout(words, tokenizer, frame_rate, delay, mark_ends,
+                                        first_marker)
     if num_frames is None:
         num_frames = length
     elif num_frames < length:
@@ -206,6 +213,7 @@ def _layout(
     frame_rate: float,
     delay: int,
     mark_ends: bool,
+    first_marker: int = 0,
 ) -> tuple[list[tuple[int, int]], int, AlignmentStats]:
     """(position, token) pairs of the layout, its length and its stats."""
     if delay < 0:
@@ -215,7 +223,9 @@ def _layout(
     check_words(words)
     stats = AlignmentStats(num_words=len(words))
     placements: list[tuple[int, int]] = []
-    cursor = 0  # first free position
+    if first_marker < 0:
+        raise AlignmentError(f"first_marker must be >= 0, got {first_marker}")
+    cursor = first_marker  # first free position
     last_zero = -1  # position of the last 0 written (a start marker may reuse it)
     for index, word in enumerate(words):
         tokens = tokenizer.encode(word.word)
@@ -303,18 +313,9 @@ def _segment_words(
     tokenizer: TextTokenizer,
     frame_rate: float,
 ) -> list[Word]:
-    """Split one segment's tokens into words at word-initial pieces (U+2581)."""
-    groups: list[list[int]] = []
-    for token in tokens:
-        piece = tokenizer.id_to_piece(token)
-        if not groups or (piece.startswith("\u2581") and _has_text(groups[-1], tokenizer)):
-            groups.append([token])
-        else:
-            groups[-1].append(token)
-    texts = [tokenizer.decode(group).strip() for group in groups]
-    kept = [(group, text) for group, text in zip(groups, texts) if text]
-    if not kept:
-        return []
+    """One segment's words: split at word-initial pieces, each but the last one frame per
+    token from the segment start, the last keeping the segment end."""
+    kept = split_segment(tokens, tokenizer)
     words: list[Word] = []
     cursor = start
     for index, (group, text) in enumerate(kept):
@@ -327,5 +328,126 @@ def _segment_words(
     return words
 
 
+def split_segment(tokens: list[int], tokenizer: TextTokenizer) -> list[tuple[list[int], str]]:
+    """The tokens between two 0s as (tokens, text) words: a new word at each piece starting
+    with U+2581 once the current one has text; words that decode to nothing are dropped."""
+    groups: list[list[int]] = []
+    for token in tokens:
+        piece = tokenizer.id_to_piece(token)
+        if not groups or (piece.startswith("\u2581") and _has_text(groups[-1], tokenizer)):
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    texts = [(group, tokenizer.decode(group).strip()) for group in groups]
+    return [(group, text) for group, text in texts if text]
+
+
 def _has_text(group: list[int], tokenizer: TextTokenizer) -> bool:
     return bool(tokenizer.decode(group).strip())
+
+
+# ------------------------------------------------------------------ incremental reading
+
+
+@dataclass(frozen=True)
+class DecodedWord:
+    """A word read from the stream is complete; `start_time` in seconds."""
+
+    text: str
+    start_time: float
+
+
+@dataclass(frozen=True)
+class DecodedWordEnd:
+    """The last `DecodedWord` ended at `stop_time` seconds."""
+
+    stop_time: float
+
+
+DecodedEvent = DecodedWord | DecodedWordEnd
+
+
+class TextStreamDecoder:
+    """`stream_to_words`, one position at a time: `push` each text token as the model emits
+    it and get `DecodedWord` (as soon as a pad, 0 or end shows the word complete) and
+    `DecodedWordEnd` (at the next 0) back; `flush` at the end of the stream. Every word
+    comes as a `DecodedWord` then its `DecodedWordEnd`, with the times `stream_to_words`
+    gives for the same tokens."""
+
+    def __init__(self, tokenizer: TextTokenizer, frame_rate: float, delay: int = 0) -> None:
+        self.tokenizer = tokenizer
+        self.frame_rate = float(frame_rate)
+        self.delay = int(delay)
+        self.position = -1  # text position of the last token pushed
+        self._boundary: float | None = None  # time of the last 0
+        self._tokens: list[int] = []  # the open word's tokens
+        self._start = 0.0  # the open word's start
+        self._last_token_position = -1
+        self._sent = False  # the open word's DecodedWord(s) went out
+
+    def _boundary_time(self, position: int) -> float:
+        return (position + 1 - self.delay) / self.frame_rate
+
+    def push(self, token: int) -> list[DecodedEvent]:
+        """Read the token at the next text position."""
+        self.position += 1
+        p = self.position
+        token = int(token)
+        events: list[DecodedEvent] = []
+        if token == self.tokenizer.word_start_id:
+            time = self._boundary_time(p)
+            if self._tokens:
+                if not self._sent:
+                    events.extend(self._send_words(time))
+                events.append(DecodedWordEnd(stop_time=time))
+                self._tokens = []
+                self._sent = False
+            self._boundary = time
+        elif token < 0 or token == self.tokenizer.pad_id:
+            if self._tokens and not self._sent:
+                events.extend(self._send_words(None))
+        else:
+            if self._tokens and self._sent:
+                # More tokens after the word went out (no 0 between): a new word starts here.
+                start = (p - self.delay) / self.frame_rate
+                events.append(DecodedWordEnd(stop_time=start))
+                self._tokens = []
+                self._sent = False
+                self._boundary = start
+            if not self._tokens:
+                if self._boundary is not None:
+                    self._start = self._boundary
+                else:
+                    self._start = (p - self.delay) / self.frame_rate
+            self._tokens.append(token)
+            self._last_token_position = p
+        return events
+
+    def flush(self) -> list[DecodedEvent]:
+        """End of stream: close the open word, if any."""
+        events: list[DecodedEvent] = []
+        if self._tokens:
+            end = self._boundary_time(self._last_token_position)
+            if not self._sent:
+                events.extend(self._send_words(end))
+            events.append(DecodedWordEnd(stop_time=end))
+            self._tokens = []
+            self._sent = False
+        return events
+
+    def _send_words(self, end: float | None) -> list[DecodedEvent]:
+        """The open segment's words; all but the last also get their end (`end`, when
+        known, caps them as in `_segment_words`)."""
+        kept = split_segment(self._tokens, self.tokenizer)
+        self._sent = True
+        events: list[DecodedEvent] = []
+        cursor = self._start
+        for index, (group, text) in enumerate(kept):
+            events.append(DecodedWord(text=text, start_time=cursor))
+            if index < len(kept) - 1:
+                group_end = cursor + len(group) / self.frame_rate
+                if end is not None:
+                    group_end = min(group_end, end)
+                events.append(DecodedWordEnd(stop_time=group_end))
+                cursor = group_end
+        return events
