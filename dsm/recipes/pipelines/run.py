@@ -256,7 +256,11 @@ def asr_stages(b: Builder) -> list[Step]:
         b.merge("data/mix-k", "data/asr-mix/k.jsonl", "data/asr-mix/h16k.jsonl",
                 "data/styles/train.jsonl", "data/kal/train.jsonl"),
         b.codes("asr/12-codes", "asr", "12-lead-silence", workers=2),
-        b.train("asr/12-lead-silence", "asr", "12-lead-silence"),
+        b.train("asr/12-lead-silence", "asr", "12-lead-silence",
+                note="from this stage on (lead silence, chained utterances) the historic runs "
+                "filled silence with the codes of -75 dBFS noise; since the stream convention "
+                "was unified (dsm.streams.silence) it is the codes of digital zeros, what "
+                "inference feeds: the same recipes at commit 0b4bc45 give the historic data"),
         b.ship("asr/ship-lead1", "asr", "runs/asr-lead1/model", "models/asr-lead1",
                "--dtype", "float16"),
         b.merge("data/mix-long", "data/asr-mix/long.jsonl", "data/en/train.jsonl",
