@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:  # the shipped models' quality gates: `make test-shipped` runs them alone
-        if item.path.name.startswith("test_shipped_"):
+        if item.path.parent.name == "shipped":
             item.add_marker(pytest.mark.shipped)
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     if not torch.cuda.is_available():

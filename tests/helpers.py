@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -160,7 +161,7 @@ def held_out_utterances(count: int, first: int = 0) -> list[Any]:
 # encoder steps) and tiny widths, in moshi's `get_mimi` terms: moshi's run_inference pads in
 # 24 kHz samples, so its pipelines are compared at the real rates. (Past a full window,
 # 10 s, moshi's streaming Mimi drops a key that its offline Mimi and dsm keep: see
-# tests/test_mimi.py.)
+# tests/codecs/test_mimi.py.)
 MOSHI_TINY_MIMI_24K = dict(
     sample_rate=24000, channels=1, frame_rate=12.5,
     seanet=dict(channels=1, dimension=32, causal=True, n_filters=4, n_residual_layers=1,
@@ -268,3 +269,29 @@ def moshi_conditioned_lm(raw: dict, seed: int = 0) -> torch.nn.Module:
         for p in model.parameters():
             p.normal_(0.0, 0.2)
     return model
+
+
+def write_tiny_model_dir(directory: Path, tokenizer_dir: Path, kind: str) -> Path:
+    """A tiny random ASR or TTS model directory (its own tiny Mimi and tokenizer) in
+    dsm's layout, for serving and API tests."""
+    from dsm.codecs.testing import tiny_random_mimi
+    from dsm.models import build_lm, preset
+    from dsm.models.model_dir import write_model_dir
+    from dsm.streams.testing import train_tiny_tokenizer
+
+    codec = tiny_random_mimi(5 if kind == "asr" else 6)
+    tokenizer = train_tiny_tokenizer(tokenizer_dir)
+    if kind == "asr":
+        config = preset("tiny-stt", num_layers=2, dim=64, text_card=tokenizer.vocab_size,
+                        card=64, n_q=4, delays=[0] * 5, extra_heads_num_heads=0,
+                        extra_heads_dim=0)
+    else:
+        config = preset("tiny-tts", num_layers=2, dim=64, text_card=tokenizer.vocab_size,
+                        card=64, n_q=4, dep_q=4, delays=[0, 0, 2, 2, 2], depformer_dim=32)
+    torch.manual_seed(0)
+    lm = build_lm(config).eval()
+    if kind == "asr":
+        keep_text_pieces(lm, range(20, 26))
+    write_model_dir(directory, lm, codec, tokenizer_dir / "tiny.model", kind,
+                    text_delay_s=0.24, audio_delay_s=0.24)
+    return directory

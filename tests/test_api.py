@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from test_server_model_dir import _write_model_dir
+from helpers import write_tiny_model_dir
 
 import dsm
 from dsm.models.model_dir import ModelDirError
@@ -24,7 +24,7 @@ from dsm.streaming.serve.protocol import SAMPLE_RATE
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("api-models")
-    return {kind: _write_model_dir(root / kind, root / f"tok-{kind}", kind)
+    return {kind: write_tiny_model_dir(root / kind, root / f"tok-{kind}", kind)
             for kind in ("asr", "tts")}
 
 

@@ -40,7 +40,7 @@ minus the silence measured on the signal before that point. Silence is a 10 ms f
 (5 ms hop) more than 40 dB below the utterance's loudest frame.
 
 Measured accuracy (20 minutes of en, fr and en-fr corpora, against an independent energy
-detector: the one in tests/test_synth.py): onsets of words after a pause are within 7 ms
+detector: the one in tests/recipes/test_synth.py): onsets of words after a pause are within 7 ms
 (p95; max 8 ms) of the signal's rise for espeak and 9 ms (p95; max 56 ms) for flite; ends
 before a pause within 19 ms (espeak en, p95) and 48 ms (flite, p95) of the fall. The
 onset rule moves 33% of espeak onsets (median 10 ms, at most 64 ms) and 7% of flite's.

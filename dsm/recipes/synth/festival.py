@@ -5,7 +5,7 @@ Festival adds English speakers that neither espeak nor flite has: the diphone vo
 speaker as flite's slt, made by another synthesis method), and on request the diphone
 voice kal (festvox-kallpc16k). The corpus leaves kal out unless asked (`rough_voices`) for
 the reason it leaves flite's kal16 out: breath noises before and after its words, which
-the independent timing check in tests/test_synth.py finds as sound outside every word.
+the independent timing check in tests/recipes/test_synth.py finds as sound outside every word.
 
 One `festival --pipe` process per engine takes Scheme requests on stdin. For each text it
 synthesizes the utterance, saves the wave to a temporary file, and prints one line per

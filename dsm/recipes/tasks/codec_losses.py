@@ -113,7 +113,7 @@ class STOILoss(nn.Module):
     STOI weighs the speech bands' envelopes. Here the same steps run in torch at the audio's
     own rate (windows of 25.6 ms, hop 12.8 ms, as STOI's 256 samples at 10 kHz), with the
     silent frames dropped from the spectrogram rather than from the waveform; the result
-    stays within a few hundredths of pystoi (tests/test_losses.py). An item with fewer
+    stays within a few hundredths of pystoi (tests/recipes/test_losses.py). An item with fewer
     than one segment of non-silent frames adds nothing.
     """
 

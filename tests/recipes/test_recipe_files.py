@@ -12,7 +12,7 @@ import tomllib
 from dsm.codecs.mimi import MimiConfig
 from dsm.recipes.config import recipe_from_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "dsm" / "recipes" / "configs"
 ASSETS = REPO / "dsm" / "assets"
 # translation.toml checks its tokenizer path when parsed: test_translation_recipe.py

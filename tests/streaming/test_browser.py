@@ -39,7 +39,7 @@ import websockets
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = [{"word": "hello", "start": 0.3, "end": 0.6}, {"word": "brave", "start": 0.7, "end": 1.0},
           {"word": "new", "start": 1.1, "end": 1.3}, {"word": "world", "start": 1.4, "end": 1.8}]
 WIDTH, HEIGHT = 1000, 800

@@ -17,7 +17,7 @@ from dsm.recipes.training.checkpoint import list_checkpoints, load_checkpoint
 from dsm.recipes.training.metrics_log import read_metrics
 from dsm.recipes.training.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 RECIPE = """

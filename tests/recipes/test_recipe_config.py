@@ -12,7 +12,7 @@ from dsm import cli
 from dsm.recipes.config import OptimConfig, RecipeError, load_recipe, parse_override
 from dsm.recipes.training.trainer import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "dsm" / "recipes" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "dsm" / "recipes" / "configs"
 
 GOOD = """
 kind = "toy"

@@ -246,7 +246,7 @@ def test_bad_recipes_fail_before_training(parts, tmp_path) -> None:
 
 def test_shipped_recipe_is_valid(parts) -> None:
     """configs/translation.toml checks out once its data paths exist (here: the tiny ones)."""
-    shipped = Path(__file__).resolve().parents[1] / "dsm" / "recipes" / "configs" / "translation.toml"
+    shipped = Path(__file__).resolve().parents[2] / "dsm" / "recipes" / "configs" / "translation.toml"
     recipe = load_recipe(shipped, [
         f'data.train_manifest="{parts["en"]}"', f'data.valid_manifest="{parts["en"]}"',
         f'task.train_target_manifest="{parts["fr"]}"',

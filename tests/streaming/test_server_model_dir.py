@@ -18,45 +18,22 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-import torch
 import websockets
-from helpers import keep_text_pieces, run_until_marker, serving
+from helpers import run_until_marker, serving, write_tiny_model_dir
 
-from dsm.codecs.testing import tiny_random_mimi
 from dsm.commands import serve as cmd_serve
-from dsm.models import build_lm, preset
-from dsm.models.model_dir import ModelDirError, write_model_dir
+from dsm.models.model_dir import ModelDirError
 from dsm.streaming.events import EndWordEvent, WordEvent
 from dsm.streaming.serve import clients
 from dsm.streaming.serve.engine_service import load_engine_service
 from dsm.streaming.serve.protocol import FRAME_SIZE, SAMPLE_RATE
 from dsm.streaming.serve.server import ServerConfig, StreamingServer
-from dsm.streams.testing import train_tiny_tokenizer
-
-
-def _write_model_dir(directory: Path, tokenizer_dir: Path, kind: str) -> Path:
-    codec = tiny_random_mimi(5 if kind == "asr" else 6)
-    tokenizer = train_tiny_tokenizer(tokenizer_dir)
-    if kind == "asr":
-        config = preset("tiny-stt", num_layers=2, dim=64, text_card=tokenizer.vocab_size,
-                        card=64, n_q=4, delays=[0] * 5, extra_heads_num_heads=0,
-                        extra_heads_dim=0)
-    else:
-        config = preset("tiny-tts", num_layers=2, dim=64, text_card=tokenizer.vocab_size,
-                        card=64, n_q=4, dep_q=4, delays=[0, 0, 2, 2, 2], depformer_dim=32)
-    torch.manual_seed(0)
-    lm = build_lm(config).eval()
-    if kind == "asr":
-        keep_text_pieces(lm, range(20, 26))
-    write_model_dir(directory, lm, codec, tokenizer_dir / "tiny.model", kind,
-                    text_delay_s=0.24, audio_delay_s=0.24)
-    return directory
 
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
-    return {kind: _write_model_dir(root / kind, root / f"tok-{kind}", kind)
+    return {kind: write_tiny_model_dir(root / kind, root / f"tok-{kind}", kind)
             for kind in ("asr", "tts")}
 
 

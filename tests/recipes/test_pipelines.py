@@ -13,7 +13,7 @@ from dsm.cli import build_parser, named_command
 from dsm.recipes.config import recipe_from_dict
 from dsm.recipes.pipelines import run as pipelines
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "dsm" / "assets"
 STAGES = sorted((REPO / "dsm" / "recipes" / "pipelines").glob("*/*.toml"))
 VARIANTS = [(model, tiny, codec) for model in pipelines.MODELS for tiny in (False, True)

@@ -24,7 +24,7 @@ from dsm.models.model_dir import read_audio
 from dsm.recipes.eval.metrics import normalize_text
 from dsm.streaming.serve.protocol import SAMPLE_RATE
 
-ASSETS = Path(__file__).resolve().parents[1] / "dsm" / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "dsm" / "assets"
 
 
 def _default_services():

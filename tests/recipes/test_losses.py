@@ -18,7 +18,7 @@ from dsm.recipes.tasks.codec_losses import (
     waveform_l1_loss,
 )
 
-SAMPLE_WAV = Path(__file__).resolve().parents[1] / "dsm" / "assets" / "sample.wav"
+SAMPLE_WAV = Path(__file__).resolve().parents[2] / "dsm" / "assets" / "sample.wav"
 
 SR = 16000
 

@@ -32,7 +32,7 @@ from dsm.recipes.training.metrics_log import read_metrics
 from dsm.recipes.training.schedule import lr_factor
 from dsm.recipes.training.trainer import Trainer, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TOY = """
 kind = "toy"

@@ -22,7 +22,7 @@ from dsm.codecs import load_codec
 from dsm.recipes.eval import metrics
 from dsm.recipes.eval.codec import reconstruct
 
-CODEC_DIR = Path(__file__).resolve().parent.parent / "dsm" / "assets" / "codec"
+CODEC_DIR = Path(__file__).resolve().parents[2] / "dsm" / "assets" / "codec"
 UTTERANCES = 8
 STOI_FLOOR = 0.8   # the target
 
