@@ -196,6 +196,10 @@ def _dsm_commit() -> tuple[str | None, bool | None]:
     """The commit of the dsm checkout this package runs from (None outside a git checkout)."""
     root = Path(__file__).resolve().parents[2]
     try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        if Path(top).resolve() != root:  # an installed copy inside some other repository
+            return None, None
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
                                 capture_output=True, text=True).stdout.strip()
         status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "dsm"],
