@@ -33,6 +33,7 @@ from dsm.recipes.eval.evaluate import (
     format_table,
     load_references,
     model_outputs,
+    read_vocabulary,
     run_eval,
 )
 
@@ -51,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "ASR model that transcribes the speech, a model directory or a Hugging "
                         "Face repo id (default: the shipped dsm/assets/asr)")
     parser.add_argument("--json", dest="json_path", help="also write the results here as JSON")
+    parser.add_argument("--vocabulary", nargs="+", metavar="FILE", default=None,
+                        help="asr: also split the WER by reference words inside and outside "
+                        "these texts' words (the model's training text: sentence files of "
+                        "`dsm data text` or manifests): iv_wer, oov_wer, oov_rate")
     parser.add_argument("--per-utterance", action="store_true",
                         help="print one line per utterance after the summary")
 
@@ -65,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
             outputs = model_outputs(args.kind, args.model, rows, args.manifest,
                                     asr_model=args.asr_model,
                                     source_manifest=args.source_manifest)
-        result, note = run_eval(args.kind, args.manifest, args.hyp, outputs)
+        vocabulary = read_vocabulary(args.vocabulary) if args.vocabulary else None
+        result, note = run_eval(args.kind, args.manifest, args.hyp, outputs, vocabulary)
     except (EvalError, ManifestError) as error:
         print(f"dsm eval: {error}", file=sys.stderr)
         return 2

@@ -178,3 +178,49 @@ def test_pairing_by_position_and_errors(corpus: Path, tmp_path: Path, capsys) ->
     assert "manifest not found" in capsys.readouterr().err
     assert dsm_main(["eval", "asr", "--manifest", str(corpus)]) == 2
     assert "--hyp" in capsys.readouterr().err
+
+
+def test_errors_split_by_vocabulary_count_each_reference_word_in_its_class() -> None:
+    from dsm.recipes.eval import metrics as M
+
+    vocabulary = M.vocabulary_of(["The cat sat on the mat."])
+    assert vocabulary == {"the", "cat", "sat", "on", "mat"}
+    # "zebra" (unknown) substituted, "the" -> "a" (known) substituted, "mat" inserted
+    split = M.errors_by_vocabulary("the zebra sat on the mat", "the cat sat on a mat mat",
+                                   vocabulary)
+    assert split == M.VocabularyErrors(in_vocabulary_errors=1, in_vocabulary_words=5,
+                                       oov_errors=1, oov_words=1, insertions=1)
+    assert M.errors_by_vocabulary("the zebra", "", vocabulary) == M.VocabularyErrors(1, 1, 1, 1, 0)
+    assert M.errors_by_vocabulary("", "the", vocabulary) == M.VocabularyErrors(0, 0, 0, 0, 1)
+    # the split's errors and insertions add up to the word errors of the utterance
+    ref, hyp = "the zebra sat on the mat", "cat sat on a mat mat"
+    split = M.errors_by_vocabulary(ref, hyp, vocabulary)
+    assert (split.in_vocabulary_errors + split.oov_errors + split.insertions
+            == M.word_errors(ref, hyp).errors)
+
+
+def test_asr_eval_splits_the_wer_by_the_training_vocabulary(corpus: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    hyp = _write_jsonl(tmp_path / "hyp.jsonl", [
+        {"id": "u0", "text": "the cat sit"}, {"id": "u1", "text": "hello word"}])
+    train = tmp_path / "train.en.txt"
+    train.write_text("The cat sat.\nHello, you.\n", encoding="utf-8")
+    out_json = tmp_path / "asr.json"
+    assert dsm_main(["eval", "asr", "--manifest", str(corpus), "--hyp", str(hyp),
+                     "--vocabulary", str(train), "--json", str(out_json)]) == 0
+    summary = json.loads(out_json.read_text())["summary"]
+    # known: the cat sat hello (one error: sat); unknown: world (one error)
+    assert summary["iv_words"] == 4 and summary["oov_words"] == 1
+    assert summary["iv_wer"] == pytest.approx(0.25) and summary["oov_wer"] == 1.0
+    assert summary["oov_rate"] == pytest.approx(0.2)
+    assert "oov_wer" in capsys.readouterr().out
+    # a manifest works as the vocabulary too; bad uses are clear errors
+    result, _ = run_eval("asr", str(corpus), str(hyp), vocabulary={"the", "cat", "sat"})
+    assert result.summary["oov_words"] == 2
+    assert dsm_main(["eval", "asr", "--manifest", str(corpus), "--hyp", str(hyp),
+                     "--vocabulary", str(tmp_path / "nope.txt")]) == 2
+    assert "vocabulary file not found" in capsys.readouterr().err
+    with pytest.raises(EvalError, match="applies to asr"):
+        run_eval("translation", str(corpus), str(hyp), vocabulary={"x"})
+    assert dsm_main(["eval", "asr", "--manifest", str(corpus), "--hyp", str(hyp),
+                     "--vocabulary", str(corpus)]) == 0

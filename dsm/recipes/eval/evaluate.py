@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,9 +82,12 @@ def _text_summary(refs: list[str], hyps: list[str], prefix: str = "") -> dict[st
 
 
 def evaluate_asr(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
-                 source: str = "outputs") -> EvalResult:
-    """WER/CER per utterance and pooled; word emission latency where times are given."""
+                 source: str = "outputs", vocabulary: set[str] | None = None) -> EvalResult:
+    """WER/CER per utterance and pooled; word emission latency where times are given; with
+    `vocabulary` (the training text's words), the WER of in-vocabulary and of
+    out-of-vocabulary reference words apart (`errors_by_vocabulary`)."""
     refs, hyps, utterances, all_latencies = [], [], [], []
+    split: list[M.VocabularyErrors] = []
     for row, output in zip(rows, outputs, strict=True):
         text = "" if output is None else _field(output, "text", str, source)
         refs.append(row.text)
@@ -92,6 +96,9 @@ def evaluate_asr(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
             "id": _key(row), "wer": M.word_errors(row.text, text).rate,
             "cer": M.char_errors(row.text, text).rate, "missing": output is None,
         }
+        if vocabulary is not None:
+            split.append(M.errors_by_vocabulary(row.text, text, vocabulary))
+            utterance["oov_words"] = split[-1].oov_words
         if output is not None and output.get("words") and row.words:
             emitted = []
             for index, word in enumerate(output["words"]):
@@ -111,7 +118,21 @@ def evaluate_asr(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
         "latency_mean_s": latency["mean"], "latency_median_s": latency["median"],
         "latency_p90_s": latency["p90"], "latency_words": latency["count"],
     })
+    if vocabulary is not None:
+        summary.update(_vocabulary_summary(split))
     return EvalResult("asr", summary, utterances)
+
+
+def _vocabulary_summary(split: Sequence[M.VocabularyErrors]) -> dict[str, float | int]:
+    known = sum(s.in_vocabulary_words for s in split)
+    unknown = sum(s.oov_words for s in split)
+    return {
+        "iv_wer": sum(s.in_vocabulary_errors for s in split) / known if known else math.nan,
+        "oov_wer": sum(s.oov_errors for s in split) / unknown if unknown else math.nan,
+        "oov_rate": unknown / (known + unknown) if known + unknown else math.nan,
+        "iv_words": known, "oov_words": unknown,
+        "split_insertions": sum(s.insertions for s in split),
+    }
 
 
 def evaluate_translation(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
@@ -233,8 +254,12 @@ def load_references(kind: str, manifest: str) -> tuple[list[ManifestRow], str]:
 
 
 def run_eval(kind: str, manifest: str, hyp: str | None = None,
-             outputs: list[Output] | None = None) -> tuple[EvalResult, str]:
-    """Score `hyp` (a file) or `outputs` (rows) against `manifest`. Returns result, note."""
+             outputs: list[Output] | None = None,
+             vocabulary: set[str] | None = None) -> tuple[EvalResult, str]:
+    """Score `hyp` (a file) or `outputs` (rows) against `manifest`. Returns result, note.
+    `vocabulary` (ASR only): split the WER by in- and out-of-vocabulary words."""
+    if vocabulary is not None and kind != "asr":
+        raise EvalError(f"a vocabulary split applies to asr, not {kind}")
     rows, note = load_references(kind, manifest)
     if outputs is None:
         if hyp is None:
@@ -242,7 +267,31 @@ def run_eval(kind: str, manifest: str, hyp: str | None = None,
         outputs = read_outputs(hyp)
     source = hyp or "outputs"
     paired = pair_outputs(rows, outputs, source)
+    if vocabulary is not None:
+        return evaluate_asr(rows, paired, source, vocabulary), note
     return EVALUATORS[kind](rows, paired, source), note
+
+
+def read_vocabulary(paths: Sequence[str]) -> set[str]:
+    """The words of text files (one sentence per line, as `dsm data text` writes) and of
+    manifests (.jsonl: their rows' text), e.g. a model's training text."""
+    texts: list[str] = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise EvalError(f"vocabulary file not found: {path}")
+        if path.suffix == ".jsonl":
+            try:
+                rows, _ = read_manifest(path)
+            except ManifestError as error:
+                raise EvalError(f"vocabulary: {error}") from None
+            texts.extend(row.text for row in rows)
+        else:
+            texts.extend(path.read_text(encoding="utf-8").splitlines())
+    vocabulary = M.vocabulary_of(texts)
+    if not vocabulary:
+        raise EvalError(f"no words in the vocabulary files {', '.join(paths)}")
+    return vocabulary
 
 
 def model_outputs(kind: str, model: str, rows: list[ManifestRow], manifest: str, *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 import jiwer
@@ -68,6 +68,47 @@ def char_errors(reference: str, hypothesis: str) -> ErrorCounts:
     ref, hyp = normalize_text(reference), normalize_text(hypothesis)
     # Spell characters as tokens; "_" stands for the space so jiwer keeps it.
     return _counts([c if c != " " else "_" for c in ref], [c if c != " " else "_" for c in hyp])
+
+
+def vocabulary_of(texts: Iterable[str]) -> set[str]:
+    """The words of `texts` after `normalize_text`: what a model was trained to say."""
+    return {word for text in texts for word in normalize_text(text).split()}
+
+
+@dataclass(frozen=True)
+class VocabularyErrors:
+    """Word errors split by whether the reference word is in a vocabulary (usually the
+    training text's): a substituted or deleted reference word counts against its own
+    class; inserted words belong to neither and are counted apart."""
+
+    in_vocabulary_errors: int
+    in_vocabulary_words: int
+    oov_errors: int
+    oov_words: int
+    insertions: int
+
+
+def errors_by_vocabulary(reference: str, hypothesis: str, vocabulary: Container[str]
+                         ) -> VocabularyErrors:
+    """`VocabularyErrors` of one utterance (words normalised by `normalize_text`)."""
+    ref, hyp = normalize_text(reference).split(), normalize_text(hypothesis).split()
+    known = [word in vocabulary for word in ref]
+    wrong = [False] * len(ref)
+    insertions = 0
+    if ref and hyp:
+        out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+        for chunk in out.alignments[0]:
+            if chunk.type in ("substitute", "delete"):
+                for index in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                    wrong[index] = True
+            elif chunk.type == "insert":
+                insertions += chunk.hyp_end_idx - chunk.hyp_start_idx
+    else:
+        wrong = [True] * len(ref)
+        insertions = len(hyp) if not ref else 0
+    return VocabularyErrors(
+        sum(w and k for w, k in zip(wrong, known)), sum(known),
+        sum(w and not k for w, k in zip(wrong, known)), len(ref) - sum(known), insertions)
 
 
 def _pool(counts: Sequence[ErrorCounts]) -> ErrorCounts:
