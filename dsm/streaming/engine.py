@@ -174,6 +174,8 @@ class BatchedEngine:
         # Input rows that carry a constant instead of encoded audio (Kyutai's TTS with fewer
         # generated codebooks than the model's: -1, "no token").
         self.input_fill = input_fill
+        self._fill_tokens = (None if input_fill is None or self.num_inputs == 0 else torch.full(
+            (num_slots, self.num_inputs, 1), input_fill, dtype=torch.long, device=self.device))
         if self.num_inputs > codec.num_codebooks:
             raise ValueError(
                 f"the model reads {self.num_inputs} audio codebooks, the codec makes "
@@ -338,9 +340,8 @@ class BatchedEngine:
             input_tokens = self._prev_codes.clone()
             stepping = active.to(self.device)[:, None, None]
             self._prev_codes.copy_(torch.where(stepping, codes, self._prev_codes))
-        if self.input_fill is not None and self.num_inputs > 0:
-            input_tokens = torch.full((self.num_slots, self.num_inputs, 1), self.input_fill,
-                                      dtype=torch.long, device=self.device)
+        if self._fill_tokens is not None:
+            input_tokens = self._fill_tokens
         hook = None
         if any(s is not None and s.uses_text_hook for s in sessions):
             hook = _TextHook(sessions, self._active.copy())

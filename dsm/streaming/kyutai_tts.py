@@ -44,8 +44,8 @@ from dsm.models.conditioners import ConditionValues
 from dsm.streaming.engine import SessionClosedError, SlotOutput
 from dsm.streaming.events import AudioEvent, Event, TextEvent
 from dsm.streaming.tts import TTSSession
-from dsm.streams.tokenizer import TextTokenizer, TokenizerError
-from dsm.streams.tts_text import MAX_BREAK_S, TextInputError
+from dsm.streams.tokenizer import TextTokenizer
+from dsm.streams.tts_text import MAX_BREAK_S, break_label, word_tokens
 
 NEW_WORD = 0
 MAIN_SPEAKER = 1
@@ -206,15 +206,10 @@ class KyutaiTTSSession(TTSSession):
             if isinstance(item, float):
                 if item > 0:
                     frames = int(round(min(item, MAX_BREAK_S) * self.frame_rate))
-                    entries.append(Entry(f'<break time="{item:.2f}s">', [], frames))
+                    entries.append(Entry(break_label(item), [], frames))
                 continue
             for word in _kyutai_words(item):
-                try:
-                    tokens = self.tokenizer.encode(word)
-                except TokenizerError as error:
-                    raise TextInputError(f"cannot speak {word!r}: {error}") from error
-                if not tokens:
-                    raise TextInputError(f"word {word!r} encodes to no token")
+                tokens = word_tokens(self.tokenizer, word)
                 if first_word and self.multi_speaker:
                     tokens = [MAIN_SPEAKER, *tokens]
                 first_word = False

@@ -83,6 +83,10 @@ TextHook = Callable[[torch.Tensor], torch.Tensor]
 """Receives the sampled text tokens [B] and returns the text tokens to use [B] (TTS)."""
 
 
+# A per-slot step limit below any offset: the audio delay or prefix mask it bounds never applies.
+NEVER = -(1 << 40)
+
+
 class LMStreamer:
     """Batched streaming generation over a `MultistreamLM` (see the module docstring).
 
@@ -193,10 +197,10 @@ class LMStreamer:
         if self.conditioned and getattr(config, "sum_conditions", True):
             self.condition = torch.zeros(rows, 1, config.dim, dtype=torch.float32, device=device)
         # Per-slot audio delay (Kyutai's TTS); far below any offset: nothing forced.
-        self.audio_delay = torch.full((B,), -(1 << 40), dtype=torch.long, device=device)
+        self.audio_delay = torch.full((B,), NEVER, dtype=torch.long, device=device)
         # Host copies of the offsets and audio delays: whether the depformer can be skipped.
         self._offsets_host = np.zeros(B, dtype=np.int64)
-        self._audio_delay_host = np.full(B, -(1 << 40), dtype=np.int64)
+        self._audio_delay_host = np.full(B, NEVER, dtype=np.int64)
         self._first_audio_delay = min(delays[1 : 1 + self.dep_q]) if self.dep_q else 0
         # Per-slot audio prefixes [B, dep_q, max_prefix] and lengths; the null half of
         # guidance reads -1 while a slot's offset is at most delays[k] + `cfg_masked_until`.
@@ -204,7 +208,7 @@ class LMStreamer:
         self.audio_prefix = torch.full((B, self.dep_q, max(self.max_prefix, 1)), UNGENERATED,
                                        dtype=torch.long, device=device)
         self.prefix_len = torch.zeros(B, dtype=torch.long, device=device)
-        self.cfg_masked_until = torch.full((B,), -(1 << 40), dtype=torch.long, device=device)
+        self.cfg_masked_until = torch.full((B,), NEVER, dtype=torch.long, device=device)
 
         self._exit = ExitStack()
         lm_batch = 2 * B if self.use_cfg else B
@@ -298,8 +302,8 @@ class LMStreamer:
         `delays[1 + k] + steps` (Kyutai's TTS: audio lags text); None: never."""
         if not 0 <= slot < self.batch_size:
             raise ValueError(f"slot {slot} outside 0..{self.batch_size - 1}")
-        self.audio_delay[slot] = -(1 << 40) if steps is None else int(steps)
-        self._audio_delay_host[slot] = -(1 << 40) if steps is None else int(steps)
+        self.audio_delay[slot] = NEVER if steps is None else int(steps)
+        self._audio_delay_host[slot] = NEVER if steps is None else int(steps)
 
     @torch.inference_mode()
     def set_audio_prefix(self, slot: int, codes: torch.Tensor | None) -> None:
@@ -310,7 +314,7 @@ class LMStreamer:
         self.audio_prefix[slot].fill_(UNGENERATED)
         if codes is None:
             self.prefix_len[slot] = 0
-            self.cfg_masked_until[slot] = -(1 << 40)
+            self.cfg_masked_until[slot] = NEVER
             return
         if codes.dim() != 2 or codes.shape[0] < self.dep_q:
             raise ValueError(f"an audio prefix is [>= {self.dep_q}, frames], got {tuple(codes.shape)}")
