@@ -32,8 +32,8 @@ DIR/
                      made the model, the dsm commit that shipped it (see `write_provenance`)
 ```
 `write_model_dir` writes one (recipes, tests); `dsm.streaming.model_dir.load_model_dir`
-reads one and makes the engine and sessions of its task. `resolve_model` turns what a user names (`--model`) into
-one: a directory, or a Hugging Face repo id (`kyutai/stt-1b-en_fr[@REVISION]`) resolved to
+reads one and makes the engine and sessions of its task. `resolve_model` turns what a user
+names (`--model`) into one: a directory, or a Hugging Face repo id (`kyutai/stt-1b-en_fr[@REVISION]`) resolved to
 its cached snapshot by `dsm.models.hub`, whose Kyutai config.json names moshi_name,
 mimi_name and tokenizer_name.
 """
@@ -51,8 +51,8 @@ TASKS = ("asr", "tts", "translation")  # what write_model_dir writes; loading al
 # "dialogue": Kyutai's full-duplex Moshi, usable through the engine, the LM API and `dsm bench`
 _MODEL_TYPES = {"stt": "asr", "asr": "asr", "tts": "tts", "translation": "translation",
                 "hibiki": "translation", "moshi": "dialogue"}
-# Hibiki's conditions, as moshi's run_inference sets them: the label it is steered towards,
-# and (with guidance) the one it is steered away from.
+
+
 class ModelDirError(ValueError):
     """A model directory is missing a file or names something inconsistent."""
 

@@ -17,6 +17,8 @@ import torch
 
 from dsm.models.model_dir import ModelDirError, codec_spec, read_audio, task_of
 
+# Hibiki's conditions, as moshi's run_inference sets them: the label it is steered towards,
+# and (with guidance) the one it is steered away from.
 HIBIKI_CONDITIONS = {"description": "very_good"}
 HIBIKI_NULL_CONDITIONS = {"description": "very_bad"}
 # Hibiki's text EOS (sentencepiece eos id): the translation is complete.
