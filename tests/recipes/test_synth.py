@@ -501,3 +501,36 @@ def test_rough_voices_train_only_on_request(tmp_path, capsys):
     assert dsm_main(["data", "synth", "--list-voices"]) == 0
     listing = capsys.readouterr().out
     assert "festival:kal " in listing and "(--rough-voices)" in listing
+
+
+def test_espeak_words_spoken_as_one_unit_share_its_sound():
+    # espeak gives "of the" one word event (at "of"); "the" starts within that unit's sound,
+    # after the letters of "of", and before the pause that follows the unit
+    sample_rate = 1000
+    audio = np.zeros(1000, np.float32)
+    audio[100:400] = 0.5   # "go" 0.1-0.2, "of the" 0.2-0.4, then a pause
+    audio[600:900] = 0.5   # "road"
+    text = "go of the road"
+    events = [(1, 100), (4, 200), (11, 600)]  # (1-based character position, ms)
+    onsets = synth_espeak._onsets_for_tokens(text, events, audio, sample_rate)
+    assert onsets[:2] == [0.1, 0.2] and onsets[3] == 0.6
+    assert onsets[2] == pytest.approx(0.2 + 0.2 * 2 / 5)  # the unit's sound ends at 0.4 s
+    with pytest.raises(SynthesisError, match="no word event for 'go'"):
+        synth_espeak._onsets_for_tokens(text, events[1:], audio, sample_rate)
+    with pytest.raises(SynthesisError, match="out of order"):
+        synth_espeak._onsets_for_tokens(text, [(1, 100), (4, 700), (11, 600)], audio,
+                                        sample_rate)
+
+
+def test_espeak_times_every_word_of_real_sentences():
+    # real English that espeak speaks with merged units ("in the", "of the", "to be"):
+    # each word gets an onset, in order, and the corpus's word times stay inside the audio
+    speaker = synth_corpus.Speaker("espeak", "en-us", "en", "train", 1.0, 1.0, 50)
+    for text in ("He went to the park and sat in the sun.",
+                 "It is one of the best things in the world, to be sure."):
+        spoken = synth_corpus.speak(speaker, text)
+        assert len(spoken.onsets) == len(text.split())
+        assert all(a < b for a, b in zip(spoken.onsets, spoken.onsets[1:])), spoken.onsets
+        times = word_times(spoken.audio, spoken.sample_rate, spoken.onsets)
+        assert all(0 <= start < end <= len(spoken.audio) / spoken.sample_rate
+                   for start, end in times)

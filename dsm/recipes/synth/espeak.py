@@ -135,20 +135,64 @@ class EspeakEngine:
                                   None, None)
         if status != 0:
             raise SynthesisError(f"espeak_Synth failed with status {status} on {text!r}")
-        audio = (np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16))
-        onsets = _onsets_for_tokens(text, self._events)
-        return Spoken(audio.astype(np.float32) / 32768.0, self.sample_rate, onsets, None)
+        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        audio = samples.astype(np.float32) / 32768.0
+        onsets = _onsets_for_tokens(text, self._events, audio, self.sample_rate)
+        return Spoken(audio, self.sample_rate, onsets, None)
 
 
-def _onsets_for_tokens(text: str, events: list[tuple[int, int]]) -> list[float]:
-    """The first word event inside each whitespace token gives that token's onset."""
-    onsets: list[float] = []
+def _onsets_for_tokens(text: str, events: list[tuple[int, int]], audio: np.ndarray,
+                       sample_rate: int) -> list[float]:
+    """Each whitespace token's onset: its first word event, or a share of its unit's sound.
+
+    espeak speaks some English word pairs as one unit with one word event ("of the",
+    "in the", "to be"): the later tokens of such a unit get no event. Their onsets split
+    the unit, from its event to the end of its sound before the next event, in proportion
+    to the tokens' letters. The first token must have an event of its own.
+    """
     ordered = sorted(events)
-    for start, end in token_spans(text):
+    spans = token_spans(text)
+    own: list[float | None] = []
+    for start, end in spans:
         inside = [ms for position, ms in ordered if start <= position - 1 < end]
-        if not inside:
-            raise SynthesisError(f"espeak gave no word event for {text[start:end]!r} in {text!r}")
-        onsets.append(inside[0] / 1000.0)
-    if any(b < a for a, b in zip(onsets, onsets[1:])):
+        own.append(inside[0] / 1000.0 if inside else None)
+    if own and own[0] is None:
+        raise SynthesisError(f"espeak gave no word event for {text[slice(*spans[0])]!r} "
+                             f"in {text!r}")
+    timed = [i for i, onset in enumerate(own) if onset is not None]
+    if any(own[b] < own[a] for a, b in zip(timed, timed[1:])):
         raise SynthesisError(f"espeak word events out of order in {text!r}")
+    duration = len(audio) / sample_rate
+    onsets = [float(onset) if onset is not None else 0.0 for onset in own]
+    for unit, first in enumerate(timed):
+        stop = timed[unit + 1] if unit + 1 < len(timed) else len(spans)
+        if stop - first == 1:
+            continue
+        unit_start = onsets[first]
+        unit_end = _sound_end(audio, sample_rate, unit_start,
+                              onsets[stop] if stop < len(spans) else duration)
+        letters = [sum(char.isalnum() for char in text[slice(*spans[i])]) or 1
+                   for i in range(first, stop)]
+        total, done = float(sum(letters)), 0
+        for i, count in zip(range(first, stop), letters):
+            onsets[i] = unit_start + (unit_end - unit_start) * done / total
+            done += count
     return onsets
+
+
+def _sound_end(audio: np.ndarray, sample_rate: int, start: float, stop: float) -> float:
+    """The end (seconds) of the last audible 10 ms frame in [start, stop), or `stop` when
+    none is: a unit's sound ends before the pause that may follow it. Audible is within
+    40 dB of the loudest frame of the whole text, as for the corpus's word ends."""
+    win = max(1, round(0.010 * sample_rate))
+    frames = len(audio) // win
+    if frames == 0:
+        return stop
+    rms = np.sqrt(np.mean(audio[:frames * win].astype(np.float64).reshape(frames, win) ** 2,
+                          axis=1))  # [F]
+    audible = rms > rms.max() * 10 ** (-40 / 20)
+    first, last = int(start * sample_rate) // win, min(int(stop * sample_rate) // win, frames)
+    heard = np.nonzero(audible[first:last])[0]
+    if len(heard) == 0:
+        return stop
+    return min(stop, (first + int(heard[-1]) + 1) * win / sample_rate)
