@@ -27,6 +27,7 @@ Examples:
   dsm data text --out data/text
   dsm data text --out data/text_en --langs en --sources fortunes,kjv --eval-fraction 0.1 \\
       --seed 0 --min-words 3 --max-words 20
+  dsm data text --out data/text --cap kjv=15000   # fortunes and the Bible nearer even
   dsm data text --out data/mine --langs fr --sources "" --text-dir fr=notes/ --seed 1
 """
 
@@ -72,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "where they can be (default 20)")
     parser.add_argument("--max-documents", type=int, default=None,
                         help="read only the first N documents of each source (quick runs)")
+    parser.add_argument("--cap", action="append", default=[], metavar="SOURCE=N",
+                        help="keep at most N train sentences of SOURCE, a seeded sample, so "
+                             "that one large source does not dominate (repeatable; eval is "
+                             "not capped), e.g. --cap kjv=15000")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a text corpus already in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -88,17 +93,27 @@ def main(args: argparse.Namespace) -> int:
                                       f"{','.join(LANGS)}, got {spec!r}")
             if lang in langs:
                 sources.append(directory_source(f"dir:{folder}", lang, folder))
+        caps = {}
+        for spec in args.cap:
+            name, sep, count = spec.partition("=")
+            if not sep or not name or not count.strip().isdigit():
+                raise TextCorpusError(f"--cap expects SOURCE=N with N a whole number, got "
+                                      f"{spec!r}")
+            caps[name.strip()] = int(count)
         summary = write_text_corpus(
             args.out, sources, seed=args.seed, eval_fraction=args.eval_fraction,
             min_words=args.min_words, max_words=args.max_words,
             max_documents=args.max_documents, overwrite=args.overwrite,
-            progress=not args.quiet)
+            progress=not args.quiet, train_caps=caps)
     except (TextCorpusError, SourceUnavailable) as error:
         print(f"dsm data text: error: {error}", file=sys.stderr)
         return 2
     for name, source in summary["sources"].items():
         print(f"{name} ({source['lang']}): {source['documents']} documents, "
-              f"{source['sentences']} sentences ({source['train_sentences']} train, "
+              f"{source['sentences']} sentences ({source['train_sentences']} train"
+              + (f" of {source['train_sentences_before_cap']}, capped"
+                 if source['train_sentences'] < source['train_sentences_before_cap'] else "")
+              + ", "
               f"{source['eval_sentences']} eval), "
               f"{sum(source['dropped'].values())} dropped")
     for lang, figures in summary["langs"].items():

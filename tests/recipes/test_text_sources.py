@@ -174,6 +174,34 @@ def test_the_split_never_shares_a_document_and_follows_the_seed(tmp_path: Path) 
         assert len(summary["sources"]["mine"]["eval_documents"]) == len(held)
 
 
+def test_a_train_cap_samples_one_source_and_leaves_eval_alone(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    folder = _write_documents(tmp_path / "docs", 20)
+    argv = ["data", "text", "--sources", "", "--quiet", "--langs", "en",
+            "--text-dir", f"en={folder}", "--eval-fraction", "0.25"]
+    assert main([*argv, "--out", str(tmp_path / "all")]) == 0
+    for name in ("capped", "again"):
+        assert main([*argv, "--out", str(tmp_path / name), "--cap", f"dir:{folder}=7"]) == 0
+    assert "(7 train of 60, capped" in capsys.readouterr().out
+    full = (tmp_path / "all" / "train.en.txt").read_text().splitlines()
+    capped = (tmp_path / "capped" / "train.en.txt").read_text().splitlines()
+    assert len(full) == 60 and len(capped) == 7
+    assert capped == [line for line in full if line in capped]  # a sample, in order
+    assert (tmp_path / "capped" / "train.en.txt").read_bytes() == \
+        (tmp_path / "again" / "train.en.txt").read_bytes()
+    assert (tmp_path / "capped" / "eval.en.txt").read_bytes() == \
+        (tmp_path / "all" / "eval.en.txt").read_bytes()
+    summary = json.loads((tmp_path / "capped" / "summary.json").read_text())
+    assert summary["train_caps"] == {f"dir:{folder}": 7}
+    assert summary["sources"][f"dir:{folder}"]["train_sentences_before_cap"] == 60
+    for cap, message in (("nope=3", "names nope"), (f"dir:{folder}=x", "SOURCE=N"),
+                         (f"dir:{folder}=0", "at least 1")):
+        assert main([*argv, "--out", str(tmp_path / "bad"), "--cap", cap]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_eval_documents_reach_the_fraction_and_keep_a_train_document() -> None:
     sizes = {f"d{i}": 10 for i in range(10)}
     held = eval_documents("src", sizes, 0.3, seed=3)

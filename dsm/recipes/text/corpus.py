@@ -148,8 +148,18 @@ def _vocabulary(sentences: list[str]) -> set[str]:
 def write_text_corpus(out: str | os.PathLike, sources: list[Source], seed: int = 0,
                       eval_fraction: float = 0.1, min_words: int = 3, max_words: int = 20,
                       max_documents: int | None = None, overwrite: bool = False,
-                      progress: bool = True) -> dict:
-    """Write the sentence files and summary.json into `out` and return the summary."""
+                      progress: bool = True, train_caps: dict[str, int] | None = None) -> dict:
+    """Write the sentence files and summary.json into `out` and return the summary.
+
+    `train_caps` limits a source's train sentences (a seeded sample, in their order), so
+    that one large source does not make most of a language's text; eval is not capped."""
+    train_caps = dict(train_caps or {})
+    unknown = sorted(set(train_caps) - {source.name for source in sources})
+    if unknown:
+        raise TextCorpusError(f"a train cap names {', '.join(unknown)}, not among the chosen "
+                              f"sources ({', '.join(s.name for s in sources) or 'none'})")
+    if any(cap < 1 for cap in train_caps.values()):
+        raise TextCorpusError(f"train caps must be at least 1 sentence, got {train_caps}")
     if not sources:
         raise TextCorpusError("no sources chosen (check --sources against --langs)")
     if not 0.0 <= eval_fraction < 1.0:
@@ -168,20 +178,29 @@ def write_text_corpus(out: str | os.PathLike, sources: list[Source], seed: int =
     lines: dict[tuple[str, str], list[str]] = {}
     summary: dict = {"seed": seed, "eval_fraction": eval_fraction, "min_words": min_words,
                      "max_words": max_words, "max_documents": max_documents,
+                     "train_caps": dict(sorted(train_caps.items())),
                      "sources": {}, "langs": {}}
     for text in texts:
         sizes = {doc_id: len(kept) for doc_id, kept in text.documents}
         held = eval_documents(text.source.name, sizes, eval_fraction, seed)
-        counts = {"train": 0, "eval": 0}
+        by_split: dict[str, list[str]] = {"train": [], "eval": []}
         for doc_id, kept in text.documents:
-            split = "eval" if doc_id in held else "train"
-            lines.setdefault((split, text.source.lang), []).extend(kept)
-            counts[split] += len(kept)
+            by_split["eval" if doc_id in held else "train"].extend(kept)
+        uncapped = len(by_split["train"])
+        cap = train_caps.get(text.source.name)
+        if cap is not None and cap < uncapped:
+            rng = np.random.default_rng([seed, zlib.crc32(text.source.name.encode("utf-8")), 1])
+            keep = np.sort(rng.choice(uncapped, size=cap, replace=False))
+            by_split["train"] = [by_split["train"][int(i)] for i in keep]
+        counts = {split: len(sentences) for split, sentences in by_split.items()}
+        for split, sentences in by_split.items():
+            lines.setdefault((split, text.source.lang), []).extend(sentences)
         summary["sources"][text.source.name] = {
             "lang": text.source.lang, "packages": list(text.source.packages),
             "documents": len(text.documents),
             "documents_with_sentences": sum(1 for n in sizes.values() if n),
             "sentences": counts["train"] + counts["eval"], "train_sentences": counts["train"],
+            "train_sentences_before_cap": uncapped,
             "eval_sentences": counts["eval"], "dropped": dict(sorted(text.dropped.items())),
             "eval_documents": sorted(held)}
     langs = sorted({t.source.lang for t in texts}, key=LANGS.index)
