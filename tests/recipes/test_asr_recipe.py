@@ -205,6 +205,25 @@ def test_tiny_asr_run_learns_checkpoints_resumes_and_exports(assets, tmp_path: P
     with pytest.raises(RecipeError, match="(?s)do not fit this recipe's model.*stray"):
         ASRTask(recipe).build_models()
 
+    # ... and a model with a new tokenizer (another text vocabulary) takes everything but the
+    # text tables with task.init_from_text = false; without it the sizes are refused
+    source = tmp_path / "full" / "model"
+    card = model.lm.config.text_card
+    recipe = load_recipe(recipe_path, [f'task.init_from="{source}"', f"task.text_card={card + 7}",
+                                       "task.init_from_text=false"])
+    torch.manual_seed(5)
+    retokenized = ASRTask(recipe).build_models()["model"]
+    torch.manual_seed(5)
+    fresh = ASRTask(load_recipe(recipe_path, [f"task.text_card={card + 7}"])).build_models()
+    assert retokenized.text_linear.weight.shape[0] == card + 7
+    for key, value in retokenized.state_dict().items():
+        text_table = key.startswith(("text_emb", "text_linear"))
+        expected = fresh["model"].state_dict()[key] if text_table else model.lm.state_dict()[key]
+        assert torch.equal(value, expected), key
+    recipe = load_recipe(recipe_path, [f'task.init_from="{source}"', f"task.text_card={card + 7}"])
+    with pytest.raises(RecipeError, match="(?s)do not fit.*text_linear"):
+        ASRTask(recipe).build_models()
+
     # Shipped beside a shared codec folder: config names it, no codec copy.
     shared = tmp_path / "assets"
     save_codec(model.codec, shared / "codec")

@@ -78,6 +78,8 @@ class ASRTaskConfig:
     init_from: str | None = None            # start from these LM weights: a model directory,
                                             # a Hugging Face repo id (owner/name[@REVISION])
                                             # or a `dsm train` checkpoint of the same shapes
+    init_from_text: bool = True             # false: the text embeddings and head start fresh
+                                            # (a new tokenizer); the rest from init_from
 
     def __post_init__(self) -> None:
         if not self.text_delay_s >= 0:
@@ -324,7 +326,7 @@ class ASRTask(Task):
         lm = build_lm(self.lm_config())
         if self.config.init_from is not None:
             load_initial_lm_weights(lm, self.config.init_from, self.recipe.source, "model",
-                                    "ASR")
+                                    "ASR", text=self.config.init_from_text)
         return {"model": lm}
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:

@@ -13,9 +13,12 @@ from torch import Tensor, nn
 from dsm.models.hub import ModelRefError, is_repo_ref, resolve_model_ref
 from dsm.recipes.config import RecipeError
 
+# The text tables: what a token id means belongs to the tokenizer they were trained with.
+TEXT_TABLES = re.compile(r"(text_emb(\.\d+)?|text_linear)\.(weight|bias)$")
+
 
 def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, model_name: str,
-                            kind: str) -> None:
+                            kind: str, text: bool = True) -> None:
     """Load `task.init_from` into `lm`: a model directory (`load_lm`), a Hugging Face repo
     id resolved to one (`dsm.models.hub`, e.g. "kyutai/stt-1b-en_fr@main") or a `dsm train`
     checkpoint whose models hold `model_name` (a run of the same kind). Every weight must
@@ -25,7 +28,10 @@ def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, mode
       for the extra ones, and training teaches it to use the finer codes;
     - a model whose temporal transformer has more layers than the source's (a multiple of
       them) gets each source layer followed by copies of it whose residual outputs are
-      zero (`_with_new_layers`): a deeper model that training then puts to use."""
+      zero (`_with_new_layers`): a deeper model that training then puts to use.
+    With `text=False` (`task.init_from_text = false`, for a new tokenizer) the text input
+    embeddings and text output head keep `lm`'s fresh initialisation, of any vocabulary
+    size; everything else comes from the source."""
     path = Path(source)
     where = f"{recipe_source}: key 'task.init_from'"
     if not path.exists() and is_repo_ref(source):
@@ -49,7 +55,13 @@ def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, mode
         if not isinstance(models, dict) or model_name not in models:
             raise RecipeError(f"{where}: {path} is not a dsm train checkpoint of a {kind} run")
         weights = models[model_name]
-    weights = _with_new_input_embeddings(lm, _with_new_layers(lm, dict(weights)))
+    weights = dict(weights)
+    if not text:
+        fresh = lm.state_dict()
+        tables = [key for key in fresh if TEXT_TABLES.fullmatch(key)]
+        weights = {key: value for key, value in weights.items() if not TEXT_TABLES.fullmatch(key)}
+        weights.update({key: fresh[key] for key in tables})
+    weights = _with_new_input_embeddings(lm, _with_new_layers(lm, weights))
     try:
         lm.load_state_dict(weights, strict=True)
     except RuntimeError as error:

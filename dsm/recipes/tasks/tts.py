@@ -114,6 +114,8 @@ class TTSTaskConfig:
                                       # Hugging Face repo id (owner/name[@REVISION]) or
                                       # a `dsm train` checkpoint of the same shapes (e.g. to
                                       # adapt a model to a retrained codec's codes)
+    init_from_text: bool = True       # false: the text embeddings and head start fresh (a
+                                      # new tokenizer); the rest from init_from
     model: TTSModelConfig = field(default_factory=TTSModelConfig)
 
     def __post_init__(self) -> None:
@@ -285,7 +287,7 @@ class TTSTask(Task):
         lm = MultistreamLM(self.lm_config())
         if self.config.init_from is not None:
             load_initial_lm_weights(lm, self.config.init_from, self.recipe.source, "lm",
-                                    "TTS")
+                                    "TTS", text=self.config.init_from_text)
         return {"lm": lm}
 
     def compute_loss(self, models: Mapping[str, nn.Module], batch: Any) -> tuple[Tensor, Metrics]:
