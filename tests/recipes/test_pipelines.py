@@ -1,5 +1,6 @@
 """dsm/recipes/pipelines: every step parses, every stage recipe loads, and the tiny codec and
-TTS pipelines run end to end into the config.json that ships in dsm/assets."""
+TTS pipelines run end to end into the config.json that ships in dsm/assets (the TTS one on
+its way to the open-vocabulary stage, which runs too)."""
 
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """WORK/models/<model>/config.json of the tiny codec pipeline and of the tiny TTS
     pipeline on the shipped codec (its config names the codec by a weights fingerprint)."""
     made = {}
-    for model, codec in (("codec", None), ("tts", str(ASSETS / "codec"))):
+    for model, codec in (("codec", None), ("tts-open", str(ASSETS / "codec"))):
         work = tmp_path_factory.mktemp(f"pipeline-{model}")
         pipelines.run(pipelines.pipeline(model, tiny=True, codec=codec), work)
         made[model] = work / "models" / model / "config.json"
+    made["tts"] = made["tts-open"].parents[1] / "tts" / "config.json"  # on its way
     return made
 
 
@@ -72,3 +74,11 @@ def test_tiny_pipeline_config_is_exactly_the_shipped_one(tiny_runs: dict[str, Pa
                                                          model: str) -> None:
     made = json.loads(tiny_runs[model].read_text())
     assert made == json.loads((ASSETS / model / "config.json").read_text())
+
+
+def test_tiny_open_tts_differs_from_the_shipped_one_by_its_vocabulary(
+        tiny_runs: dict[str, Path]) -> None:
+    made = json.loads(tiny_runs["tts-open"].read_text())
+    shipped = json.loads((ASSETS / "tts" / "config.json").read_text())
+    assert {key for key in made if made[key] != shipped.get(key)} == {"text_card"}
+    assert made["text_card"] == 2500  # the open-text tokenizer

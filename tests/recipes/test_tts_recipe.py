@@ -25,6 +25,7 @@ from dsm.models.model_dir import write_model_dir
 from dsm.modules.transformer import TransformerConfig
 from dsm.recipes.config import RecipeError, load_recipe
 from dsm.recipes.ship import ship_model_dir
+from dsm.recipes.tasks import init_from
 from dsm.recipes.tasks.tts import (
     TTSTask,
     check_codec,
@@ -171,6 +172,18 @@ def test_tiny_tts_run_learns_checkpoints_resumes_and_exports(
         started = _task(tmp_path, assets, extra=f"init_from = '{source}'").build_models()["lm"]
         for (name, a), b in zip(model.lm.state_dict().items(), started.state_dict().values()):
             assert torch.equal(a, b), (source.name, name)
+    # ... and with init_from_text = false (a new tokenizer) its text tables start fresh,
+    # the depformer's included, and nothing else does
+    torch.manual_seed(3)
+    retokenized = _task(tmp_path, assets, extra=f"init_from = '{tmp_path / 'full' / 'model'}'"
+                        "\ninit_from_text = false").build_models()["lm"]
+    torch.manual_seed(3)
+    fresh = _task(tmp_path, assets).build_models()["lm"].state_dict()
+    tables = [key for key in fresh if init_from.TEXT_TABLES.fullmatch(key)]
+    assert "depformer_text_emb.weight" in tables and "text_linear.weight" in tables
+    for key, value in retokenized.state_dict().items():
+        expected = fresh[key] if key in tables else model.lm.state_dict()[key]
+        assert torch.equal(value, expected), key
     speech = speak(["the cat sat", "river"], model=model, batch_size=2)
     for spoken in speech:
         assert spoken.pcm.size > 0 and spoken.pcm.size % model.codec.frame_size == 0

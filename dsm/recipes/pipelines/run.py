@@ -9,6 +9,11 @@ to the retrained codec's codes). The steps are the commands of the training log
 the work directory as the current directory; the stage recipes are the TOML files next
 to this module. Outputs land in WORK/models/<name>, laid out like dsm/assets.
 
+`asr-open` and `tts-open` go on from those models to the open-vocabulary stages: real
+English text (`dsm data text`) spoken by the synthesizers, a tokenizer fitted to it, and
+one stage each from the lexicon model (shipped as models/asr-lexicon, models/tts-lexicon)
+into WORK/models/asr-open and WORK/models/tts-open.
+
     python -m dsm.recipes.pipelines.run tts --work /data/dsm-work
     python -m dsm.recipes.pipelines.run asr --work /tmp/w --tiny --codec dsm/assets/codec
 
@@ -40,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("codec", "asr", "tts")
+MODELS = ("codec", "asr", "tts", "asr-open", "tts-open")
 TINY_STEPS = 2  # training steps per stage in --tiny (a stopped stage stops after 1)
 
 
@@ -311,6 +316,39 @@ def asr_stages(b: Builder) -> list[Step]:
     return steps
 
 
+def open_text(b: Builder) -> list[Step]:
+    """Real text (`dsm data text`), the open-vocabulary ASR corpus that speaks it and the
+    tokenizer fitted to both."""
+    tiny = ("--max-documents", "3") if b.scale.tiny else ()
+    return [
+        Step("data/text", ("data", "text", "--out", "data/text", "--langs", "en,fr",
+                           "--sources", "fortunes,kjv,manpages-fr,debian-reference-fr,gimp-help-fr",
+                           "--eval-fraction", "0.1", "--seed", "0", "--min-words", "3",
+                           "--max-words", "20", "--cap", "kjv=15000", *tiny, "--quiet")),
+        b.synth("data/open-en", "data/open-en", 10, "--lang", "en",
+                "--engines", "espeak,flite,festival", "--rough-voices",
+                "--text-file", "data/text/train.en.txt", "--eval-text-file",
+                "data/text/eval.en.txt", "--text-share", "0.7", "--eval-fraction", "0.03",
+                "--rate-range", "0.8,1.2", "--pitch-range", "0.9,1.1", seed=40, workers=2),
+        Step("data/open-tokenizer", ("data", "tokenizer", "--text", "data/text/train.en.txt",
+                                     "--manifest", "data/open-en/train.jsonl",
+                                     "--out", "data/open/tokenizer", "--vocab-size", "2500",
+                                     "--model-type", "bpe")),
+    ]
+
+
+def open_asr_stages(b: Builder) -> list[Step]:
+    """The open-vocabulary ASR stage, from the lexicon model of stage 20."""
+    return [
+        b.ship("asr/ship-lexicon", "asr", "runs/asr-slow4/model", "models/asr-lexicon",
+               "--dtype", "float16"),
+        b.codes("asr/21-codes", "asr", "21-open", workers=2),
+        b.train("asr/21-open", "asr", "21-open"),
+        b.ship("asr/ship-open", "asr", "runs/asr-open/model", "models/asr-open",
+               "--dtype", "float16"),
+    ]
+
+
 def tts_stages(b: Builder) -> list[Step]:
     """The TTS model: one voice, two stages (the first stopped and resumed)."""
     return [
@@ -330,6 +368,19 @@ def tts_stages(b: Builder) -> list[Step]:
     ]
 
 
+def open_tts_stages(b: Builder) -> list[Step]:
+    """The open-vocabulary TTS stage: the same voice speaking real text, from stage 2."""
+    return [
+        b.ship("tts/ship-lexicon", "tts", "runs/tts-n/model", "models/tts-lexicon"),
+        b.synth("data/open-slt", "data/open-slt", 5, "--lang", "en", "--voices", "flite:slt",
+                "--eval-fraction", "0", "--text-file", "data/text/train.en.txt",
+                "--text-share", "0.8", seed=41),
+        b.codes("tts/03-codes", "tts", "03-open"),
+        b.train("tts/03-open", "tts", "03-open"),
+        b.ship("tts/ship-open", "tts", "runs/tts-open/model", "models/tts-open"),
+    ]
+
+
 def pipeline(model: str, tiny: bool = False, codec: str | None = None) -> list[Step]:
     """The ordered steps that make WORK/models/<model>; shared steps appear once."""
     if model not in MODELS:
@@ -342,10 +393,14 @@ def pipeline(model: str, tiny: bool = False, codec: str | None = None) -> list[S
         steps += asr_mix(b) + codec_stages(b)
     else:
         steps += given_codec(b)
-    if model == "asr":
+    if model in ("asr", "asr-open"):
         steps += ([] if codec is None else asr_mix(b)) + asr_stages(b)
-    elif model == "tts":
+    elif model in ("tts", "tts-open"):
         steps += tts_stages(b)
+    if model == "asr-open":
+        steps += open_text(b) + open_asr_stages(b)
+    elif model == "tts-open":
+        steps += open_text(b) + open_tts_stages(b)
     unique: dict[str, Step] = {}
     for step in steps:
         unique.setdefault(step.name, step)

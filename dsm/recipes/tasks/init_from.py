@@ -14,7 +14,7 @@ from dsm.models.hub import ModelRefError, is_repo_ref, resolve_model_ref
 from dsm.recipes.config import RecipeError
 
 # The text tables: what a token id means belongs to the tokenizer they were trained with.
-TEXT_TABLES = re.compile(r"(text_emb(\.\d+)?|text_linear)\.(weight|bias)$")
+TEXT_TABLES = re.compile(r"(text_emb(\.\d+)?|depformer_text_emb|text_linear)\.(weight|bias)$")
 
 
 def load_initial_lm_weights(lm: nn.Module, source: str, recipe_source: str, model_name: str,
