@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,eval]'
 	# Numerical oracles for conformance tests; they pin older torch/numpy, so no deps.
 	$(PIP) install -q --no-deps moshi==0.2.13 encodec==0.1.1
 	touch $@

@@ -179,9 +179,13 @@ def evaluate_tts(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
     the text it was asked to say) and time to first audio.
 
     Each output gives its "transcript", or, when `transcribe(samples, sample_rate)` is
-    given, its "wav" is transcribed here.
+    given, its "wav" is transcribed here. Outputs that give a "reference_transcript" (the
+    same recognizer on the manifest's own audio) add its WER and CER as
+    reference_audio_wer and reference_audio_cer: the recognizer's floor.
     """
     refs, hyps, utterances, first_audio = [], [], [], []
+    reference_refs: list[str] = []
+    reference_hyps: list[str] = []
     for row, output in zip(rows, outputs, strict=True):
         if output is None:
             raise EvalError(f"{source}: no output for manifest row {_key(row)!r}")
@@ -199,11 +203,22 @@ def evaluate_tts(rows: Sequence[ManifestRow], outputs: Sequence[Output | None],
         if "first_audio_s" in output:
             utterance["first_audio_s"] = _field(output, "first_audio_s", float, source)
             first_audio.append(utterance["first_audio_s"])
+        if "reference_transcript" in output:
+            heard = _field(output, "reference_transcript", str, source)
+            reference_refs.append(row.text)
+            reference_hyps.append(heard)
+            utterance["reference_audio_wer"] = M.word_errors(row.text, heard).rate
         utterances.append(utterance)
     summary = _text_summary(refs, hyps)
     ttfa = M.summarize(first_audio)
     summary.update({"utterances": len(rows), "first_audio_mean_s": ttfa["mean"],
                     "first_audio_p90_s": ttfa["p90"]})
+    if reference_hyps:
+        if len(reference_hyps) != len(rows):
+            raise EvalError(f"{source}: {len(reference_hyps)} of {len(rows)} outputs give a "
+                            "'reference_transcript': give it for all or none")
+        summary["reference_audio_wer"] = M.corpus_wer(reference_refs, reference_hyps)
+        summary["reference_audio_cer"] = M.corpus_cer(reference_refs, reference_hyps)
     return EvalResult("tts", summary, utterances)
 
 
@@ -296,9 +311,11 @@ def read_vocabulary(paths: Sequence[str]) -> set[str]:
 
 def model_outputs(kind: str, model: str, rows: list[ManifestRow], manifest: str, *,
                   asr_model: str | None = None, source_manifest: str | None = None,
-                  device: str | None = None, seed: int = 0) -> list[Output]:
+                  device: str | None = None, seed: int = 0,
+                  reference_audio: bool = False) -> list[Output]:
     """The outputs of `model` (a directory, a Hugging Face repo id, a codec spec) for `rows`,
-    made as the streaming commands make them; an unusable model is an EvalError."""
+    made as the streaming commands make them; an unusable model is an EvalError.
+    `reference_audio` (tts): the recognizer also transcribes the rows' own audio."""
     try:
         if kind == "asr":
             from dsm.recipes.eval.asr import asr_outputs
@@ -307,7 +324,8 @@ def model_outputs(kind: str, model: str, rows: list[ManifestRow], manifest: str,
         if kind == "tts":
             from dsm.recipes.eval.tts import tts_outputs
 
-            return tts_outputs(model, rows, asr_model=asr_model, seed=seed, device=device)
+            return tts_outputs(model, rows, asr_model=asr_model, seed=seed, device=device,
+                               reference_audio=reference_audio)
         if kind == "translation":
             from dsm.recipes.eval.translation import translation_outputs
 
