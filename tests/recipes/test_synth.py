@@ -534,3 +534,16 @@ def test_espeak_times_every_word_of_real_sentences():
         times = word_times(spoken.audio, spoken.sample_rate, spoken.onsets)
         assert all(0 <= start < end <= len(spoken.audio) / spoken.sample_rate
                    for start, end in times)
+
+
+def test_words_timed_out_of_order_are_refused_not_written(monkeypatch):
+    # flite reads "I AM" as letters and maps "AM" back to the utterance start: such a draw
+    # is refused (make_item then draws another text), never written with negative words
+    def spoken_backwards(speaker, text, *args):
+        audio = np.full(16000, 0.1, np.float32)
+        return synth_espeak.Spoken(audio, 16000, [0.0, 0.5, 0.2], None)
+
+    monkeypatch.setattr(synth_corpus, "speak", spoken_backwards)
+    speaker = synth_corpus.Speaker("flite", "slt", "en", "train", 1.0, 1.0, 50)
+    with pytest.raises(SynthesisError, match="out of order"):
+        synth_corpus._render(speaker, "I AM here", np.random.default_rng(0), 16000)

@@ -111,6 +111,8 @@ def test_cleaning_drops_what_is_not_prose_with_its_reason() -> None:
         "The following items are included:",
         "Abbreviation, n.: a short way of writing a word.",
         "The ship sailed on the sur-\nface of the sea.",
+        "And God said unto Moses, I AM That I AM.",
+        "The old IBM machine ran all night long.",
     ]
     cleaned = clean_paragraphs(paragraphs, "en", min_words=3, max_words=13)
     assert cleaned.sentences == [
@@ -121,7 +123,8 @@ def test_cleaning_drops_what_is_not_prose_with_its_reason() -> None:
         "The cat sat on the mat."]
     assert cleaned.dropped == {"attribution": 1, "heading": 1, "url": 1, "code": 1,
                                "markup": 1, "other_language": 1, "digits": 1,
-                               "too_short": 1, "incomplete": 1, "symbols": 2}
+                               "too_short": 1, "incomplete": 1, "symbols": 2,
+                               "capitals": 2}
 
 
 def test_fortune_files_and_man_pages_are_read_into_paragraphs() -> None:

@@ -332,6 +332,9 @@ def _render(speaker: Speaker, text: str, rng: np.random.Generator, sample_rate: 
     pitch_jitter = float(rng.uniform(*pitch_range))
     word_gap = int(rng.integers(1, 5)) if rng.random() < 0.15 else 0
     spoken = speak(speaker, text, rate_jitter, pitch_jitter, word_gap)
+    if any(b < a for a, b in zip(spoken.onsets, spoken.onsets[1:])):
+        # e.g. flite reading "I AM" as letters maps the token back to the utterance start
+        raise SynthesisError(f"{speaker.id} timed the words of {text!r} out of order")
     audio = spoken.audio
     if spoken.sample_rate != sample_rate:
         audio = soxr.resample(audio, spoken.sample_rate, sample_rate, quality="HQ")

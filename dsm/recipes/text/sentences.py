@@ -25,7 +25,7 @@ from dsm.recipes.text.normalize import (
 # reasons a line or sentence is dropped (the summary counts each)
 LINE_REASONS = ("attribution", "heading", "code_line")
 SENTENCE_REASONS = ("url", "code", "markup", "other_language", "incomplete", "digits",
-                    "symbols", "too_short", "too_long", "duplicate")
+                    "symbols", "capitals", "too_short", "too_long", "duplicate")
 
 _URL = re.compile(r"https?://|ftp://|www\.|\b[\w.-]+@[\w-]+\.\w|\b\w+\.(?:com|org|net|html?)\b",
                   re.IGNORECASE)
@@ -39,6 +39,7 @@ _CODE = re.compile(
     r"|\b\w+_\w+\b|;\s*$|\x00")      # identifiers, statements; \x00 marks code in HTML
 _ATTRIBUTION = re.compile(r"^\s*(?:--|—|–|~)\s*\S")
 _LETTER = re.compile(r"[^\W\d_]")
+_CAPITALS = re.compile(r"\b[A-ZÀ-ÖØ-Þ]{2,}\b")
 _EN_LETTERS = re.compile(r"^[A-Za-z' \-.,;:!?]+$")
 _FR_LETTERS = re.compile(r"^[A-Za-zÀ-ÖØ-öø-ÿœŒæÆ' \-.,;:!?]+$")
 
@@ -131,6 +132,10 @@ def spoken_reason(sentence: str, lang: str, min_words: int, max_words: int) -> s
         # a lost name ('. et ..'), a stop inside ('n.: a word'), 'lB'-like code, or a
         # word cut at a line end ('sur-')
         return "symbols"
+    if _CAPITALS.search(sentence):
+        # an acronym or a shouted word: the synthesizers spell some and say others, so the
+        # speech would not match the text ('IBM', 'I AM', 'GIMP')
+        return "capitals"
     words = sum(1 for w in sentence.split() if _LETTER.search(w))
     if words < min_words:
         return "too_short"
