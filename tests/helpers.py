@@ -157,6 +157,48 @@ def held_out_utterances(count: int, first: int = 0) -> list[Any]:
     return utterances
 
 
+# The pipeline's `dsm data text` split (dsm/recipes/pipelines/run.py, step data/text): its
+# eval sentences come from fortune files and Bible books no model trained on.
+HELD_OUT_TEXT_SOURCES = ("fortunes", "kjv")
+_held_out_texts: list[Path] = []
+
+
+def held_out_text_file() -> Path:
+    """eval.en.txt of the pipeline's text split, made once per test session (about 15 s
+    from the Debian packages that `make setup` installs)."""
+    import tempfile
+
+    from dsm.recipes.text.corpus import resolve_sources, write_text_corpus
+
+    if not _held_out_texts:
+        out = Path(tempfile.mkdtemp(prefix="dsm-held-out-text-")) / "text"
+        write_text_corpus(out, resolve_sources(HELD_OUT_TEXT_SOURCES, ["en"]), seed=0,
+                          eval_fraction=0.1, min_words=3, max_words=20, progress=False)
+        _held_out_texts.append(out / "eval.en.txt")
+    return _held_out_texts[0]
+
+
+def held_out_text_utterances(count: int, first: int = 0) -> list[Any]:
+    """`count` English utterances spoken by the eval split's voices (as
+    `held_out_utterances`) whose texts are sentences of the held-out documents of the
+    pipeline's text split: new voices and texts never trained on. Checks both."""
+    from dsm.recipes.synth.corpus import DEFAULT_ENGINES, Job, make_item, speakers
+
+    path = held_out_text_file()
+    sentences = set(path.read_text(encoding="utf-8").splitlines())
+    utterances = []
+    for index in range(first, first + count):
+        (utterance,) = make_item(Job(seed=HELD_OUT_SEED, index=index, lang="en", parallel=False,
+                                     engines=DEFAULT_ENGINES, eval_fraction=1.0,
+                                     sample_rate=24000, eval_text_files=(str(path),),
+                                     text_share=1.0))
+        assert utterance.text in sentences
+        utterances.append(utterance)
+    held_out = {s.id for s in speakers("en") if s.split == "eval"}
+    assert {u.speaker for u in utterances} <= held_out
+    return utterances
+
+
 # A Mimi with the real rates, frame and attention window (24 kHz, 1920 samples, 12.5 Hz, 250
 # encoder steps) and tiny widths, in moshi's `get_mimi` terms: moshi's run_inference pads in
 # 24 kHz samples, so its pipelines are compared at the real rates. (Past a full window,
