@@ -333,6 +333,14 @@ def open_text(b: Builder) -> list[Step]:
                 "--text-file", "data/text/train.en.txt", "--eval-text-file",
                 "data/text/eval.en.txt", "--text-share", "0.7", "--eval-fraction", "0.03",
                 "--rate-range", "0.8,1.2", "--pitch-range", "0.9,1.1", seed=40, workers=2),
+        # the model cards' held-out-text figures: held-out voices (and flite's slt, the TTS
+        # voice) speaking sentences of the documents the split holds out
+        b.synth("data/heldout-en", "data/heldout-en", 0.5, "--lang", "en", "--eval-fraction",
+                "0.5", "--text-file", "data/text/train.en.txt", "--eval-text-file",
+                "data/text/eval.en.txt", "--text-share", "1.0", seed=31),
+        b.synth("data/tts-heldout", "data/tts-heldout", 0.08, "--lang", "en", "--voices",
+                "flite:slt", "--eval-fraction", "0", "--text-file", "data/text/eval.en.txt",
+                "--text-share", "1.0", seed=33),
         Step("data/open-tokenizer", ("data", "tokenizer", "--text", "data/text/train.en.txt",
                                      "--manifest", "data/open-en/train.jsonl",
                                      "--out", "data/open/tokenizer", "--vocab-size", "2500",
