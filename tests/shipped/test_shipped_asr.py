@@ -9,16 +9,13 @@ The target for a shipped ASR model is a WER of at most 10 %, and the main test a
 exactly that, on 96 held-out utterances (1044 words, 28 of the utterances by the held-out
 flite voice). The stream test holds its figures at ceilings a little above what the model
 measures (docs/models/asr.md), so that a regression shows. These are generator sentences:
-in-domain text, not open vocabulary. The open-vocabulary test has the same held-out voices
-speak sentences of documents no model trained on (the held-out side of the pipeline's text
-split, `held_out_text_utterances`); its target is a WER of at most 15 %, and it holds the
-model at `HELD_OUT_TEXT_WER_CEILING`, a little above what it measures.
+in-domain text, not open vocabulary.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from helpers import held_out_text_utterances, held_out_utterances
+from helpers import held_out_utterances
 
 from dsm.api import transcribe
 from dsm.models.model_dir import DEFAULT_MODELS, resolve_model
@@ -29,8 +26,6 @@ STREAM_UTTERANCES = 8
 UTTERANCES = 96  # draws 0-15 and 24-103: the stream test below takes draws 16-23
 STREAM_FIRST = 16
 WER_TARGET = 0.10  # the target for a shipped ASR model
-HELD_OUT_TEXT_UTTERANCES = 64
-HELD_OUT_TEXT_WER_CEILING = 1.0  # the target is 0.15
 
 
 def test_shipped_asr_model_files_are_small() -> None:
@@ -58,20 +53,6 @@ def test_shipped_asr_wer_on_held_out_speakers_meets_the_target() -> None:
     # Streaming: every word comes out after the audio of its start has been heard.
     for transcript in transcripts:
         assert all(w.emitted >= w.start for w in transcript.words)
-
-
-def test_shipped_asr_hears_held_out_texts() -> None:
-    model = load_model_dir(resolve_model(None, "asr"))
-    utterances = held_out_text_utterances(HELD_OUT_TEXT_UTTERANCES)
-    pcms = [u.audio.astype(np.float32) / 32768.0 for u in utterances]
-    transcripts = transcribe(pcms, model=model, batch_size=8)
-    counts = [metrics.word_errors(u.text, t.text) for u, t in zip(utterances, transcripts)]
-    errors = sum(c.errors for c in counts)
-    words = sum(c.reference_length for c in counts)
-    shown = "\n".join(f"{u.speaker}: {u.text!r} -> {t.text!r}"
-                      for u, t in zip(utterances, transcripts) if u.text != t.text)
-    assert errors / words <= HELD_OUT_TEXT_WER_CEILING, \
-        f"WER {errors / words:.3f} ({errors}/{words} words)\n{shown}"
 
 
 # measured: 0.022 in the stream, 0.042 on the 4 utterances past 20 s, 0.055 each alone

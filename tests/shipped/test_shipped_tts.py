@@ -6,12 +6,10 @@ used), spoken through the streaming engine word by word as `dsm speak` does, wit
 model directory's own sampling settings and fixed seeds. Both models must be shipped: a
 missing one is a failure that names it, never a skip.
 
-The target for a shipped TTS model is an intelligibility WER of at most 15 %; the first
-test holds it at `WER_CEILING` on generator sentences (in-domain text). The second speaks
-sentences of documents no model trained on (the held-out side of the pipeline's text
-split, `held_out_text_file`), heard by the shipped ASR model and by CMU PocketSphinx, an
-independent recognizer trained on real speech; their ceilings sit a little above what the
-models measure (docs/models/tts.md), so that a regression shows.
+The target for a shipped TTS model is an intelligibility WER of at most 15 %; the test
+holds it at `WER_CEILING`, under the target and a little above what the model measures
+(docs/models/tts.md), so that a regression shows. These are generator sentences: in-domain
+text, not open vocabulary.
 """
 
 from __future__ import annotations
@@ -19,11 +17,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from helpers import HELD_OUT_SEED, held_out_text_file
+from helpers import HELD_OUT_SEED
 
 from dsm.models.model_dir import DEFAULT_MODELS, resolve_model
 from dsm.recipes.eval import metrics
-from dsm.recipes.eval.pocketsphinx import transcribe_pocketsphinx
 from dsm.recipes.eval.tts import intelligibility
 from dsm.recipes.synth.text import sentence
 from dsm.recipes.tasks.tts import check_codec
@@ -31,9 +28,6 @@ from dsm.streaming.model_dir import load_model_dir
 
 SENTENCES = 48
 WER_CEILING = 0.10  # the target is 0.15
-HELD_OUT_SENTENCES = 32
-HELD_OUT_WER_CEILING = 1.0  # heard by the shipped ASR model; the target is 0.15
-POCKETSPHINX_WER_CEILING = 1.0  # heard by PocketSphinx
 
 
 def _sentences() -> list[str]:
@@ -64,26 +58,3 @@ def test_shipped_tts_intelligibility_stays_at_its_measured_level() -> None:
     words = sum(c.reference_length for c in counts)
     shown = "\n".join(f"{t!r} -> {h!r}" for t, h in zip(texts, transcripts))
     assert errors / words <= WER_CEILING, f"WER {errors / words:.3f} ({errors}/{words})\n{shown}"
-
-
-def _word_error_rate(texts: list[str], transcripts: list[str]) -> float:
-    counts = [metrics.word_errors(t, h) for t, h in zip(texts, transcripts)]
-    return sum(c.errors for c in counts) / sum(c.reference_length for c in counts)
-
-
-def test_shipped_tts_speaks_held_out_texts() -> None:
-    tts = load_model_dir(resolve_model(None, "tts"))
-    asr = load_model_dir(resolve_model(None, "asr"))
-    sentences = held_out_text_file().read_text(encoding="utf-8").splitlines()
-    rng = np.random.default_rng(HELD_OUT_SEED)
-    texts = [sentences[int(i)] for i in rng.choice(len(sentences), HELD_OUT_SENTENCES,
-                                                       replace=False)]
-    speech, transcripts = intelligibility(tts, asr, texts, seed=0, tts_batch=8, asr_batch=8)
-    for text, spoken in zip(texts, speech):
-        assert [w for w, _, _ in spoken.words] == text.split()
-    wer = _word_error_rate(texts, transcripts)
-    heard = transcribe_pocketsphinx([s.pcm for s in speech], tts.codec.sample_rate)
-    independent = _word_error_rate(texts, heard)
-    shown = "\n".join(f"{t!r} -> {h!r} | {p!r}" for t, h, p in zip(texts, transcripts, heard))
-    assert wer <= HELD_OUT_WER_CEILING, f"ASR WER {wer:.3f}\n{shown}"
-    assert independent <= POCKETSPHINX_WER_CEILING, f"PocketSphinx WER {independent:.3f}\n{shown}"
